@@ -1,0 +1,49 @@
+"""Recommendation layer: the blended candidates and each customer's top N."""
+
+import duckdb
+
+from recopipeline.defs.stage import sql_asset
+from recopipeline.lib.tuning import Tuning
+from recopipeline.lib.warehouse import run
+
+GROUP = "recommendations"
+
+
+def create_strategy_weights(con: duckdb.DuckDBPyConnection, tuning: Tuning) -> None:
+    """The blend weights as a small table, in priority order."""
+    run(con, "CREATE TEMP TABLE strategy_weights (strategy VARCHAR, weight DOUBLE, priority INTEGER)")
+    for priority, (strategy, weight) in enumerate(tuning.strategy_weights().items(), start=1):
+        run(con, "INSERT INTO strategy_weights VALUES (?, ?, ?)", [strategy, weight, priority])
+
+
+product_recommendations = sql_asset(
+    "product_recommendations",
+    group=GROUP,
+    inputs=[
+        "products",
+        "orders",
+        "customer_segments",
+        "customer_product_affinity",
+        "customer_category_preferences",
+        "product_popularity",
+        "product_similarity",
+        "complementary_products",
+        "collaborative_item_similarity",
+    ],
+    description=(
+        "Every strategy's candidates, normalised and blended into one row per (customer, product), "
+        "available and not yet purchased, ranked with a deterministic tie-break."
+    ),
+    order_by="customer_id, recommendation_rank",
+    score_column="recommendation_score",
+    prepare=create_strategy_weights,
+)
+
+customer_top_recommendations = sql_asset(
+    "customer_top_recommendations",
+    group=GROUP,
+    inputs=["product_recommendations", "products"],
+    description="Each customer's top N recommendations with type, score and evidence.",
+    order_by="customer_id, recommendation_rank",
+    score_column="recommendation_score",
+)

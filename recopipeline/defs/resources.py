@@ -1,0 +1,71 @@
+"""Resources: the warehouse, the source location and the tuning values, with local defaults."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import dagster as dg
+
+from recopipeline.lib import settings
+from recopipeline.lib.sources import resolve_location
+from recopipeline.lib.tuning import Tuning
+from recopipeline.lib.warehouse import Warehouse
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The Parquet warehouse under one storage root; each step computes in its own in-memory DuckDB."""
+
+    root: str
+    memory_limit: str = "3GB"
+    threads: int = 2
+
+    def get(self) -> Warehouse:
+        return Warehouse(root=self.root, memory_limit=self.memory_limit, threads=self.threads)
+
+
+class SourceResource(dg.ConfigurableResource):
+    """Where the five sources come from: `synthetic:<scale>`, `online_retail:sample|<file>` or a directory."""
+
+    source: str
+    seed: int = 42
+    cache_dir: str
+
+    def location(self) -> Path:
+        return resolve_location(self.source, Path(self.cache_dir), seed=self.seed)
+
+
+_PY_TYPES = {"float": float, "int": int, "str": str, "bool": bool}
+
+
+def _tuning_resource_class() -> type:
+    """A Dagster resource with exactly the fields and defaults of `Tuning` (one definition, two faces)."""
+    namespace = {
+        "__annotations__": {f.name: _PY_TYPES[f.type] for f in fields(Tuning)},
+        "__doc__": "Tuning values of every stage; see docs/configuration.md.",
+        "__module__": __name__,
+        "get": lambda self: Tuning.from_dict(self.model_dump()),
+        **{f.name: f.default for f in fields(Tuning)},
+    }
+    return type("TuningResource", (dg.ConfigurableResource,), namespace)
+
+
+TuningResource = _tuning_resource_class()
+
+
+def default_resources() -> dict[str, dg.ConfigurableResource]:
+    """The resources as the environment configures them (embedded defaults when unset)."""
+    return {
+        "warehouse": WarehouseResource(
+            root=settings.warehouse_root(),
+            memory_limit=settings.duckdb_memory_limit(),
+            threads=settings.duckdb_threads(),
+        ),
+        "source": SourceResource(source=settings.source_spec(), cache_dir=str(settings.LOCAL_HOME / "input")),
+        "tuning": TuningResource(),
+    }
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(resources=default_resources())

@@ -1,0 +1,114 @@
+"""The data contract of the five sources: column names, DuckDB types, nullability and keys.
+
+Every source file (CSV or Parquet) that the pipeline ingests, and every file the synthetic generator or the
+Online Retail adapter writes, follows this contract. `docs/data_contract.md` explains each column.
+Timestamps are naive and in UTC. Identifiers are strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INTERACTION_TYPES = ("view", "click", "cart_add", "cart_remove", "purchase")
+CART_STATUSES = ("open", "abandoned", "checked_out")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    nullable: bool
+    description: str
+
+
+@dataclass(frozen=True)
+class SourceContract:
+    name: str
+    key: tuple[str, ...]
+    columns: tuple[Column, ...]
+    description: str
+    event_time: str | None = None  # the column that places a row in time, for event sources
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+
+CUSTOMERS = SourceContract(
+    name="customers",
+    key=("customer_id",),
+    description="Known customers of the shop; every customer here is served recommendations.",
+    columns=(
+        Column("customer_id", "VARCHAR", False, "Stable customer identifier."),
+        Column("email", "VARCHAR", True, "Contact address; not used for scoring."),
+        Column("signup_date", "TIMESTAMP", True, "When the customer account was created."),
+        Column("country", "VARCHAR", True, "Customer country, free text."),
+    ),
+)
+
+PRODUCTS = SourceContract(
+    name="products",
+    key=("product_id",),
+    description="The product catalogue as it is now (a snapshot, not a history).",
+    columns=(
+        Column("product_id", "VARCHAR", False, "Stable product identifier."),
+        Column("product_name", "VARCHAR", False, "Display name."),
+        Column("category", "VARCHAR", False, "Leaf category; products are compared within a category."),
+        Column("brand", "VARCHAR", True, "Brand; null when unknown (never matches another product's brand)."),
+        Column("price", "DOUBLE", False, "Current unit price, >= 0."),
+        Column("stock_quantity", "INTEGER", False, "Units in stock; 0 means out of stock."),
+        Column("is_active", "BOOLEAN", False, "False for delisted products; they are never recommended."),
+        Column("created_at", "TIMESTAMP", False, "When the product was listed."),
+    ),
+)
+
+ORDERS = SourceContract(
+    name="orders",
+    key=("order_id", "product_id"),
+    event_time="order_timestamp",
+    description="Order lines: one row per product in an order (repeated lines of a product are summed).",
+    columns=(
+        Column("order_id", "VARCHAR", False, "Order identifier, shared by the lines of one order."),
+        Column("customer_id", "VARCHAR", False, "Buyer."),
+        Column("product_id", "VARCHAR", False, "Product bought."),
+        Column("order_timestamp", "TIMESTAMP", False, "When the order was placed (UTC)."),
+        Column("quantity", "INTEGER", False, "Units bought, > 0."),
+        Column("line_value", "DOUBLE", False, "Value of the line (quantity x unit price), >= 0."),
+    ),
+)
+
+CUSTOMER_INTERACTIONS = SourceContract(
+    name="customer_interactions",
+    key=("event_id",),
+    event_time="interaction_timestamp",
+    description="Behaviour events from the shop front-end: views, clicks, cart adds and removes, purchases.",
+    columns=(
+        Column("event_id", "VARCHAR", False, "Unique event identifier (deduplication key)."),
+        Column("customer_id", "VARCHAR", False, "Customer who acted."),
+        Column("product_id", "VARCHAR", False, "Product acted on."),
+        Column("interaction_type", "VARCHAR", False, "One of view, click, cart_add, cart_remove, purchase."),
+        Column("interaction_timestamp", "TIMESTAMP", False, "When it happened (UTC)."),
+        Column("session_id", "VARCHAR", True, "Browse session; null for events outside a session."),
+    ),
+)
+
+CART_ACTIVITY = SourceContract(
+    name="cart_activity",
+    key=("cart_id", "product_id"),
+    event_time="added_at",
+    description="Products placed in carts, with the cart's outcome.",
+    columns=(
+        Column("cart_id", "VARCHAR", False, "Cart identifier."),
+        Column("customer_id", "VARCHAR", False, "Cart owner."),
+        Column("product_id", "VARCHAR", False, "Product in the cart."),
+        Column("added_at", "TIMESTAMP", False, "When the product was added (UTC)."),
+        Column("cart_status", "VARCHAR", False, "open, abandoned or checked_out."),
+    ),
+)
+
+SOURCES: dict[str, SourceContract] = {
+    c.name: c for c in (CUSTOMERS, PRODUCTS, ORDERS, CUSTOMER_INTERACTIONS, CART_ACTIVITY)
+}

@@ -1,0 +1,193 @@
+"""The warehouse: Parquet files under one storage root, computed by short-lived in-memory DuckDB sessions.
+
+Layout: `<root>/<asset>/data.parquet` for an unpartitioned asset, `<root>/<asset>/<partition>.parquet` for a
+partitioned one. Each step opens its own in-memory DuckDB, exposes its inputs as views named after the
+upstream assets, and writes its output to a temporary file that is renamed into place. Readers therefore
+never see a half-written file and parallel steps never share a database lock. On object storage
+(`s3://…`, `gs://…`) the object is written directly; a single object PUT is atomic there.
+
+`<root>/catalog.duckdb` holds one view per asset so a person can open everything with the DuckDB CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+SQL_DIR = Path(__file__).parents[1] / "sql"
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+_PARTITION = re.compile(r"^[A-Za-z0-9_\-:]+$")
+
+
+def is_remote(root: str) -> bool:
+    return "://" in root
+
+
+def load_sql(name: str) -> str:
+    """The text of `recopipeline/sql/<name>.sql`."""
+    return (SQL_DIR / f"{name}.sql").read_text()
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _sql_literal(value) -> str:
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, pd.Timestamp) or hasattr(value, "isoformat"):
+        return f"TIMESTAMP {_quote(pd.Timestamp(value).strftime('%Y-%m-%d %H:%M:%S.%f'))}"
+    return _quote(str(value))
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    root: str
+    memory_limit: str = "3GB"
+    threads: int = 2
+    temp_directory: str | None = None
+
+    # ---- locations -------------------------------------------------------------------------------------
+    def asset_dir(self, asset: str) -> str:
+        _check_identifier(asset)
+        return f"{self.root.rstrip('/')}/{asset}"
+
+    def partition_path(self, asset: str, partition: str | None = None) -> str:
+        if partition is None:
+            return f"{self.asset_dir(asset)}/data.parquet"
+        if not _PARTITION.match(partition):
+            raise ValueError(f"invalid partition key {partition!r}")
+        return f"{self.asset_dir(asset)}/{partition.replace(':', '')}.parquet"
+
+    def files(self, asset: str) -> list[str]:
+        """The Parquet files of an asset (local roots only)."""
+        folder = Path(self.asset_dir(asset))
+        return sorted(str(p) for p in folder.glob("*.parquet")) if folder.is_dir() else []
+
+    def exists(self, asset: str) -> bool:
+        return bool(self.files(asset)) if not is_remote(self.root) else True
+
+    def scan(self, asset: str) -> str:
+        """A DuckDB table expression that reads every file of the asset."""
+        return f"read_parquet({_quote(self.asset_dir(asset) + '/*.parquet')}, union_by_name = true)"
+
+    # ---- computing -------------------------------------------------------------------------------------
+    @contextmanager
+    def session(
+        self, inputs: Iterable[str] = (), variables: Mapping[str, object] | None = None
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """An in-memory DuckDB with each input asset as a view of the same name and `getvariable()` values."""
+        con = duckdb.connect(":memory:")
+        try:
+            temp = self.temp_directory or os.path.join(tempfile.gettempdir(), "recopipeline-duckdb")
+            os.makedirs(temp, exist_ok=True)
+            run(con, f"SET memory_limit = {_quote(self.memory_limit)}")
+            run(con, f"SET threads = {int(self.threads)}")
+            run(con, f"SET temp_directory = {_quote(temp)}")
+            run(con, "SET preserve_insertion_order = false")
+            for name in inputs:
+                if not self.exists(name):
+                    raise MissingAssetError(f"upstream asset '{name}' has not been materialized under {self.root}")
+                run(con, f"CREATE VIEW {name} AS SELECT * FROM {self.scan(name)}")
+            for key, value in (variables or {}).items():
+                _check_identifier(key)
+                run(con, f"SET VARIABLE {key} = {_sql_literal(value)}")
+            yield con
+        finally:
+            con.close()
+
+    def write(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        asset: str,
+        query: str,
+        partition: str | None = None,
+        order_by: str | None = None,
+    ) -> int:
+        """Write the query's rows as the asset's (partition) file, atomically; returns the row count."""
+        target = self.partition_path(asset, partition)
+        ordered = f"SELECT * FROM ({query}) ORDER BY {order_by}" if order_by else query
+        if is_remote(self.root):
+            (count,) = run(con, f"COPY ({ordered}) TO {_quote(target)} (FORMAT parquet, COMPRESSION zstd)")[0]
+            return int(count)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        temp = f"{os.path.dirname(target)}/.{uuid.uuid4().hex}.tmp"
+        try:
+            (count,) = run(con, f"COPY ({ordered}) TO {_quote(temp)} (FORMAT parquet, COMPRESSION zstd)")[0]
+            os.replace(temp, target)
+        finally:
+            if os.path.exists(temp):
+                os.remove(temp)
+        return int(count)
+
+    def drop_partition(self, asset: str, partition: str) -> None:
+        path = self.partition_path(asset, partition)
+        if os.path.exists(path):
+            os.remove(path)
+
+    def read(self, query: str, inputs: Iterable[str] = ()) -> pd.DataFrame:
+        """Run a query over the named assets and return a DataFrame (for metadata, tests and the CLI)."""
+        with self.session(inputs) as con:
+            return con.sql(query).df()
+
+    # ---- catalog ---------------------------------------------------------------------------------------
+    @property
+    def catalog_path(self) -> str:
+        return f"{self.root.rstrip('/')}/catalog.duckdb"
+
+    def assets(self) -> list[str]:
+        root = Path(self.root)
+        if not root.is_dir():
+            return []
+        return sorted(p.name for p in root.iterdir() if p.is_dir() and _IDENTIFIER.match(p.name) and self.files(p.name))
+
+    def refresh_catalog(self) -> str | None:
+        """Rebuild `catalog.duckdb` with one view per materialized asset; swapped in by rename."""
+        if is_remote(self.root):
+            return None
+        temp = f"{self.catalog_path}.{uuid.uuid4().hex}.tmp"
+        con = duckdb.connect(temp)
+        try:
+            for name in self.assets():
+                run(con, f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {self.scan(name)}")
+        finally:
+            con.close()
+        os.replace(temp, self.catalog_path)
+        if os.path.exists(temp + ".wal"):
+            os.remove(temp + ".wal")
+        return self.catalog_path
+
+    def query_catalog(self, query: str) -> pd.DataFrame:
+        """Run a query against the read-only catalog."""
+        if not os.path.exists(self.catalog_path):
+            self.refresh_catalog()
+        con = duckdb.connect(self.catalog_path, read_only=True)
+        try:
+            return con.sql(query).df()
+        finally:
+            con.close()
+
+
+class MissingAssetError(RuntimeError):
+    """An upstream asset has no data yet."""
+
+
+def run(con: duckdb.DuckDBPyConnection, sql: str, params=None) -> list[tuple]:
+    """Execute a statement and fetch its result to the end (DuckDB 2 results hold the connection until then)."""
+    return con.execute(sql, params).fetchall() if params is not None else con.execute(sql).fetchall()
+
+
+def _check_identifier(name: str) -> None:
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"invalid name {name!r}")

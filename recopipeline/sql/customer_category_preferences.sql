@@ -1,0 +1,28 @@
+-- customer_category_preferences: each customer's categories, ranked by recency-weighted interest.
+-- Revenue comes from the orders, aggregated per (customer, category) before the join (no fan-out).
+-- Ties rank by purchases, then category name, so the rank is deterministic.
+WITH category_revenue AS (
+    SELECT o.customer_id, p.category, sum(o.line_value) AS category_revenue
+    FROM orders AS o
+    JOIN products AS p USING (product_id)
+    WHERE o.order_timestamp <= getvariable('as_of')
+    GROUP BY o.customer_id, p.category
+),
+interest AS (
+    SELECT customer_id,
+           category,
+           count(DISTINCT product_id)                              AS products_interacted,
+           sum(interaction_score)                                  AS total_category_score,
+           round(sum(interaction_score * recency_score), 6)        AS weighted_category_score,
+           count(*) FILTER (WHERE interaction_type = 'purchase')   AS category_purchases
+    FROM customer_behavior_comprehensive
+    GROUP BY customer_id, category
+)
+SELECT i.*,
+       coalesce(r.category_revenue, 0) AS category_revenue,
+       row_number() OVER (
+           PARTITION BY i.customer_id
+           ORDER BY i.weighted_category_score DESC, i.category_purchases DESC, i.category
+       ) AS category_rank
+FROM interest AS i
+LEFT JOIN category_revenue AS r USING (customer_id, category)

@@ -1,0 +1,13 @@
+-- customer_top_recommendations: each customer's top N recommendations with the product's display fields.
+SELECT r.customer_id,
+       r.recommendation_rank,
+       r.product_id,
+       p.product_name,
+       p.category,
+       p.price,
+       r.recommendation_type,
+       r.recommendation_score,
+       r.evidence
+FROM product_recommendations AS r
+JOIN products AS p USING (product_id)
+WHERE r.recommendation_rank <= getvariable('top_n')
