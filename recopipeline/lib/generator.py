@@ -74,18 +74,18 @@ PREF_COUNT_P = (0.4, 0.4, 0.2)  # P(1, 2, 3 preferred categories)
 MAX_FAVOURITES = 4
 
 # Sessions
-EVENTS_PER_SESSION = 7.9  # measured mean, used to turn the event target into a session rate
+EVENTS_PER_SESSION = 5.45  # measured mean, used to turn the event target into a session rate
 ITEMS_PER_SESSION = 4.5
 MAX_ITEMS = 40
 SESSION_IN_CATEGORY = 0.6  # item from the session's category
 ITEM_IN_PREFS = 0.25  # item from another preferred category; the rest follow global popularity
 SESSION_IN_PREFS = 0.85
 FAVOURITE_SHARE = 0.1
-P_CLICK, P_CART = 0.33, 0.5
-P_CLICK_FAV, P_CART_FAV = 0.7, 0.7
+P_CLICK, P_CART = 0.24, 0.42
+P_CLICK_FAV, P_CART_FAV = 0.6, 0.6
 P_CHECKOUT = 0.7
-P_BUY_AT_CHECKOUT = 0.9  # otherwise removed
-P_REMOVE_ABANDONED = 0.7  # otherwise left in the cart
+P_BUY_AT_CHECKOUT = 0.85  # otherwise removed
+P_REMOVE_ABANDONED = 0.8  # otherwise left in the cart
 P_COMPLEMENT = 0.35
 QUANTITY_P = (0.8, 0.15, 0.05)
 GAP_MEDIAN_S, GAP_SIGMA, MAX_GAP_S = 20.0, 1.0, 300

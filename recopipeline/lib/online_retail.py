@@ -74,7 +74,7 @@ class AdapterReport:
 
 
 # The customers of a slice: the n customers with the smallest md5 of their id, which is deterministic and
-# spread over the whole customer base. `customer_id` is the id as the contract writes it ("17850").
+# spread over the whole customer base. The hash is taken of the id as the contract writes it ("17850").
 _SELECTED_CUSTOMERS_CTE = """
 selected_customers AS (
     SELECT CustomerID
@@ -281,8 +281,8 @@ def convert_online_retail(
     """Convert the raw UCI file `src` into the five contract sources as `out_dir/<source>.parquet`.
 
     `start` (inclusive) and `end` (exclusive) are ISO dates or times that bound InvoiceDate; `max_customers`
-    keeps the rows of the N customers with the smallest md5 of their id. Rows outside the slice are not
-    read; `input_rows` counts the rows of the slice.
+    keeps the rows of the N customers with the smallest md5 of their id (rows without a customer then drop
+    out). Rows outside the slice are ignored, not counted as dropped: `input_rows` counts the slice.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -321,6 +321,7 @@ def make_sample(
     finally:
         con.close()
     raw = pq.read_table(src)
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
     sample = raw.take(pa.array(rows, pa.int64())).replace_schema_metadata(None)
     _write_parquet(sample, Path(dst))
     return sample.num_rows

@@ -136,10 +136,10 @@ class Warehouse:
         if os.path.exists(path):
             os.remove(path)
 
-    def read(self, query: str, inputs: Iterable[str] = ()) -> pd.DataFrame:
+    def read(self, query: str, inputs: Iterable[str] = (), params: Mapping[str, object] | None = None) -> pd.DataFrame:
         """Run a query over the named assets and return a DataFrame (for metadata, tests and the CLI)."""
         with self.session(inputs) as con:
-            return con.sql(query).df()
+            return con.execute(query, params).df() if params else con.sql(query).df()
 
     # ---- catalog ---------------------------------------------------------------------------------------
     @property
