@@ -67,3 +67,27 @@ def stage(
 
 def table(store: Warehouse, asset: str, order_by: str) -> pd.DataFrame:
     return store.read(f"SELECT * FROM {asset} ORDER BY {order_by}", inputs=[asset])
+
+
+_DEFAULTS = {
+    "customers": {"email": None, "signup_date": datetime(2025, 1, 1), "country": "GB"},
+    "products": {"brand": None, "stock_quantity": 10, "is_active": True, "created_at": datetime(2025, 1, 1)},
+    "orders": {"quantity": 1, "line_value": 10.0},
+    "customer_interactions": {"session_id": None},
+    "cart_activity": {"cart_status": "abandoned"},
+}
+_PANDAS_TYPES = {"VARCHAR": "string", "TIMESTAMP": "datetime64[us]", "DOUBLE": "float64", "INTEGER": "int32",
+                 "BOOLEAN": "bool"}
+
+
+def rows(source: str, records: list[dict]) -> pd.DataFrame:
+    """A contract-shaped table from a few hand-written records (unnamed optional columns get defaults)."""
+    from recopipeline.lib.contract import SOURCES
+
+    contract = SOURCES[source]
+    defaults = _DEFAULTS[source]
+    if source == "customer_interactions":
+        records = [{"event_id": f"E{i}", **r} for i, r in enumerate(records, start=1)]
+    full = [{**defaults, **r} for r in records]
+    frame = pd.DataFrame(full, columns=contract.column_names)
+    return frame.astype({c.name: _PANDAS_TYPES[c.type] for c in contract.columns})

@@ -12,7 +12,8 @@ SELECT customer_id,
        round(sum(interaction_score * recency_score), 6)          AS weighted_affinity_score,
        round(sum(recency_score) FILTER (WHERE interaction_type = 'purchase'), 6) AS weighted_purchase_count,
        max(interaction_timestamp)                                AS last_interaction_at,
-       date_diff('day', max(interaction_timestamp), getvariable('as_of')) AS days_since_interaction,
+       CAST(date_diff('second', max(interaction_timestamp), getvariable('as_of')) // 86400 AS INTEGER)
+                                                                 AS days_since_interaction,
        CASE
            WHEN round(sum(interaction_score * recency_score), 6) > getvariable('high_affinity_above')   THEN 'high_affinity'
            WHEN round(sum(interaction_score * recency_score), 6) > getvariable('medium_affinity_above') THEN 'medium_affinity'

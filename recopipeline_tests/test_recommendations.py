@@ -1,0 +1,110 @@
+"""The blend, hand-computed: normalisation, weights, exclusions, dedupe, tie-break and cold start."""
+
+import pandas as pd
+import pytest
+
+from recopipeline_tests.conftest import AS_OF, put, rows, stage, table
+
+TOTAL_WEIGHT = 1.0 + 1.0 + 1.0 + 0.6 + 0.0 + 0.1  # default strategy weights
+
+
+def frame(columns: str, *records) -> pd.DataFrame:
+    return pd.DataFrame(records, columns=columns.split())
+
+
+@pytest.fixture
+def candidates(warehouse):
+    """C1 bought P1 and viewed P2; C2 is a new customer with no history."""
+    put(warehouse, "products", rows("products", [
+        {"product_id": p, "product_name": f"name {p}", "category": c, "price": 1.0, **extra}
+        for p, c, extra in [
+            ("P1", "A", {}), ("P2", "A", {}), ("P3", "A", {}), ("P4", "A", {}), ("P5", "C", {}),
+            ("P6", "C", {"stock_quantity": 0}), ("P7", "C", {"is_active": False}), ("P8", "B", {}), ("P9", "C", {}),
+        ]
+    ]))
+    put(warehouse, "orders", rows("orders", [
+        {"order_id": "O1", "customer_id": "C1", "product_id": "P1", "order_timestamp": AS_OF},
+    ]))
+    put(warehouse, "customer_segments", frame("customer_id customer_segment", ("C1", "returning"), ("C2", "new")))
+    put(warehouse, "customer_product_affinity", frame(
+        "customer_id product_id weighted_affinity_score purchase_count weighted_purchase_count",
+        ("C1", "P1", 10.0, 1, 1.0), ("C1", "P2", 5.0, 0, None)))
+    put(warehouse, "customer_category_preferences", frame(
+        "customer_id category weighted_category_score category_rank", ("C1", "A", 15.0, 1)))
+    put(warehouse, "product_popularity", frame(
+        "segment product_id category popularity_score popularity_rank category_rank",
+        ("all", "P8", "B", 20.0, 1, 1), ("all", "P3", "A", 8.0, 2, 1), ("all", "P4", "A", 4.0, 3, 2),
+        ("returning", "P8", "B", 20.0, 1, 1), ("returning", "P3", "A", 8.0, 2, 1),
+        ("new", "P8", "B", 0.0, 1, 1), ("new", "P3", "A", 0.0, 2, 1)))
+    put(warehouse, "product_similarity", frame(
+        "product_id_1 product_id_2 attribute_similarity_score similarity_rank",
+        ("P1", "P3", 0.82, 1), ("P1", "P4", 0.58, 2), ("P2", "P3", 0.64, 1), ("P2", "P1", 0.64, 2)))
+    put(warehouse, "complementary_products", frame(
+        "product_id_1 product_id_2 complementary_score complementary_rank",
+        ("P1", "P3", 0.3, 1), ("P1", "P7", 0.9, 2)))
+    put(warehouse, "collaborative_item_similarity", frame(
+        "product_id_1 product_id_2 cf_similarity cf_rank",
+        ("P1", "P2", 0.9, 1), ("P1", "P5", 0.5, 2), ("P1", "P9", 0.5, 3), ("P2", "P6", 0.4, 1)))
+    return warehouse
+
+
+def recommendations(store, customer: str) -> pd.DataFrame:
+    found = table(store, "product_recommendations", "customer_id, recommendation_rank")
+    return found[found.customer_id == customer].set_index("product_id")
+
+
+def test_blend_normalises_weights_and_ranks(definitions, candidates):
+    stage(definitions, candidates, ["product_recommendations"])
+    c1 = recommendations(candidates, "C1")
+    # affinity_similar: P3 = 10 x 0.82 + 5 x 0.64 = 11.4 (-> 1.0), P4 = 10 x 0.58 = 5.8 (-> 5.8 / 11.4)
+    # collaborative: P5 = P9 = 10 x 0.5 (-> 1.0 each); P2 is the customer's own product, P6 is out of stock
+    # complementary: P3 = 10 x 0.3 (-> 1.0); P7 is inactive
+    # category_preference (category A, popularity 8 and 4): P3 -> 1.0, P4 -> 0.5
+    # popular (segment returning): P8 -> 1.0, P3 -> (8 + 49e-6) / (20 + 50e-6)
+    popular_p3 = (8 + 49e-6) / (20 + 50e-6)
+    expected = {
+        "P3": (1.0 + 1.0 + 0.6 * 1.0 + 0.1 * popular_p3) / TOTAL_WEIGHT,
+        "P5": 1.0 / TOTAL_WEIGHT,
+        "P9": 1.0 / TOTAL_WEIGHT,
+        "P4": (5.8 / 11.4 + 0.6 * 0.5) / TOTAL_WEIGHT,
+        "P8": 0.1 / TOTAL_WEIGHT,
+    }
+    assert list(c1.index) == ["P3", "P5", "P9", "P4", "P8"]  # P5 and P9 tie: product id decides
+    assert c1.recommendation_score.to_dict() == pytest.approx(expected, abs=1e-8)
+    assert list(c1.recommendation_rank) == [1, 2, 3, 4, 5]
+    assert c1.recommendation_type.to_dict() == {
+        "P3": "affinity_similar",  # ties complementary at 1.0; the earlier strategy wins
+        "P5": "collaborative", "P9": "collaborative", "P4": "affinity_similar", "P8": "popular"}
+    assert c1.loc["P3"].evidence == "P1,P2"
+    assert c1.loc["P3"].strategies == "affinity_similar,complementary,category_preference,popular"
+    assert c1.loc["P8"].evidence == "popular:returning"
+
+
+def test_purchased_unavailable_and_duplicate_products_are_excluded(definitions, candidates):
+    stage(definitions, candidates, ["product_recommendations"])
+    found = table(candidates, "product_recommendations", "customer_id, recommendation_rank")
+    assert "P1" not in set(found[found.customer_id == "C1"].product_id)  # bought
+    assert not {"P6", "P7"} & set(found.product_id)  # out of stock, inactive
+    assert not found.duplicated(["customer_id", "product_id"]).any()
+
+
+def test_purchased_products_can_be_kept(definitions, candidates):
+    stage(definitions, candidates, ["product_recommendations"], exclude_purchased=False)
+    c1 = recommendations(candidates, "C1")
+    # P1 is similar to the seed P2: 5 x 0.64 = 3.2 of the best 11.4
+    assert c1.loc["P1"].recommendation_score == pytest.approx((3.2 / 11.4) / TOTAL_WEIGHT, abs=1e-8)
+
+
+def test_a_customer_without_history_gets_the_segment_fallback(definitions, candidates):
+    stage(definitions, candidates, ["product_recommendations"])
+    c2 = recommendations(candidates, "C2")
+    assert list(c2.index) == ["P8", "P3"]
+    assert set(c2.recommendation_type) == {"popular"} and set(c2.evidence) == {"popular:new"}
+    assert c2.loc["P3"].recommendation_score == pytest.approx(0.1 * (49e-6 / 50e-6) / TOTAL_WEIGHT, abs=1e-8)
+
+
+def test_top_recommendations_cut_at_n_with_display_fields(definitions, candidates):
+    stage(definitions, candidates, ["product_recommendations", "customer_top_recommendations"], top_n=2)
+    top = table(candidates, "customer_top_recommendations", "customer_id, recommendation_rank")
+    assert list(zip(top.customer_id, top.product_id)) == [("C1", "P3"), ("C1", "P5"), ("C2", "P8"), ("C2", "P3")]
+    assert top.loc[0, "product_name"] == "name P3"
