@@ -1,0 +1,102 @@
+"""The whole graph on synthetic and real data: invariants, determinism and a multiprocess run."""
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from recopipeline.lib.warehouse import Warehouse
+from recopipeline_tests.conftest import resources_for
+
+SOURCES = ["synthetic:xs", "online_retail:sample"]
+
+
+@pytest.fixture(scope="module")
+def input_cache(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("input"))
+
+
+def build(definitions, root: Path, source: str, input_cache: str) -> Warehouse:
+    store = Warehouse(root=str(root), memory_limit="2GB", threads=2)
+    result = dg.materialize(list(definitions.assets), resources=resources_for(store, source, input_cache))
+    assert result.success
+    return store
+
+
+@pytest.fixture(scope="module", params=SOURCES)
+def built(request, definitions, tmp_path_factory, input_cache) -> Warehouse:
+    return build(definitions, tmp_path_factory.mktemp("warehouse"), request.param, input_cache)
+
+
+def test_every_known_customer_is_served_at_most_n(built):
+    counts = built.read(
+        "SELECT c.customer_id, count(t.product_id) AS n FROM customers AS c "
+        "LEFT JOIN customer_top_recommendations AS t USING (customer_id) GROUP BY c.customer_id",
+        inputs=["customers", "customer_top_recommendations"],
+    )
+    assert len(counts) > 100
+    assert counts.n.min() >= 1 and counts.n.max() <= 20
+
+
+def test_no_purchased_unavailable_or_duplicate_recommendations(built):
+    violations = built.read(
+        """
+        SELECT
+          (SELECT count(*) FROM customer_top_recommendations t JOIN orders o USING (customer_id, product_id)) AS bought,
+          (SELECT count(*) FROM customer_top_recommendations t JOIN products p USING (product_id)
+            WHERE NOT p.is_active OR p.stock_quantity <= 0) AS unavailable,
+          (SELECT count(*) - count(DISTINCT (customer_id, product_id)) FROM customer_top_recommendations) AS dupes,
+          (SELECT count(*) - count(DISTINCT (customer_id, recommendation_rank)) FROM customer_top_recommendations)
+              AS rank_dupes,
+          (SELECT count(*) FROM customer_top_recommendations
+            WHERE recommendation_score NOT BETWEEN 0 AND 1) AS out_of_range
+        """,
+        inputs=["customer_top_recommendations", "orders", "products"],
+    )
+    assert violations.iloc[0].to_dict() == {"bought": 0, "unavailable": 0, "dupes": 0, "rank_dupes": 0,
+                                            "out_of_range": 0}
+
+
+def test_personalised_strategies_all_contribute(built):
+    types = set(built.read("SELECT DISTINCT recommendation_type FROM customer_top_recommendations",
+                           inputs=["customer_top_recommendations"]).recommendation_type)
+    assert {"affinity_similar", "collaborative", "complementary", "popular"} <= types
+
+
+def test_catalog_has_a_view_per_asset(built, definitions):
+    views = set(built.query_catalog("SELECT view_name FROM duckdb_views() WHERE NOT internal").view_name)
+    assert {key.path[-1] for key in definitions.resolve_asset_graph().get_all_asset_keys()} <= views
+
+
+def test_two_runs_give_identical_tables(definitions, tmp_path, input_cache):
+    first = build(definitions, tmp_path / "one", "synthetic:xs", input_cache)
+    second = build(definitions, tmp_path / "two", "synthetic:xs", input_cache)
+    for asset in first.assets():
+        a, b = (store.read(f"SELECT * FROM {asset}", inputs=[asset]) for store in (first, second))
+        keys = list(a.columns)
+        pd.testing.assert_frame_equal(
+            a.sort_values(keys).reset_index(drop=True), b.sort_values(keys).reset_index(drop=True), obj=asset
+        )
+
+
+def test_multiprocess_run_executes_steps_in_parallel(tmp_path, monkeypatch, input_cache):
+    from recopipeline.runner import instance_from_env, materialize
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("RECOPIPELINE_WAREHOUSE", str(tmp_path / "warehouse"))
+    monkeypatch.setenv("RECOPIPELINE_SOURCE", "synthetic:xs")
+    monkeypatch.setenv("RECOPIPELINE_HOME", str(Path(input_cache).parent / "home"))
+    instance = instance_from_env()
+    summary = materialize(instance=instance)
+    assert summary.success, summary.failures
+    assert len(summary.materialized) == 16
+    records = instance.all_logs(summary.run_id)
+    starts = {r.step_key: r.timestamp for r in records if r.dagster_event and r.dagster_event.event_type_value == "STEP_START"}
+    ends = {r.step_key: r.timestamp for r in records if r.dagster_event and r.dagster_event.event_type_value == "STEP_SUCCESS"}
+    overlapping = [
+        (a, b) for a in starts for b in starts
+        if a < b and starts[a] < ends[b] and starts[b] < ends[a]
+    ]
+    assert overlapping, "no two steps ran at the same time"
+    assert instance.get_run_by_id(summary.run_id).status == dg.DagsterRunStatus.SUCCESS
