@@ -89,7 +89,7 @@ P_REMOVE_ABANDONED = 0.8  # otherwise left in the cart
 P_COMPLEMENT = 0.35
 QUANTITY_P = (0.8, 0.15, 0.05)
 GAP_MEDIAN_S, GAP_SIGMA, MAX_GAP_S = 20.0, 1.0, 300
-RECENCY_SLOPE = 0.6  # the last day is 1 + slope times as busy as the first
+RECENCY_SLOPE = 0.4  # the last day is 1 + slope times as busy as the first
 OPEN_CART_DAYS = 2
 
 VIEW, CLICK, CART_ADD, CART_REMOVE, PURCHASE = range(5)
@@ -189,6 +189,8 @@ def _ids(prefix: str, numbers: np.ndarray, width: int, suffix: str = "") -> pa.A
         rest //= 10
     if len(numbers) and rest.max() > 0:
         raise ValueError(f"numbers do not fit in {width} digits")
+    if len(numbers) * row > np.iinfo(np.int32).max:
+        raise ValueError("too many strings for one Arrow string array")
     offsets = np.arange(len(numbers) + 1, dtype=np.int32) * np.int32(row)
     return pa.StringArray.from_buffers(len(numbers), pa.py_buffer(offsets), pa.py_buffer(buf))
 
@@ -212,6 +214,7 @@ def _rank_in_group(group: np.ndarray, n_groups: int) -> np.ndarray:
 
 
 def _window(end: datetime, days: int) -> Window:
+    """The `days` before `end`; an aware `end` is converted to naive UTC."""
     if end.tzinfo is not None:
         end = end.astimezone(timezone.utc).replace(tzinfo=None)
     end_us = int(np.datetime64(end, "us").astype(np.int64))
@@ -266,7 +269,7 @@ def _make_catalog(scale: Scale, rng: np.random.Generator, win: Window) -> tuple[
     is_new = rng.random(n) < NEW_SHARE
     created = np.where(
         is_new,
-        _uniform_seconds(rng, win.end - win.new_span, win.end - win.new_span // 2, n),
+        _uniform_seconds(rng, win.end - win.new_span, win.end - min(DAY, win.new_span // 2), n),
         _uniform_seconds(rng, win.start - 730 * DAY, win.start - DAY, n),
     )
     weight = (rng.permutation(n) + 1.0) ** -ZIPF_EXPONENT
@@ -278,7 +281,7 @@ def _make_catalog(scale: Scale, rng: np.random.Generator, win: Window) -> tuple[
     table = pa.Table.from_arrays(
         [
             _ids("P", np.arange(1, n + 1), _width(n, 5)),
-            pa.array([f"{ADJECTIVES[a]} {names[c]} {i + 1}" for i, (a, c) in enumerate(zip(adjective, category))]),
+            pa.array([f"{ADJECTIVES[a]} {names[c]} #{i + 1}" for i, (a, c) in enumerate(zip(adjective, category))]),
             pa.array([names[c] for c in category]),
             pa.array([f"Brand {c + 1}-{b}" if ok else None for c, b, ok in zip(category, brand_idx, has_brand)]),
             pa.array(price, type=pa.float64()),
@@ -478,7 +481,7 @@ def _session_starts(items: Items, session_customer: np.ndarray, pop: Population,
     return _recent_biased(rng, low.astype(np.float64), high.astype(np.float64), float(win.length_s))
 
 
-def _explode(items: Items, n_sessions: int) -> tuple[np.ndarray, np.ndarray]:
+def _explode(items: Items) -> tuple[np.ndarray, np.ndarray]:
     """Events as (item row, interaction kind), ordered: browsing, then removals, then the checkout."""
     counts = items.event_count()
     item = np.repeat(np.arange(len(counts)), counts)
@@ -506,6 +509,15 @@ def _event_times(session: np.ndarray, kind: np.ndarray, start_s: np.ndarray, win
     return win.start + (start_s[session] + elapsed) * SECOND
 
 
+def _in_time_order(session_customer: np.ndarray, start: np.ndarray,
+                   item_session: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Renumber sessions so that each customer's sessions are numbered in time order."""
+    order = np.lexsort((start, session_customer))
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return session_customer[order], start[order], rank[item_session]
+
+
 def _simulate_chunk(cat: Catalog, pop: Population, customers: np.ndarray, win: Window,
                     rng: np.random.Generator) -> ChunkEvents:
     """All interactions of a chunk of customers (global indices in `customers`)."""
@@ -516,8 +528,8 @@ def _simulate_chunk(cat: Catalog, pop: Population, customers: np.ndarray, win: W
     items = items.take(np.flatnonzero(cat.created[items.product] <= win.start + start[items.session] * SECOND))
 
     used, items.session = np.unique(items.session, return_inverse=True)
-    session_customer, start = session_customer[used], start[used]
-    item, kind = _explode(items, len(used))
+    session_customer, start, items.session = _in_time_order(session_customer[used], start[used], items.session)
+    item, kind = _explode(items)
     session = items.session[item]
     times = _event_times(session, kind, start, win, rng)
     keep = times <= win.end
