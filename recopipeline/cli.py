@@ -40,7 +40,7 @@ def cmd_materialize(args: argparse.Namespace) -> None:
     tags = {AS_OF_TAG: settings.parse_as_of(args.as_of).isoformat()} if args.as_of else None
     print(f"materializing {'the whole graph' if not selection else ', '.join(selection)} "
           f"(source {settings.source_spec()}, warehouse {settings.warehouse_root()})", flush=True)
-    summary = materialize(selection, tags=tags)
+    summary = materialize(selection, tags=tags, log_level="WARNING")
     for asset, rows in summary.materialized.items():
         seconds = summary.seconds.get(asset)
         print(f"  {asset:<34} {rows if rows is not None else '-':>12,} rows  {seconds or 0:6.2f} s")

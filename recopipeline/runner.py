@@ -48,12 +48,15 @@ def materialize(
     selection: Sequence[str] | None = None,
     tags: dict[str, str] | None = None,
     instance: dg.DagsterInstance | None = None,
+    log_level: str = "INFO",
 ) -> RunSummary:
     """Materialize the whole graph (or the named assets) with the multiprocess executor."""
     instance = instance or instance_from_env()
     keys = [dg.AssetKey(name) for name in selection] if selection else None
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     with dg.execute_job(
-        dg.reconstructable(full_rebuild), instance=instance, tags=tags or {}, asset_selection=keys
+        dg.reconstructable(full_rebuild), instance=instance, run_config=run_config, tags=tags or {},
+        asset_selection=keys,
     ) as result:
         summary = RunSummary(run_id=result.run_id, success=result.success)
         for event in result.all_events:

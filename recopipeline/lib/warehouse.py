@@ -96,6 +96,7 @@ class Warehouse:
             run(con, f"SET threads = {int(self.threads)}")
             run(con, f"SET temp_directory = {_quote(temp)}")
             run(con, "SET preserve_insertion_order = false")
+            run(con, "SET enable_progress_bar = false")
             for name in inputs:
                 if not self.exists(name):
                     raise MissingAssetError(f"upstream asset '{name}' has not been materialized under {self.root}")
