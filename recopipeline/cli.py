@@ -40,7 +40,10 @@ def cmd_materialize(args: argparse.Namespace) -> None:
     tags = {AS_OF_TAG: settings.parse_as_of(args.as_of).isoformat()} if args.as_of else None
     print(f"materializing {'the whole graph' if not selection else ', '.join(selection)} "
           f"(source {settings.source_spec()}, warehouse {settings.warehouse_root()})", flush=True)
-    summary = materialize(selection, tags=tags, log_level="WARNING")
+    job, hour = getattr(args, "job", None) or "full_rebuild", getattr(args, "hour", None)
+    if job == "hourly_refresh" and not hour:
+        raise CommandError("the hourly_refresh job needs --hour (e.g. 2026-09-30-23:00)")
+    summary = materialize(selection, tags=tags, log_level="WARNING", job=job, partition=hour)
     for asset, rows in summary.materialized.items():
         seconds = summary.seconds.get(asset)
         print(f"  {asset:<34} {rows if rows is not None else '-':>12,} rows  {seconds or 0:6.2f} s")
@@ -82,6 +85,26 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print("Open the Dagster UI: dagster dev   (then http://127.0.0.1:3000)")
 
 
+def cmd_rollback(args: argparse.Namespace) -> None:
+    from recopipeline.serving import ServingDatabase, ServingError, rollback
+
+    try:
+        database = ServingDatabase(settings.serving_url(), schema=settings.serving_schema())
+        before, now = rollback(database)
+    except ServingError as error:
+        raise CommandError(str(error)) from None
+    print(f"serving version {now} again; version {before} is rolled back ({database.describe()})")
+
+
+def cmd_mcp(args: argparse.Namespace) -> None:
+    from recopipeline.mcp_server import ConfigurationError, serve
+
+    try:
+        serve(args.transport, args.host, args.port, token=settings.mcp_token(), impressions=not args.no_impressions)
+    except ConfigurationError as error:
+        raise CommandError(str(error)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recopipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     materialize = commands.add_parser("materialize", help="materialize the asset graph on the Dagster instance")
     materialize.add_argument("--select", help="comma-separated asset names (default: every asset)")
     materialize.add_argument("--as-of", help="pin the as-of time (ISO 8601) for this run")
+    materialize.add_argument("--job", help="full_rebuild (default) or hourly_refresh")
+    materialize.add_argument("--hour", help="the hourly partition to run, e.g. 2026-09-30-23:00 (default: every "
+                             "hour that holds source data)")
     materialize.set_defaults(func=cmd_materialize)
 
     recommend = commands.add_parser("recommend", help="print a customer's top recommendations")
@@ -109,6 +135,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="materialize everything and print a few customers' recommendations")
     demo.add_argument("--customers", type=int, default=3)
     demo.set_defaults(func=cmd_demo)
+
+    rollback = commands.add_parser("rollback", help="serve the previous published version again")
+    rollback.set_defaults(func=cmd_rollback)
+
+    mcp = commands.add_parser("mcp", help="run the MCP server with the get_product_recommendations tool")
+    mcp.add_argument("--transport", choices=["stdio", "http"], default="stdio")
+    mcp.add_argument("--host", default="127.0.0.1", help="HTTP: interface to listen on")
+    mcp.add_argument("--port", type=int, default=8000, help="HTTP: port (requests need RECOPIPELINE_MCP_TOKEN)")
+    mcp.add_argument("--no-impressions", action="store_true", help="do not record answers as impressions")
+    mcp.set_defaults(func=cmd_mcp)
+
+    from recopipeline.bench.command import add_commands as add_bench_commands
+    from recopipeline.evaluation.command import add_commands as add_evaluation_commands
+
+    add_bench_commands(commands)
+    add_evaluation_commands(commands)
     return parser
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ import dagster as dg
 from recopipeline.lib import settings
 
 REPO_INSTANCE_CONFIG = Path(__file__).parents[1] / "dagster.yaml"
+LAUNCHED_BY_TAG = "recopipeline/launched_by"  # host:pid of the process that executes a run outside the daemon
 
 
 def full_rebuild() -> dg.JobDefinition:
@@ -20,6 +22,16 @@ def full_rebuild() -> dg.JobDefinition:
     from recopipeline.definitions import defs
 
     return defs().resolve_job_def("full_rebuild")
+
+
+def hourly_refresh() -> dg.JobDefinition:
+    """The hourly-refresh job, reconstructable in the executor's subprocesses."""
+    from recopipeline.definitions import defs
+
+    return defs().resolve_job_def("hourly_refresh")
+
+
+JOBS = {"full_rebuild": full_rebuild, "hourly_refresh": hourly_refresh}
 
 
 def instance_from_env() -> dg.DagsterInstance:
@@ -49,13 +61,28 @@ def materialize(
     tags: dict[str, str] | None = None,
     instance: dg.DagsterInstance | None = None,
     log_level: str = "INFO",
+    job: str = "full_rebuild",
+    partition: str | None = None,
 ) -> RunSummary:
-    """Materialize the whole graph (or the named assets) with the multiprocess executor."""
+    """Materialize the whole graph (or the named assets) with the multiprocess executor.
+
+    The event sources are ingested for every hour that holds source data, in the same run (single-run backfill),
+    unless a partition (an hour, e.g. for `hourly_refresh`) or the tags name the hours.
+    """
+    if job not in JOBS:
+        raise ValueError(f"unknown job {job!r}; choose one of {', '.join(JOBS)}")
     instance = instance or instance_from_env()
+    release_abandoned_runs(instance)
     keys = [dg.AssetKey(name) for name in selection] if selection else None
+    tags = dict(tags or {})
+    if partition:
+        tags["dagster/partition"] = partition
+    elif not _names_partitions(tags):
+        tags = {**source_range_tags(), **tags}
+    tags[LAUNCHED_BY_TAG] = _this_process()
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     with dg.execute_job(
-        dg.reconstructable(full_rebuild), instance=instance, run_config=run_config, tags=tags or {},
+        dg.reconstructable(JOBS[job]), instance=instance, run_config=run_config, tags=tags,
         asset_selection=keys,
     ) as result:
         summary = RunSummary(run_id=result.run_id, success=result.success)
@@ -70,3 +97,53 @@ def materialize(
                 error = event.event_specific_data.error
                 summary.failures.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
     return summary
+
+
+def source_range_tags() -> dict[str, str]:
+    """Partition-range run tags covering the hours that hold events in the configured source location."""
+    from recopipeline.defs.partitions import first_hour, hourly_partitions, range_tags
+    from recopipeline.defs.resources import default_resources
+    from recopipeline.lib.hourly import parse_hour_key, source_hours
+
+    last_key = hourly_partitions.get_last_partition_key()
+    if last_key is None:
+        raise ValueError(f"no hour has ended since RECOPIPELINE_PARTITION_START ({settings.partition_start()})")
+    location = default_resources()["source"].location()
+    return range_tags(*source_hours(location, first_hour(), parse_hour_key(last_key)))
+
+
+def _names_partitions(tags: dict[str, str] | None) -> bool:
+    return bool(tags) and any(key in tags for key in ("dagster/partition", "dagster/asset_partition_range_start"))
+
+
+def release_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark as failed the runs this host executed directly whose process is gone (killed), freeing their pool slots.
+
+    Runs launched through the daemon are watched by its run monitoring; a run executed by `recopipeline
+    materialize` that was killed would otherwise hold its steps' concurrency slots for ever.
+    """
+    released = []
+    in_progress = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED]
+    for run in instance.get_runs(dg.RunsFilter(statuses=in_progress)):
+        launched_by = run.tags.get(LAUNCHED_BY_TAG, "")
+        host, _, pid = launched_by.rpartition(":")
+        if host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
+            continue
+        instance.report_run_failed(run, f"the process that executed this run ({launched_by}) is gone")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        released.append(run.run_id)
+    return released
+
+
+def _this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

@@ -13,12 +13,21 @@ import pytest
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
-from recopipeline.defs.resources import SourceResource, TuningResource, WarehouseResource  # noqa: E402
+from recopipeline.defs.resources import (  # noqa: E402
+    ServingResource,
+    SourceResource,
+    TuningResource,
+    WarehouseResource,
+)
 from recopipeline.defs.stage import AS_OF_TAG  # noqa: E402
 from recopipeline.definitions import defs as load_defs  # noqa: E402
 from recopipeline.lib.warehouse import Warehouse  # noqa: E402
 
 AS_OF = datetime(2026, 10, 1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "ui: drives the Dagster UI in headless Chromium (deselect with -m 'not ui')")
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +45,8 @@ def resources_for(store: Warehouse, source: str = "synthetic:xs", cache_dir: str
         "warehouse": WarehouseResource(root=store.root, memory_limit=store.memory_limit, threads=store.threads),
         "source": SourceResource(source=source, cache_dir=cache_dir or str(Path(store.root).parent / "input")),
         "tuning": TuningResource(**tuning),
+        # a serving database per warehouse, next to it
+        "serving": ServingResource(url=f"sqlite:///{store.root.rstrip('/')}-serving.db"),
     }
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from recopipeline_tests.conftest import AS_OF, put, rows, stage, table
 
-TOTAL_WEIGHT = 1.0 + 1.0 + 1.0 + 0.6 + 0.0 + 0.1  # default strategy weights
+TOTAL_WEIGHT = 1.0 + 1.0 + 10.0 + 1.0 + 0.6 + 0.0 + 0.1  # default strategy weights (ease: 10)
 
 
 def frame(columns: str, *records) -> pd.DataFrame:
@@ -45,6 +45,9 @@ def candidates(warehouse):
     put(warehouse, "collaborative_item_similarity", frame(
         "product_id_1 product_id_2 cf_similarity cf_rank",
         ("P1", "P2", 0.9, 1), ("P1", "P5", 0.5, 2), ("P1", "P9", 0.5, 3), ("P2", "P6", 0.4, 1)))
+    # no EASE weights from anything C1 bought: the hand-computed blend below has no ease candidates
+    put(warehouse, "ease_item_similarity", frame(
+        "product_id_1 product_id_2 ease_weight ease_rank", ("P0", "P3", 0.5, 1)))
     return warehouse
 
 
@@ -76,7 +79,7 @@ def test_blend_normalises_weights_and_ranks(definitions, candidates):
         "P3": "affinity_similar",  # ties complementary at 1.0; the earlier strategy wins
         "P5": "collaborative", "P9": "collaborative", "P4": "affinity_similar", "P8": "popular"}
     assert c1.loc["P3"].evidence == "P1,P2"
-    assert c1.loc["P3"].strategies == "affinity_similar,complementary,category_preference,popular"
+    assert c1.loc["P3"].strategies == "affinity_similar,category_preference,complementary,popular"
     assert c1.loc["P8"].evidence == "popular:returning"
 
 

@@ -1,4 +1,4 @@
-"""Resources: the warehouse, the source location and the tuning values, with local defaults."""
+"""Resources: the warehouse, the source location, the tuning values and the serving database, with local defaults."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from recopipeline.lib import settings
 from recopipeline.lib.sources import resolve_location
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import Warehouse
+from recopipeline.serving.database import ServingDatabase
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -33,6 +34,19 @@ class SourceResource(dg.ConfigurableResource):
 
     def location(self) -> Path:
         return resolve_location(self.source, Path(self.cache_dir), seed=self.seed)
+
+
+class ServingResource(dg.ConfigurableResource):
+    """The serving database (SQLAlchemy URL: a SQLite file or Postgres) that publishing writes and the API reads."""
+
+    url: str
+    db_schema: str = ""  # Postgres only: the schema of the serving tables (default: the search path's)
+    keep_versions: int = 3  # published versions kept for rollback, the live one included
+    max_shrink: float = 0.5  # refuse a version with fewer rows than (1 - max_shrink) x the live one's
+    relations_per_product: int = 20  # similar / complementary / bought-together products kept per product
+
+    def database(self) -> ServingDatabase:
+        return ServingDatabase(self.url, schema=self.db_schema or None)
 
 
 _PY_TYPES = {"float": float, "int": int, "str": str, "bool": bool}
@@ -63,6 +77,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         ),
         "source": SourceResource(source=settings.source_spec(), cache_dir=str(settings.LOCAL_HOME / "input")),
         "tuning": TuningResource(),
+        "serving": ServingResource(url=settings.serving_url(), db_schema=settings.serving_schema() or ""),
     }
 
 

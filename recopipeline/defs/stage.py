@@ -2,11 +2,13 @@
 
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import dagster as dg
 import duckdb
 
+from recopipeline.defs.quality.derived_checks import derived_check_specs, run_derived_checks
 from recopipeline.defs.resources import TuningResource, WarehouseResource
 from recopipeline.lib import settings
 from recopipeline.lib.tuning import Tuning
@@ -15,6 +17,19 @@ from recopipeline.lib.warehouse import SQL_DIR, Warehouse, load_sql
 AS_OF_TAG = "recopipeline/as_of"
 OWNERS = ["team:recommendations"]
 KINDS = {"duckdb", "parquet"}
+
+
+@dataclass(frozen=True)
+class SqlStage:
+    """What `sql_asset` knows about one SQL stage; the hourly refresh re-runs the per-customer stages with it."""
+
+    name: str
+    inputs: tuple[str, ...]
+    prepare: Callable[[duckdb.DuckDBPyConnection, Tuning], None] | None
+    order_by: str | None = None  # the row order the asset is written in
+
+
+SQL_STAGES: dict[str, SqlStage] = {}  # every SQL stage by asset name, filled as the layer modules load
 
 
 def resolve_as_of(context: dg.AssetExecutionContext, warehouse: Warehouse) -> datetime:
@@ -70,6 +85,15 @@ def describe(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, asset: str, s
     return metadata
 
 
+def code_reference(path) -> dict:
+    """Asset metadata that links the asset to the file holding its logic, shown in the UI."""
+    return {
+        "dagster/code_references": dg.CodeReferencesMetadataValue(
+            code_references=[dg.LocalFileCodeReference(file_path=str(path))]
+        )
+    }
+
+
 def sql_asset(
     name: str,
     *,
@@ -81,19 +105,18 @@ def sql_asset(
     prepare: Callable[[duckdb.DuckDBPyConnection, Tuning], None] | None = None,
 ) -> dg.AssetsDefinition:
     """An asset computed by `sql/<name>.sql` over its upstream assets, written as Parquet."""
+    SQL_STAGES[name] = SqlStage(name, tuple(inputs), prepare, order_by)
 
     @dg.asset(
         name=name,
         group_name=group,
         deps=list(inputs),
         description=description,
+        pool=name,  # one writer of this asset at a time across runs (dagster.yaml: pools default_limit 1)
         kinds=KINDS,
         owners=OWNERS,
-        metadata={
-            "dagster/code_references": dg.CodeReferencesMetadataValue(
-                code_references=[dg.LocalFileCodeReference(file_path=str(SQL_DIR / f"{name}.sql"))]
-            )
-        },
+        metadata=code_reference(SQL_DIR / f"{name}.sql"),
+        check_specs=derived_check_specs(name),  # the table's invariants, see defs/quality/derived_checks.py
     )
     def _asset(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, tuning: TuningResource
@@ -107,6 +130,9 @@ def sql_asset(
             store.write(con, name, load_sql(name), order_by=order_by)
             metadata = describe(con, store, name, score_column)
         store.refresh_catalog()
-        return dg.MaterializeResult(metadata={**metadata, "as_of": dg.MetadataValue.text(as_of.isoformat())})
+        return dg.MaterializeResult(
+            metadata={**metadata, "as_of": dg.MetadataValue.text(as_of.isoformat())},
+            check_results=run_derived_checks(context, store, values, name, as_of),
+        )
 
     return _asset

@@ -24,6 +24,21 @@ def serving_url() -> str:
     return os.environ.get("RECOPIPELINE_SERVING_URL") or f"sqlite:///{LOCAL_HOME / 'serving.db'}"
 
 
+def serving_schema() -> str | None:
+    """RECOPIPELINE_SERVING_SCHEMA: the Postgres schema of the serving tables (default: the search path's)."""
+    return os.environ.get("RECOPIPELINE_SERVING_SCHEMA") or None
+
+
+def serving_cache_seconds() -> float:
+    """RECOPIPELINE_SERVING_CACHE_SECONDS: how long the read API caches an answer in process (0 = off)."""
+    return float(os.environ.get("RECOPIPELINE_SERVING_CACHE_SECONDS") or 60)
+
+
+def mcp_token() -> str | None:
+    """RECOPIPELINE_MCP_TOKEN: the bearer token the MCP server requires over HTTP."""
+    return os.environ.get("RECOPIPELINE_MCP_TOKEN") or None
+
+
 def pinned_as_of() -> datetime | None:
     """RECOPIPELINE_AS_OF: an optional pinned as-of time for unpartitioned runs (ISO 8601, UTC)."""
     value = os.environ.get("RECOPIPELINE_AS_OF")
@@ -38,6 +53,21 @@ def parse_as_of(value: str) -> datetime:
     if parsed.tzinfo is not None:  # stored timestamps are naive UTC
         parsed = parsed.replace(tzinfo=None) - parsed.utcoffset()
     return parsed
+
+
+DEFAULT_PARTITION_START = "2026-09-30"  # the synthetic data's last day: 90 days of history, then hour by hour
+
+
+def partition_start() -> str:
+    """RECOPIPELINE_PARTITION_START: the first hourly partition of the event sources (ISO date or hour, UTC).
+
+    The first partition also holds every event before it (the history); see docs/refresh.md.
+    """
+    value = os.environ.get("RECOPIPELINE_PARTITION_START") or DEFAULT_PARTITION_START
+    start = parse_as_of(value)
+    if (start.minute, start.second, start.microsecond) != (0, 0, 0):
+        raise ValueError(f"RECOPIPELINE_PARTITION_START {value!r} must be a whole hour (UTC)")
+    return start.strftime("%Y-%m-%d-%H:%M")
 
 
 def duckdb_memory_limit() -> str:

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-STRATEGIES = ("affinity_similar", "collaborative", "complementary", "category_preference", "repurchase", "popular")
+from recopipeline.lib.variants import DEFAULT_VARIANTS, Experiment
+
+STRATEGIES = (
+    "affinity_similar", "collaborative", "ease", "complementary", "category_preference", "repurchase", "popular",
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,10 @@ class Tuning:
     cf_items_per_customer: int = 20
     cf_top_k: int = 20
     cf_min_common_customers: int = 2
+    # --- EASE (closed-form item-item model over purchases; docs/evaluation.md) ---
+    ease_l2: float = 500.0  # L2 penalty λ
+    ease_max_items: int = 5_000  # the most-bought products that enter the model (n³ time, n² memory)
+    ease_top_k: int = 20  # positive weights kept per product
     # --- candidate generation ---
     seeds_per_customer: int = 10
     neighbours_per_seed: int = 20
@@ -51,17 +59,38 @@ class Tuning:
     # --- blend (product_recommendations) ---
     weight_affinity_similar: float = 1.0
     weight_collaborative: float = 1.0
+    weight_ease: float = 10.0  # the offline evaluation's winner on real data (docs/evaluation.md)
     weight_complementary: float = 1.0
     weight_category_preference: float = 0.6
     weight_repurchase: float = 0.0  # the "buy it again" strategy; > 0 switches it on
+    repurchase_half_life_days: float = 90.0  # an order of the product counts half after this many days
     weight_popular: float = 0.1  # cold-start fallback; keeps every customer served
     exclude_purchased: bool = True
     candidates_per_customer: int = 100
     top_n: int = 20
+    # --- data quality (ingest validation and asset checks; see docs/data_quality.md) ---
+    max_quarantine_share: float = 0.01  # a source fails its check when more of its rows are quarantined
+    future_tolerance_hours: float = 1.0  # timestamps later than the ingest time plus this are quarantined
+    row_count_drift_band: float = 0.5  # warn when a table's row count moves more than this share between runs
+    gx_sample_rows: int = 10_000  # rows that Great Expectations validates per check (a reservoir sample)
+    # --- A/B variants (each a blend configuration; see docs/serving.md) ---
+    ab_variants: str = DEFAULT_VARIANTS  # JSON: name -> {"share": s, "weight_<strategy>": w, ...}
+    ab_salt: str = "recopipeline-ab-1"  # a new salt reshuffles customers into variants
 
     def strategy_weights(self) -> dict[str, float]:
         """Blend weight per strategy, in priority order (the first wins a tie for recommendation_type)."""
         return {s: getattr(self, f"weight_{s}") for s in STRATEGIES}
+
+    def experiment(self) -> Experiment:
+        """The A/B variants and the salt that assigns customers to them."""
+        return Experiment.parse(self.ab_variants, self.ab_salt, tuple(f"weight_{s}" for s in STRATEGIES))
+
+    def variant_strategy_weights(self) -> dict[str, dict[str, float]]:
+        """Blend weight per strategy for each variant: the tuning's weights with the variant's overrides."""
+        return {
+            v.name: {s: v.weights.get(f"weight_{s}", weight) for s, weight in self.strategy_weights().items()}
+            for v in self.experiment().variants
+        }
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -85,8 +114,21 @@ class Tuning:
             raise ValueError("at least one strategy weight must be > 0")
         if self.weight_repurchase > 0 and self.exclude_purchased:
             raise ValueError("the repurchase strategy needs exclude_purchased = false")
+        if self.repurchase_half_life_days <= 0:
+            raise ValueError("repurchase_half_life_days must be > 0")
+        if self.ease_l2 <= 0 or self.ease_max_items < 2 or self.ease_top_k < 1:
+            raise ValueError("ease_l2 must be > 0, ease_max_items >= 2 and ease_top_k >= 1")
         if self.similarity_threshold <= 0.42:
             raise ValueError("similarity_threshold must be > 0.42 so that similar products share a category")
+        if not 0 <= self.max_quarantine_share <= 1:
+            raise ValueError("max_quarantine_share must be between 0 and 1")
+        if self.future_tolerance_hours < 0 or self.row_count_drift_band <= 0 or self.gx_sample_rows < 1:
+            raise ValueError("future_tolerance_hours must be >= 0, row_count_drift_band > 0 and gx_sample_rows >= 1")
+        for variant, weights in self.variant_strategy_weights().items():
+            if sum(weights.values()) <= 0:
+                raise ValueError(f"variant {variant!r}: at least one strategy weight must be > 0")
+            if weights["repurchase"] > 0 and self.exclude_purchased:
+                raise ValueError(f"variant {variant!r}: the repurchase strategy needs exclude_purchased = false")
 
 
 DEFAULT_TUNING = Tuning()

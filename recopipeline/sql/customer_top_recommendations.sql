@@ -7,7 +7,8 @@ SELECT r.customer_id,
        p.price,
        r.recommendation_type,
        r.recommendation_score,
-       r.evidence
+       r.evidence,
+       r.variant
 FROM product_recommendations AS r
 JOIN products AS p USING (product_id)
 WHERE r.recommendation_rank <= getvariable('top_n')

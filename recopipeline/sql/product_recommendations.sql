@@ -6,6 +6,8 @@
 -- contributed most is its recommendation_type (ties go to the earlier strategy in `strategy_weights`) and its
 -- source products are the evidence. Only available products (active, in stock) are kept; products the
 -- customer bought are dropped when `exclude_purchased` is set. Ties rank by product id.
+-- A/B testing: every customer belongs to one variant (`variant_buckets`, from a salted hash of the customer id,
+-- see lib/variants.py) and is blended with that variant's weights (`strategy_weights` has a row per variant).
 WITH available AS (
     SELECT product_id FROM products WHERE is_active AND stock_quantity > 0
 ),
@@ -23,20 +25,17 @@ seeds AS (
         PARTITION BY customer_id ORDER BY weighted_affinity_score DESC, product_id
     ) <= getvariable('seeds_per_customer')
 ),
-affinity_similar AS (
-    SELECT s.customer_id, n.product_id_2 AS product_id, 'affinity_similar' AS strategy,
-           sum(s.affinity * n.attribute_similarity_score) AS raw_score,
-           string_agg(s.seed_id, ',' ORDER BY s.affinity * n.attribute_similarity_score DESC, s.seed_id) AS evidence
+seed_contributions AS (
+    -- every contribution of one seed product to one candidate in the item-to-item strategies
+    SELECT s.customer_id, n.product_id_2 AS product_id, 'affinity_similar' AS strategy, s.seed_id,
+           s.affinity * n.attribute_similarity_score AS contribution
     FROM seeds AS s
     JOIN product_similarity AS n ON n.product_id_1 = s.seed_id
     WHERE n.similarity_rank <= getvariable('neighbours_per_seed')
-    GROUP BY s.customer_id, n.product_id_2
-),
-collaborative AS (
-    -- never a product the customer already interacted with (the tutorial's version recommends exactly those)
-    SELECT s.customer_id, n.product_id_2 AS product_id, 'collaborative' AS strategy,
-           sum(s.affinity * n.cf_similarity) AS raw_score,
-           string_agg(s.seed_id, ',' ORDER BY s.affinity * n.cf_similarity DESC, s.seed_id) AS evidence
+    UNION ALL
+    -- collaborative: never a product the customer already interacted with (the tutorial's version
+    -- recommends exactly those)
+    SELECT s.customer_id, n.product_id_2, 'collaborative', s.seed_id, s.affinity * n.cf_similarity
     FROM seeds AS s
     JOIN collaborative_item_similarity AS n ON n.product_id_1 = s.seed_id
     WHERE n.cf_rank <= getvariable('neighbours_per_seed')
@@ -44,16 +43,24 @@ collaborative AS (
           SELECT 1 FROM customer_product_affinity AS own
           WHERE own.customer_id = s.customer_id AND own.product_id = n.product_id_2
       )
-    GROUP BY s.customer_id, n.product_id_2
-),
-complementary AS (
-    SELECT s.customer_id, n.product_id_2 AS product_id, 'complementary' AS strategy,
-           sum(s.affinity * n.complementary_score) AS raw_score,
-           string_agg(s.seed_id, ',' ORDER BY s.affinity * n.complementary_score DESC, s.seed_id) AS evidence
+    UNION ALL
+    SELECT s.customer_id, n.product_id_2, 'complementary', s.seed_id, s.affinity * n.complementary_score
     FROM seeds AS s
     JOIN complementary_products AS n ON n.product_id_1 = s.seed_id
     WHERE n.complementary_rank <= getvariable('neighbours_per_seed')
-    GROUP BY s.customer_id, n.product_id_2
+    UNION ALL
+    -- EASE item-item weights (ease_item_similarity) summed over every product the customer bought
+    SELECT b.customer_id, n.product_id_2, 'ease', b.product_id, n.ease_weight
+    FROM customer_product_affinity AS b
+    JOIN ease_item_similarity AS n ON n.product_id_1 = b.product_id
+    WHERE b.purchase_count > 0
+      AND EXISTS (SELECT 1 FROM strategy_weights WHERE strategy = 'ease' AND weight > 0)
+),
+item_to_item AS (
+    -- the evidence (source products) is listed later, only for the recommendations that are kept
+    SELECT customer_id, product_id, strategy, sum(contribution) AS raw_score, NULL::VARCHAR AS evidence
+    FROM seed_contributions
+    GROUP BY customer_id, product_id, strategy
 ),
 category_preference AS (
     -- the most popular available products of the customer's top categories
@@ -67,12 +74,16 @@ category_preference AS (
       AND p.category_rank <= getvariable('category_products')
 ),
 repurchase AS (
-    -- "buy it again": the customer's own purchases, recency-weighted
+    -- "buy it again": the customer's own orders of the product, each weighted by its age (half-life
+    -- repurchase_half_life_days), log-damped: ln(1 + sum of 0.5 ^ (age / half-life))
     SELECT customer_id, product_id, 'repurchase' AS strategy,
-           weighted_purchase_count AS raw_score,
-           'bought:' || purchase_count AS evidence
-    FROM customer_product_affinity
-    WHERE purchase_count > 0 AND getvariable('weight_repurchase') > 0
+           ln(1 + sum(pow(0.5, date_diff('second', order_timestamp, getvariable('as_of')) / 86400.0
+                               / getvariable('repurchase_half_life_days')))) AS raw_score,
+           'bought:' || count(*) AS evidence
+    FROM orders
+    WHERE order_timestamp <= getvariable('as_of')
+      AND EXISTS (SELECT 1 FROM strategy_weights WHERE strategy = 'repurchase' AND weight > 0)
+    GROUP BY customer_id, product_id
 ),
 popular AS (
     -- cold start and fill: the customer's segment's popular products, so every known customer is served
@@ -84,12 +95,18 @@ popular AS (
     WHERE p.popularity_rank <= getvariable('popular_products')
 ),
 candidates AS (
-    SELECT * FROM affinity_similar
-    UNION ALL SELECT * FROM collaborative
-    UNION ALL SELECT * FROM complementary
+    SELECT * FROM item_to_item
     UNION ALL SELECT * FROM category_preference
     UNION ALL SELECT * FROM repurchase
     UNION ALL SELECT * FROM popular
+),
+customer_variants AS (
+    -- the first 32 bits of md5(salt:customer_id) fall in exactly one variant's [lower_bound, upper_bound)
+    SELECT c.customer_id, v.variant
+    FROM (SELECT DISTINCT customer_id FROM candidates) AS c
+    JOIN variant_buckets AS v
+      ON CAST('0x' || left(md5(getvariable('ab_salt') || ':' || c.customer_id), 8) AS UBIGINT)
+         BETWEEN v.lower_bound AND v.upper_bound - 1
 ),
 eligible AS (
     SELECT c.*
@@ -101,38 +118,65 @@ eligible AS (
           AND EXISTS (SELECT 1 FROM purchased AS b WHERE b.customer_id = c.customer_id AND b.product_id = c.product_id)
       )
 ),
+best AS (
+    SELECT customer_id, strategy, max(raw_score) AS best_score
+    FROM eligible
+    GROUP BY customer_id, strategy
+),
 weighted AS (
-    SELECT e.*,
+    SELECT e.customer_id,
+           e.product_id,
+           e.strategy,
+           e.evidence,
+           v.variant,
            w.priority,
-           w.weight * e.raw_score / max(e.raw_score) OVER (PARTITION BY e.customer_id, e.strategy) AS contribution
+           w.weight * e.raw_score / b.best_score AS contribution
     FROM eligible AS e
-    JOIN strategy_weights AS w USING (strategy)
+    JOIN best AS b USING (customer_id, strategy)
+    JOIN customer_variants AS v USING (customer_id)
+    JOIN strategy_weights AS w ON w.variant = v.variant AND w.strategy = e.strategy
     WHERE w.weight > 0
 ),
-strongest AS (
-    SELECT customer_id, product_id, strategy AS recommendation_type, evidence
-    FROM weighted
-    QUALIFY row_number() OVER (
-        PARTITION BY customer_id, product_id ORDER BY round(contribution, 9) DESC, priority
-    ) = 1
+weight_totals AS (
+    SELECT variant, sum(weight) AS total_weight FROM strategy_weights GROUP BY variant
 ),
 blended AS (
-    SELECT customer_id,
-           product_id,
-           round(sum(contribution) / (SELECT sum(weight) FROM strategy_weights), 9) AS recommendation_score,
-           string_agg(strategy, ',' ORDER BY priority) AS strategies
-    FROM weighted
-    GROUP BY customer_id, product_id
+    SELECT w.customer_id,
+           w.product_id,
+           w.variant,
+           round(sum(w.contribution) / t.total_weight, 9) AS recommendation_score,
+           -- the strongest contribution; a tie goes to the earlier strategy
+           arg_max({'strategy': w.strategy, 'evidence': w.evidence}, (round(w.contribution, 9), -w.priority))
+                AS strongest,
+           array_to_string(list_sort(list(w.strategy)), ',') AS strategies
+    FROM weighted AS w
+    JOIN weight_totals AS t USING (variant)
+    GROUP BY w.customer_id, w.product_id, w.variant, t.total_weight
+),
+ranked AS (
+    SELECT *,
+           row_number() OVER (
+               PARTITION BY customer_id ORDER BY recommendation_score DESC, product_id
+           ) AS recommendation_rank
+    FROM blended
+    QUALIFY recommendation_rank <= getvariable('candidates_per_customer')
+),
+seed_evidence AS (
+    -- source products of the kept item-to-item recommendations, strongest contribution first
+    SELECT r.customer_id, r.product_id,
+           string_agg(c.seed_id, ',' ORDER BY c.contribution DESC, c.seed_id) AS evidence
+    FROM ranked AS r
+    JOIN seed_contributions AS c
+      ON c.customer_id = r.customer_id AND c.product_id = r.product_id AND c.strategy = r.strongest.strategy
+    GROUP BY r.customer_id, r.product_id
 )
-SELECT b.customer_id,
-       b.product_id,
-       s.recommendation_type,
-       b.recommendation_score,
-       b.strategies,
-       s.evidence,
-       row_number() OVER (
-           PARTITION BY b.customer_id ORDER BY b.recommendation_score DESC, b.product_id
-       ) AS recommendation_rank
-FROM blended AS b
-JOIN strongest AS s USING (customer_id, product_id)
-QUALIFY recommendation_rank <= getvariable('candidates_per_customer')
+SELECT r.customer_id,
+       r.product_id,
+       r.strongest.strategy                        AS recommendation_type,
+       r.recommendation_score,
+       r.strategies,
+       coalesce(e.evidence, r.strongest.evidence) AS evidence,
+       r.recommendation_rank,
+       r.variant
+FROM ranked AS r
+LEFT JOIN seed_evidence AS e USING (customer_id, product_id)

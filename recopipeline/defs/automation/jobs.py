@@ -1,9 +1,54 @@
-"""Jobs over the asset graph."""
+"""Jobs over the asset graph.
+
+- `full_rebuild` (the nightly job): ingest the hours of the run's partition range and the customer and product
+  snapshots, rebuild every derived asset whole, then publish. Launch it with a partition range (run tags
+  `dagster/asset_partition_range_start` / `_end`, as the nightly schedule and `recopipeline materialize` do).
+- `hourly_refresh`: for one hour, ingest the snapshots and the hour's events, recompute the recommendations of
+  the customers active in it and publish them.
+- `ingest_sources`: ingestion only (the file sensor's runs).
+
+Both refresh jobs carry the run tag `recopipeline/lane=refresh`; dagster.yaml lets one such run progress at a
+time, so an hourly refresh never reads the nightly tables while a nightly rebuild rewrites them.
+"""
 
 import dagster as dg
 
+from recopipeline.defs.evaluation.assets import GROUP as EVALUATION
+from recopipeline.defs.incremental.assets import GROUP as INCREMENTAL
+from recopipeline.defs.partitions import EVENT_SOURCES, hourly_partitions
+
+LANE_TAG = "recopipeline/lane"
+REFRESH_LANE = {LANE_TAG: "refresh"}
+SNAPSHOT_SOURCES = ("customers", "products")
+
+sources = dg.AssetSelection.assets(*SNAPSHOT_SOURCES, *EVENT_SOURCES)
+
 full_rebuild_job = dg.define_asset_job(
     name="full_rebuild",
-    selection=dg.AssetSelection.all(),
-    description="Materialize every asset from the sources to each customer's top recommendations.",
+    # the offline evaluation builds its own warehouse from real data: not part of the nightly rebuild
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups(INCREMENTAL, EVALUATION),
+    partitions_def=hourly_partitions,
+    tags=REFRESH_LANE,
+    description=(
+        "The nightly rebuild: ingest the snapshots and the hours of the run's range, rebuild every derived asset "
+        "from all ingested hours, then publish. Launch it with a partition range."
+    ),
+)
+
+hourly_refresh_job = dg.define_asset_job(
+    name="hourly_refresh",
+    selection=sources | dg.AssetSelection.groups(INCREMENTAL),
+    partitions_def=hourly_partitions,
+    tags=REFRESH_LANE,
+    description=(
+        "Ingest one hour (and the customer and product snapshots), recompute the recommendations of the customers "
+        "active in it with the nightly SQL, and publish them."
+    ),
+)
+
+ingest_sources_job = dg.define_asset_job(
+    name="ingest_sources",
+    selection=sources,
+    partitions_def=hourly_partitions,
+    description="Ingest source files: the snapshots whole, the event sources for the hours of the run's range.",
 )

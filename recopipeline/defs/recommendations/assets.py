@@ -10,10 +10,14 @@ GROUP = "recommendations"
 
 
 def create_strategy_weights(con: duckdb.DuckDBPyConnection, tuning: Tuning) -> None:
-    """The blend weights as a small table, in priority order."""
-    run(con, "CREATE TEMP TABLE strategy_weights (strategy VARCHAR, weight DOUBLE, priority INTEGER)")
-    for priority, (strategy, weight) in enumerate(tuning.strategy_weights().items(), start=1):
-        run(con, "INSERT INTO strategy_weights VALUES (?, ?, ?)", [strategy, weight, priority])
+    """The blend weights of each A/B variant as a small table, in priority order, and the variants' hash ranges."""
+    run(con, "CREATE TEMP TABLE strategy_weights (variant VARCHAR, strategy VARCHAR, weight DOUBLE, priority INTEGER)")
+    for variant, weights in tuning.variant_strategy_weights().items():
+        for priority, (strategy, weight) in enumerate(weights.items(), start=1):
+            run(con, "INSERT INTO strategy_weights VALUES (?, ?, ?, ?)", [variant, strategy, weight, priority])
+    run(con, "CREATE TEMP TABLE variant_buckets (variant VARCHAR, lower_bound UBIGINT, upper_bound UBIGINT)")
+    for variant, lower, upper in tuning.experiment().buckets():
+        run(con, "INSERT INTO variant_buckets VALUES (?, ?, ?)", [variant, lower, upper])
 
 
 product_recommendations = sql_asset(
@@ -29,6 +33,7 @@ product_recommendations = sql_asset(
         "product_similarity",
         "complementary_products",
         "collaborative_item_similarity",
+        "ease_item_similarity",
     ],
     description=(
         "Every strategy's candidates, normalised and blended into one row per (customer, product), "

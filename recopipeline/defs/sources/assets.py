@@ -1,37 +1,152 @@
-"""The five source assets: contract files read, typed and written to the warehouse."""
+"""The five source assets: contract files read as they are, validated row by row, accepted or quarantined.
+
+Each ingest splits the input rows in two: the rows that pass every rule of `lib/validation.py` become the
+source's table, the others go to the quarantine with their reason, so `input = accepted + quarantined`
+always holds (the step fails if it does not). The event sources depend on customers and products because an
+event of an unknown customer or product is quarantined. The source's checks run in the same step.
+"""
+
+from datetime import datetime, timezone
+from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 
-from recopipeline.defs.resources import SourceResource, WarehouseResource
+from recopipeline.defs.quality.quarantine import QUARANTINE, quarantine_part, quarantine_rows
+from recopipeline.defs.quality.source_checks import IngestCounts, run_source_checks, source_check_specs
+from recopipeline.defs.resources import SourceResource, TuningResource, WarehouseResource
 from recopipeline.defs.stage import KINDS, OWNERS, describe
 from recopipeline.lib.contract import SOURCES, SourceContract
-from recopipeline.lib.sources import SourceError, raw_scan, source_files, typed_select
+from recopipeline.lib.ingest import MALFORMED_LINES, RAW_INPUT, load_raw
+from recopipeline.lib.sources import SourceError, source_files
+from recopipeline.lib.tuning import Tuning
+from recopipeline.lib.validation import REFERENCES, Ingest, accepted_sql, classify_sql, quarantine_sql
+from recopipeline.lib.warehouse import MissingAssetError, Warehouse, run
+
+REJECTED = "rejected_rows"
 
 
 def source_asset(contract: SourceContract) -> dg.AssetsDefinition:
+    references = sorted(REFERENCES.values()) if contract.event_time is not None else []
+
     @dg.asset(
         name=contract.name,
         group_name="sources",
-        description=f"{contract.description} Key: ({', '.join(contract.key)}). See docs/data_contract.md.",
+        deps=references,
+        description=(
+            f"{contract.description} Key: ({', '.join(contract.key)}). Rows that break the contract go to "
+            "the quarantine. See docs/data_contract.md and docs/data_quality.md."
+        ),
         kinds=KINDS,
         owners=OWNERS,
-        metadata={"contract": dg.MetadataValue.table_schema(_schema(contract))},
+        metadata={
+            "contract": dg.MetadataValue.table_schema(_schema(contract)),
+            "dagster/code_references": _code_references(),
+        },
+        check_specs=source_check_specs(contract),
     )
-    def _asset(warehouse: WarehouseResource, source: SourceResource) -> dg.MaterializeResult:
+    def _asset(
+        context: dg.AssetExecutionContext,
+        warehouse: WarehouseResource,
+        source: SourceResource,
+        tuning: TuningResource,
+    ) -> dg.MaterializeResult:
         store = warehouse.get()
+        values: Tuning = tuning.get()
+        partition = context.partition_key if context.has_partition_key else None
         try:
             files = source_files(source.location(), contract)
-        except SourceError as error:
+            counts, metadata = _ingest(store, contract, files, values, context.run.run_id, references, partition)
+        except (SourceError, MissingAssetError) as error:
             raise dg.Failure(description=str(error)) from None
-        with store.session() as con:
-            store.write(con, contract.name, typed_select(contract, raw_scan(files)), order_by=", ".join(contract.key))
-            metadata = describe(con, store, contract.name, None)
         store.refresh_catalog()
+        examples = store.read(
+            "SELECT reason, detail, raw_row, source_file, source_row "
+            f"FROM {store.scan(QUARANTINE)} WHERE source = $source ORDER BY source_file, source_row LIMIT 5",
+            params={"source": contract.name},
+        )
+        quarantine_file = store.partition_path(QUARANTINE, quarantine_part(contract.name, partition))
+        context.log_event(
+            dg.AssetMaterialization(
+                QUARANTINE,
+                description=f"{counts.quarantined_rows:,} row(s) quarantined from {contract.name}",
+                metadata={
+                    "dagster/row_count": quarantine_rows(store),
+                    "source": contract.name,
+                    "quarantined_rows": counts.quarantined_rows,
+                    "by_reason": dg.MetadataValue.json(counts.by_reason),
+                    "path": dg.MetadataValue.path(quarantine_file),
+                },
+            )
+        )
         return dg.MaterializeResult(
-            metadata={**metadata, "source_files": dg.MetadataValue.text("\n".join(map(str, files)))}
+            metadata={**metadata, "source_files": dg.MetadataValue.text("\n".join(map(str, files)))},
+            check_results=run_source_checks(context, store, contract, values, counts, examples),
         )
 
     return _asset
+
+
+def _ingest(
+    store: Warehouse,
+    contract: SourceContract,
+    files: list,
+    tuning: Tuning,
+    run_id: str,
+    references: list[str],
+    partition: str | None,
+) -> tuple[IngestCounts, dict]:
+    """Read, classify and write one source; returns where the rows went and the table's metadata."""
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    ingest = Ingest(now=now, future_tolerance_hours=tuning.future_tolerance_hours, references=frozenset(references))
+    part = quarantine_part(contract.name, partition)
+    with store.session(references) as con:
+        run(con, "SET TimeZone = 'UTC'")
+        raw = load_raw(con, contract, files)
+        if raw.input_rows == 0 and contract.event_time is None:
+            raise SourceError(f"source '{contract.name}' has no rows; customers and products must not be empty")
+        raw_types = {str(row[0]).lower(): row[1] for row in run(con, f"DESCRIBE {RAW_INPUT}")}
+        run(con, f"CREATE TEMP TABLE {REJECTED} AS {classify_sql(contract, ingest, raw_types, RAW_INPUT)}")
+        quarantined = store.write(
+            con,
+            QUARANTINE,
+            quarantine_sql(
+                contract, RAW_INPUT, REJECTED, MALFORMED_LINES, run_id=run_id, ingested_at=now, partition_key=partition
+            ),
+            partition=part,
+            order_by="source_file, source_row NULLS LAST, detail",
+        )
+        accepted = store.write(
+            con, contract.name, accepted_sql(contract, raw_types, RAW_INPUT, REJECTED), order_by=", ".join(contract.key)
+        )
+        if accepted + quarantined != raw.input_rows:
+            raise RuntimeError(
+                f"{contract.name}: {raw.input_rows} input rows but {accepted} accepted + {quarantined} quarantined"
+            )
+        by_reason = dict(
+            run(con, f"SELECT reason, count(*) FROM {REJECTED} GROUP BY reason")
+            + ([("malformed_line", raw.malformed_lines)] if raw.malformed_lines else [])
+        )
+        metadata = describe(con, store, contract.name, None)
+    counts = IngestCounts(raw.input_rows, accepted, quarantined, {k: int(v) for k, v in by_reason.items()})
+    metadata |= {
+        "input_rows": dg.MetadataValue.int(counts.input_rows),
+        "accepted_rows": dg.MetadataValue.int(counts.accepted_rows),
+        "quarantined_rows": dg.MetadataValue.int(counts.quarantined_rows),
+        "quarantined_by_reason": dg.MetadataValue.md(
+            pd.DataFrame(sorted(counts.by_reason.items()), columns=["reason", "rows"]).to_markdown(index=False)
+            if counts.by_reason
+            else "_none_"
+        ),
+    }
+    return counts, metadata
+
+
+def _code_references() -> dg.CodeReferencesMetadataValue:
+    """The ingest (this module), the rules and the reader, linked from the asset in the UI."""
+    lib = Path(__file__).parents[2] / "lib"
+    files = [Path(__file__), lib / "validation.py", lib / "ingest.py"]
+    return dg.CodeReferencesMetadataValue(code_references=[dg.LocalFileCodeReference(file_path=str(f)) for f in files])
 
 
 def _schema(contract: SourceContract) -> dg.TableSchema:

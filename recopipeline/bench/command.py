@@ -1,0 +1,59 @@
+"""`recopipeline bench` and `recopipeline report`: the command-line faces of the benchmarks and the pictures."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from recopipeline.bench.run import run_bench, summary_table, write_json
+    from recopipeline.lib import settings
+
+    result = run_bench(
+        args.scale,
+        Path(args.home) if args.home else settings.LOCAL_HOME,
+        memory_limit=args.memory_limit,
+        threads=args.threads,
+        floor_repeats=args.floor_repeats,
+        keep=args.keep,
+        progress=lambda line: print(line, flush=True),
+    )
+    print()
+    print(summary_table(result))
+    if args.json:
+        write_json(result, Path(args.json))
+        print(f"\nwrote {args.json}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from recopipeline.bench.plot import plot_bench
+    from recopipeline.evaluation.plot import plot_evaluation
+
+    out = Path(args.out)
+    for path in (plot_bench([Path(p) for p in args.bench], out) if args.bench else []):
+        print(f"wrote {path}")
+    for path in (plot_evaluation([Path(p) for p in args.evaluation], out) if args.evaluation else []):
+        print(f"wrote {path}")
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    from recopipeline.lib import settings
+
+    bench = commands.add_parser("bench", help="time every stage at a synthetic scale against the floor")
+    bench.add_argument("--scale", default="xs", choices=["xs", "s", "m", "l", "xl"])
+    bench.add_argument("--json", help="also write the result as JSON to this file")
+    bench.add_argument("--memory-limit", default=settings.duckdb_memory_limit(),
+                       help="DuckDB memory limit per step; beyond it DuckDB spills to disk (default %(default)s)")
+    bench.add_argument("--threads", type=int, default=settings.duckdb_threads())
+    bench.add_argument("--floor-repeats", type=int, default=3, help="floor runs before and after the pipeline")
+    bench.add_argument("--home", help="where data is cached and the scratch warehouse lives "
+                                      "(default: RECOPIPELINE_HOME)")
+    bench.add_argument("--keep", action="store_true", help="keep the scratch warehouse")
+    bench.set_defaults(func=cmd_bench)
+
+    report = commands.add_parser("report", help="draw the benchmark and evaluation PNGs from their JSON files")
+    report.add_argument("--bench", nargs="*", default=[], help="bench JSON files (one per scale)")
+    report.add_argument("--evaluation", nargs="*", default=[], help="evaluation JSON files")
+    report.add_argument("--out", default="docs/images")
+    report.set_defaults(func=cmd_report)

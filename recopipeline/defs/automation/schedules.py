@@ -1,0 +1,53 @@
+"""When the refresh jobs run, in UTC (the timezone of the hourly partitions and of every stored timestamp).
+
+- `hourly_refresh_schedule`, at minute 5 of every hour: the hour that just ended (the 13:05 tick refreshes
+  12:00-13:00). Its as-of time is the hour's end, taken from the partition.
+- `nightly_rebuild_schedule`, at 00:30 every day: re-ingests the day that just ended (late files, missed hours)
+  and rebuilds everything as of midnight, the tick's day boundary. A run for a past day (the launchpad, with the
+  same tags) rebuilds that day's result.
+
+Both start stopped; turn them on in the UI or with `dagster schedule start`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+
+from recopipeline.defs.automation.jobs import full_rebuild_job, hourly_refresh_job
+from recopipeline.defs.partitions import TIMEZONE, range_tags
+from recopipeline.defs.stage import AS_OF_TAG
+from recopipeline.lib.hourly import HOUR
+
+HOURLY_MINUTE = 5
+NIGHTLY_CRON = "30 0 * * *"
+
+hourly_refresh_schedule = dg.build_schedule_from_partitioned_job(
+    hourly_refresh_job,
+    name="hourly_refresh_schedule",
+    minute_of_hour=HOURLY_MINUTE,
+    description="Every hour at minute 5 (UTC): ingest and refresh the hour that just ended.",
+)
+
+
+def nightly_run_request(tick: datetime) -> dg.RunRequest:
+    """The nightly run of a tick: the previous day's 24 hours, rebuilt as of the day's end (midnight UTC)."""
+    tick_utc = tick.astimezone(timezone.utc).replace(tzinfo=None) if tick.tzinfo else tick
+    midnight = tick_utc.replace(hour=0, minute=0, second=0, microsecond=0)
+    day = midnight - timedelta(days=1)
+    return dg.RunRequest(
+        run_key=f"nightly-{day:%Y-%m-%d}",
+        tags={**range_tags(day, midnight - HOUR), AS_OF_TAG: midnight.isoformat()},
+    )
+
+
+@dg.schedule(
+    name="nightly_rebuild_schedule",
+    job=full_rebuild_job,
+    cron_schedule=NIGHTLY_CRON,
+    execution_timezone=TIMEZONE,
+    description="Every day at 00:30 UTC: re-ingest the day that ended, rebuild everything as of midnight, publish.",
+)
+def nightly_rebuild_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    return nightly_run_request(context.scheduled_execution_time)

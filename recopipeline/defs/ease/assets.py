@@ -1,0 +1,48 @@
+"""The EASE item-item model (numpy), a product table like the collaborative similarity; see lib/ease.py."""
+
+import time
+
+import dagster as dg
+
+from recopipeline.defs.quality.derived_checks import derived_check_specs, run_derived_checks
+from recopipeline.defs.resources import TuningResource, WarehouseResource
+from recopipeline.defs.stage import KINDS, OWNERS, code_reference, describe, resolve_as_of
+from recopipeline.lib.ease import ASSET, INPUTS, write_ease_item_similarity
+
+
+@dg.asset(
+    metadata=code_reference(__file__),
+    name=ASSET,
+    group_name="similarity",
+    deps=list(INPUTS),
+    pool=ASSET,
+    kinds=KINDS | {"numpy"},
+    owners=OWNERS,
+    description=(
+        "EASE (Steck 2019) item-item weights from purchases, fitted in closed form over the most-bought "
+        "products (ease_max_items); the top ease_top_k positive weights per product. Feeds the 'ease' strategy."
+    ),
+    check_specs=derived_check_specs(ASSET),  # the table's invariants, see defs/quality/derived_checks.py
+)
+def ease_item_similarity(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, tuning: TuningResource
+) -> dg.MaterializeResult:
+    store = warehouse.get()
+    values = tuning.get()
+    as_of = resolve_as_of(context, store)
+    started = time.perf_counter()
+    write_ease_item_similarity(store, values, as_of)
+    seconds = time.perf_counter() - started
+    with store.session() as con:
+        metadata = describe(con, store, ASSET, "ease_weight")
+        (products,) = con.sql(f"SELECT count(DISTINCT product_id_1) FROM {store.scan(ASSET)}").fetchall()[0]
+    store.refresh_catalog()
+    return dg.MaterializeResult(
+        metadata={
+            **metadata,
+            "products_in_model": dg.MetadataValue.int(int(products)),
+            "fit_seconds": dg.MetadataValue.float(round(seconds, 3)),
+            "as_of": dg.MetadataValue.text(as_of.isoformat()),
+        },
+        check_results=run_derived_checks(context, store, values, ASSET, as_of),
+    )

@@ -1,0 +1,138 @@
+"""The hourly refresh: the recommendations of the customers active in each hour, recomputed after ingest."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from recopipeline.defs.incremental.refresh import (
+    CUSTOMER_SOURCES,
+    OUTPUT_ORDER,
+    refresh_hour,
+    shared_tables,
+)
+from recopipeline.defs.incremental.publish import newest_published_hour_end, publish_hour, serving_rows
+from recopipeline.defs.partitions import hourly_partitions, run_window, single_run_backfill
+from recopipeline.defs.publish.assets import serving_kind
+from recopipeline.defs.resources import ServingResource, TuningResource, WarehouseResource
+from recopipeline.defs.stage import KINDS, OWNERS
+from recopipeline.lib import settings
+from recopipeline.lib.hourly import HOUR, hour_key, hours
+from recopipeline.lib.settings import parse_as_of
+from recopipeline.serving.publish import PublishError
+
+GROUP = "incremental"
+HOURLY_CUSTOMER_REFRESH = "hourly_customer_refresh"
+HOURLY_CUSTOMER_PUBLISH = "hourly_customer_publish"
+NIGHTLY_TOP_N = "customer_top_recommendations"
+
+
+def _code_references(*modules: str) -> dict[str, dg.CodeReferencesMetadataValue]:
+    """The UI's "Source code" links: modules of this package."""
+    here = Path(__file__).parent
+    return {
+        "dagster/code_references": dg.CodeReferencesMetadataValue(
+            code_references=[dg.LocalFileCodeReference(file_path=str(here / module)) for module in modules]
+        )
+    }
+
+
+@dg.asset(
+    name=HOURLY_CUSTOMER_REFRESH,
+    group_name=GROUP,
+    partitions_def=hourly_partitions,
+    backfill_policy=single_run_backfill,
+    deps=sorted(set(CUSTOMER_SOURCES) | set(shared_tables())),
+    pool=HOURLY_CUSTOMER_REFRESH,
+    kinds=KINDS,
+    owners=OWNERS,
+    metadata=_code_references("assets.py", "refresh.py"),
+    description=(
+        "The top-N recommendations of the customers active in the hour (an event, order or cart in it), "
+        "recomputed with the nightly SQL over their whole history, as of the hour's end, against the last "
+        "nightly product tables. Same columns as customer_top_recommendations; see docs/refresh.md."
+    ),
+)
+def hourly_customer_refresh(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, tuning: TuningResource
+) -> dg.MaterializeResult:
+    store = warehouse.get()
+    values = tuning.get()
+    start, end = run_window(context)
+    touched = rows = 0
+    seconds = 0.0
+    for hour in hours(start, end):  # a backfill's range: each hour as of its own end
+        result = refresh_hour(store, HOURLY_CUSTOMER_REFRESH, hour, values, as_of=hour + HOUR)
+        context.log.info(
+            f"{hour_key(hour)}: {result.touched_customers} customers, {result.rows} rows in {result.seconds:.2f} s"
+        )
+        touched, rows, seconds = touched + result.touched_customers, rows + result.rows, seconds + result.seconds
+    return dg.MaterializeResult(
+        metadata={
+            "touched_customers": dg.MetadataValue.int(touched),
+            "dagster/row_count": dg.MetadataValue.int(rows),
+            "refresh_seconds": dg.MetadataValue.float(round(seconds, 3)),
+            "as_of": dg.MetadataValue.text(end.isoformat()),
+            "order": dg.MetadataValue.text(OUTPUT_ORDER),
+        }
+    )
+
+
+
+@dg.asset(
+    name=HOURLY_CUSTOMER_PUBLISH,
+    group_name=GROUP,
+    partitions_def=hourly_partitions,
+    backfill_policy=single_run_backfill,
+    deps=[HOURLY_CUSTOMER_REFRESH],
+    pool="serving",
+    kinds={"duckdb", serving_kind(settings.serving_url())},
+    owners=OWNERS,
+    metadata=_code_references("assets.py", "publish.py"),
+    description=(
+        "The hour's refreshed customers published: their rows replace theirs in the live serving version, in "
+        "one transaction. Hours that end before the nightly tables' as-of time or before the newest hour "
+        "already published are not published (serving never goes back in time)."
+    ),
+)
+def hourly_customer_publish(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, tuning: TuningResource, serving: ServingResource
+) -> dg.MaterializeResult:
+    store = warehouse.get()
+    start, end = run_window(context)
+    database = serving.database()
+    published: list[str] = []
+    skipped: list[str] = []
+    customers = rows = 0
+    try:
+        with store.session(["products", "product_popularity"], variables=tuning.get().as_dict()) as con:
+            for hour in hours(start, end):
+                newest = max(filter(None, [_nightly_as_of(context), newest_published_hour_end(database)]), default=None)
+                if newest is not None and hour + HOUR <= newest:
+                    skipped.append(hour_key(hour))
+                    continue
+                batch = serving_rows(store, con, HOURLY_CUSTOMER_REFRESH, hour)
+                publication = publish_hour(database, batch, hour + HOUR, context.run_id)
+                published.append(hour_key(hour))
+                if publication:
+                    customers, rows = customers + publication.customers, rows + publication.customer_rows
+    except PublishError as error:
+        raise dg.Failure(description=str(error)) from None
+    finally:
+        database.dispose()
+    if skipped:
+        context.log.info(f"not published (older than what is served): {', '.join(skipped)}")
+    return dg.MaterializeResult(
+        metadata={
+            "published_customers": dg.MetadataValue.int(customers),
+            "published_rows": dg.MetadataValue.int(rows),
+            "published_hours": dg.MetadataValue.int(len(published)),
+            "skipped_hours": dg.MetadataValue.text(", ".join(skipped) or "-"),
+        }
+    )
+
+
+def _nightly_as_of(context: dg.AssetExecutionContext):
+    """The as-of time of the nightly top-N table, from its latest materialization."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(NIGHTLY_TOP_N))
+    value = event.asset_materialization.metadata.get("as_of") if event and event.asset_materialization else None
+    return parse_as_of(value.value) if value is not None else None

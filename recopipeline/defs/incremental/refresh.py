@@ -1,0 +1,102 @@
+"""The hourly refresh: recompute the recommendations of the customers active in one hour, with the nightly SQL.
+
+The per-customer stages (segments -> behaviour -> affinity -> category preferences -> blended candidates ->
+top N) are the same SQL files the nightly rebuild runs, executed in one in-memory DuckDB whose inputs hold only
+the touched customers: their customer row, events, orders and carts (their whole history up to the as-of
+time). The tables that describe products across all customers (popularity, attribute, co-purchase and
+collaborative similarity) are read as the last nightly rebuild left them. Every row of a per-customer stage
+depends only on its own customer's rows and those product tables, so the touched customers get exactly the
+rows a full rebuild over the same data would give them with the same product tables.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+
+# The layer modules register their SQL stages in SQL_STAGES when they load.
+import recopipeline.defs.behavior.assets  # noqa: F401
+import recopipeline.defs.recommendations.assets  # noqa: F401
+from recopipeline.defs.stage import SQL_STAGES
+from recopipeline.lib.hourly import hour_key
+from recopipeline.lib.tuning import Tuning
+from recopipeline.lib.warehouse import Warehouse, load_sql, run
+
+# Recomputed for the touched customers, in this order.
+PER_CUSTOMER_STAGES = (
+    "customer_segments",
+    "customer_behavior_comprehensive",
+    "customer_product_affinity",
+    "customer_category_preferences",
+    "product_recommendations",
+    "customer_top_recommendations",
+)
+# Read restricted to the touched customers.
+CUSTOMER_SOURCES = ("customers", "customer_interactions", "orders", "cart_activity")
+EVENT_SOURCES = ("customer_interactions", "cart_activity", "orders")
+OUTPUT_ORDER = "customer_id, recommendation_rank"
+
+
+@dataclass(frozen=True)
+class Refresh:
+    touched_customers: int
+    rows: int
+    seconds: float
+
+
+def shared_tables() -> list[str]:
+    """Inputs of the per-customer stages read as they are: the catalogue and the nightly product tables."""
+    inputs = {name for stage in PER_CUSTOMER_STAGES for name in SQL_STAGES[stage].inputs}
+    return sorted(inputs - set(PER_CUSTOMER_STAGES) - set(CUSTOMER_SOURCES))
+
+
+def refresh_customers(store: Warehouse, con: duckdb.DuckDBPyConnection, touched: str, tuning: Tuning) -> None:
+    """Create the per-customer stages as temp tables for the customers in the relation `touched`.
+
+    `con` must already have the shared tables as views (Warehouse.session) and the tuning values and the as-of
+    time as variables.
+    """
+    for source in CUSTOMER_SOURCES:
+        run(
+            con,
+            f"CREATE TEMP TABLE {source} AS SELECT * FROM {store.scan(source)} "
+            f"WHERE customer_id IN (SELECT customer_id FROM {touched})",
+        )
+    for name in PER_CUSTOMER_STAGES:
+        stage = SQL_STAGES[name]
+        if stage.prepare:
+            stage.prepare(con, tuning)
+        run(con, f"CREATE TEMP TABLE {name} AS {load_sql(name)}")
+
+
+def touched_in_hour(store: Warehouse, con: duckdb.DuckDBPyConnection, hour: datetime) -> str:
+    """SQL for the known customers with an event, an order or a cart in the hour (from its partition files)."""
+    key = hour_key(hour)
+    files = [
+        path
+        for path in (store.partition_path(source, key) for source in EVENT_SOURCES)
+        if run(con, "SELECT count(*) FROM glob($path)", {"path": path})[0][0]
+    ]
+    if not files:
+        return "SELECT NULL::VARCHAR AS customer_id WHERE false"
+    paths = ", ".join("'" + path.replace("'", "''") + "'" for path in files)
+    return (
+        f"SELECT DISTINCT customer_id FROM read_parquet([{paths}], union_by_name = true) "
+        f"WHERE customer_id IN (SELECT customer_id FROM {store.scan('customers')})"
+    )
+
+
+def refresh_hour(store: Warehouse, asset: str, hour: datetime, tuning: Tuning, as_of: datetime) -> Refresh:
+    """Write the top-N rows of the customers active in `hour` as the asset's partition of that hour."""
+    started = time.perf_counter()
+    with store.session(shared_tables(), variables={**tuning.as_dict(), "as_of": as_of}) as con:
+        run(con, f"CREATE TEMP TABLE touched AS {touched_in_hour(store, con, hour)}")
+        (touched,) = run(con, "SELECT count(*) FROM touched")[0]
+        refresh_customers(store, con, "touched", tuning)
+        rows = store.write(
+            con, asset, "SELECT * FROM customer_top_recommendations", partition=hour_key(hour), order_by=OUTPUT_ORDER
+        )
+    return Refresh(touched_customers=int(touched), rows=rows, seconds=time.perf_counter() - started)

@@ -1,0 +1,55 @@
+"""The partitions of the pipeline, named: hourly windows (UTC) of the event sources and the hourly refresh.
+
+`customer_interactions`, `cart_activity` and `orders` are partitioned by hour; a partition holds the events
+whose event time falls in [hour, hour + 1 h). `customers` and `products` are snapshots and every derived asset
+is rebuilt whole, so they are not partitioned. The first hour is `RECOPIPELINE_PARTITION_START`
+(see docs/refresh.md).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from recopipeline.lib import settings
+from recopipeline.lib.hourly import HOUR, KEY_FORMAT
+
+TIMEZONE = "UTC"
+EVENT_SOURCES = ("customer_interactions", "cart_activity", "orders")
+
+hourly_partitions = dg.HourlyPartitionsDefinition(
+    start_date=settings.partition_start(), timezone=TIMEZONE, fmt=KEY_FORMAT
+)
+
+# Backfills of the hourly assets run as one run over the whole range: each source's files are read once and
+# every hour of the range is written in the same pass.
+single_run_backfill = dg.BackfillPolicy.single_run()
+
+
+def first_hour() -> datetime:
+    """The start of the first partition, naive UTC."""
+    return hourly_partitions.start.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def run_window(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
+    """The [start, end) of the hours this run materializes (one hour, or a backfill's range), naive UTC."""
+    window = context.partition_time_window
+    return _naive_utc(window.start), _naive_utc(window.end)
+
+
+def range_tags(first: datetime, last: datetime) -> dict[str, str]:
+    """Run tags that make one run materialize the hours first .. last (inclusive) of every hourly asset."""
+    return {
+        "dagster/asset_partition_range_start": first.strftime(KEY_FORMAT),
+        "dagster/asset_partition_range_end": last.strftime(KEY_FORMAT),
+    }
+
+
+def last_complete_hour(now: datetime) -> datetime:
+    """The start of the newest hour that has ended at `now` (naive UTC)."""
+    return now.replace(minute=0, second=0, microsecond=0) - HOUR
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment

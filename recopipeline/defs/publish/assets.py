@@ -1,0 +1,129 @@
+"""Publishing: the top recommendations and product-page lists, written–audited–published to the serving database.
+
+The asset sits downstream of `customer_top_recommendations`, so a failing blocking check there skips it and the
+served version stays as it was. Its warehouse table summarises what is served (rows per variant and type).
+"""
+
+from collections.abc import Iterator
+
+import dagster as dg
+import duckdb
+import pandas as pd
+
+from recopipeline.defs.resources import ServingResource, TuningResource, WarehouseResource
+from recopipeline.defs.stage import OWNERS, describe
+from recopipeline.lib import settings
+from recopipeline.lib.warehouse import SQL_DIR, load_sql, run
+from recopipeline.serving.publish import CUSTOMER_COLUMNS, RELATION_COLUMNS, Expected, PublishError, publish
+
+GROUP = "publish"
+BATCH_ROWS = 50_000
+INPUTS = [
+    "customer_top_recommendations",
+    "product_similarity",
+    "complementary_products",
+    "products_bought_together",
+    "products",
+    "product_popularity",
+]
+
+
+def serving_kind(url: str) -> str:
+    return "postgres" if url.startswith("postgres") else "sqlite"
+
+
+def batches(con: duckdb.DuckDBPyConnection, table: str, columns: tuple[str, ...], order_by: str) -> Iterator[list]:
+    """The table's rows as tuples in `columns` order, in batches; read to the end before the connection is reused."""
+    result = con.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {order_by}")
+    while rows := result.fetchmany(BATCH_ROWS):
+        yield rows
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=INPUTS,
+    description=(
+        "Each customer's top recommendations (with A/B variant), a cold-start list per variant and each product's "
+        "similar / complementary / bought-together lists, published as a new version of the serving database: "
+        "staged, audited against the warehouse, then switched live in one transaction."
+    ),
+    kinds={"duckdb", serving_kind(settings.serving_url())},
+    owners=OWNERS,
+    metadata={
+        "dagster/code_references": dg.CodeReferencesMetadataValue(
+            code_references=[
+                dg.LocalFileCodeReference(file_path=str(SQL_DIR / f"{name}.sql"))
+                for name in ("serving_customer_recommendations", "serving_product_relations")
+            ]
+        )
+    },
+)
+def published_recommendations(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    tuning: TuningResource,
+    serving: ServingResource,
+) -> dg.MaterializeResult:
+    store = warehouse.get()
+    values = tuning.get()
+    experiment = values.experiment()
+    variables = {**values.as_dict(), "relations_per_product": serving.relations_per_product}
+    with store.session(INPUTS, variables=variables) as con:
+        run(con, "CREATE TEMP TABLE serving_variants (variant VARCHAR)")
+        for name in experiment.names:
+            run(con, "INSERT INTO serving_variants VALUES (?)", [name])
+        run(con, f"CREATE TEMP TABLE serving_rows AS {load_sql('serving_customer_recommendations')}")
+        run(con, f"CREATE TEMP TABLE serving_relations AS {load_sql('serving_product_relations')}")
+        ((rows, customers),) = run(
+            con, "SELECT count(*), count(DISTINCT customer_id) FROM customer_top_recommendations"
+        )
+        ((relations,),) = run(con, "SELECT count(*) FROM serving_relations")
+        expected = Expected(int(rows), int(customers), int(relations), tuple(experiment.names))
+        database = serving.database()
+        try:
+            publication = publish(
+                database,
+                batches(con, "serving_rows", CUSTOMER_COLUMNS, "customer_id, variant, rank"),
+                batches(con, "serving_relations", RELATION_COLUMNS, "product_id, relation, rank"),
+                expected,
+                run_id=context.run_id,
+                experiment=experiment.to_json(),
+                keep_versions=serving.keep_versions,
+                max_shrink=serving.max_shrink,
+            )
+        except PublishError as error:
+            raise dg.Failure(description=str(error)) from None
+        finally:
+            database.dispose()
+        store.write(
+            con,
+            "published_recommendations",
+            """
+            SELECT CASE WHEN customer_id = '__cold_start__' THEN 'cold_start' ELSE 'customers' END AS list,
+                   variant, recommendation_type,
+                   count(DISTINCT customer_id) AS customers, count(*) AS rows, round(avg(score), 6) AS mean_score
+            FROM serving_rows GROUP BY ALL
+            """,
+            order_by="list, variant, recommendation_type",
+        )
+        metadata = describe(con, store, "published_recommendations", None)
+    store.refresh_catalog()
+    checks = pd.DataFrame(
+        [(name, c["passed"], str(c["expected"]), str(c["actual"])) for name, c in publication.checks.items()],
+        columns=["audit", "passed", "expected", "actual"],
+    )
+    context.log.info(f"serving version {publication.version} is live in {database.describe()}")
+    return dg.MaterializeResult(
+        metadata={
+            **metadata,
+            "serving_version": dg.MetadataValue.int(publication.version),
+            "serving_database": dg.MetadataValue.text(database.describe()),
+            "published_customer_rows": dg.MetadataValue.int(publication.customer_rows),
+            "published_customers": dg.MetadataValue.int(publication.customers),
+            "published_relation_rows": dg.MetadataValue.int(publication.relation_rows),
+            "publish_seconds": dg.MetadataValue.float(round(publication.seconds, 3)),
+            "expired_versions": dg.MetadataValue.text(", ".join(map(str, publication.expired)) or "-"),
+            "variants": dg.MetadataValue.text(", ".join(experiment.names)),
+            "audit": dg.MetadataValue.md(checks.to_markdown(index=False)),
+        }
+    )

@@ -1,0 +1,297 @@
+"""Asset checks of the derived assets: the invariants each table must hold, evaluated in the asset's own step.
+
+Every rule is an exact DuckDB query over the whole table that returns the violating rows (none = pass), so it
+holds at any scale without pulling the table into Python. `customer_top_recommendations` also gets a Great
+Expectations suite, run on whole customers drawn at random (a bounded sample). Correctness rules are blocking:
+when one fails, nothing downstream of the asset runs in that run. Row-count drift only warns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import dagster as dg
+
+from recopipeline.defs.quality import results
+from recopipeline.lib.gx_adapter import Expectation, validate
+from recopipeline.lib.tuning import STRATEGIES, Tuning
+from recopipeline.lib.warehouse import Warehouse
+
+UNIQUE_KEY = "unique_key"
+UNIQUE_RANK = "unique_rank"
+VALUES_IN_RANGE = "values_in_range"
+EVERY_CUSTOMER_SEGMENTED = "every_customer_segmented"
+ONLY_AVAILABLE_PRODUCTS = "only_available_products"
+NOTHING_PURCHASED = "nothing_already_purchased"
+EVERY_CUSTOMER_SERVED = "every_customer_served"
+GX_EXPECTATIONS = "gx_expectations"
+ROW_COUNT_DRIFT = "row_count_drift"
+
+SEGMENTS = ("new", "returning", "vip", "at_risk")
+
+
+@dataclass(frozen=True)
+class Invariant:
+    """A rule over a table: `sql` selects the rows that break it; `needs` are the other tables it reads."""
+
+    check: str
+    description: str
+    sql: str
+    needs: tuple[str, ...] = ()
+    applies: Callable[[Tuning], bool] = lambda tuning: True
+
+
+def _unique(asset: str, columns: str, check: str = UNIQUE_KEY) -> Invariant:
+    return Invariant(
+        check,
+        f"({columns}) is unique",
+        f"SELECT {columns}, count(*) AS copies FROM {asset} GROUP BY ALL HAVING count(*) > 1",
+    )
+
+
+def _in_range(asset: str, description: str, broken: str, columns: str) -> Invariant:
+    return Invariant(VALUES_IN_RANGE, description, f"SELECT {columns} FROM {asset} WHERE {broken}")
+
+
+def _pairs(asset: str, rank: str, score: str, low: str, low_label: str | None = None) -> list[Invariant]:
+    """Product-to-product tables: unique pairs, unique ranks per product, no self pairs, scores in range."""
+    return [
+        _unique(asset, "product_id_1, product_id_2"),
+        _unique(asset, f"product_id_1, {rank}", UNIQUE_RANK),
+        _in_range(
+            asset,
+            f"{score} in [{low_label or low}, 1], {rank} >= 1 and never a product paired with itself",
+            # 1e-9: floating-point error can put a perfect cosine a hair above 1
+            f"{score} IS NULL OR {score} < {low} OR {score} > 1 + 1e-9 OR {rank} < 1 OR product_id_1 = product_id_2",
+            f"product_id_1, product_id_2, {score}, {rank}",
+        ),
+    ]
+
+
+def _recommendations(asset: str, max_rank: str) -> list[Invariant]:
+    """Recommendation tables: one row per (customer, product) and per rank, only sellable, unbought products."""
+    return [
+        _unique(asset, "customer_id, product_id"),
+        _unique(asset, "customer_id, recommendation_rank", UNIQUE_RANK),
+        _in_range(
+            asset,
+            f"recommendation_score in [0, 1] and recommendation_rank in [1, {max_rank}]",
+            "recommendation_score IS NULL OR recommendation_score < 0 OR recommendation_score > 1 "
+            f"OR recommendation_rank < 1 OR recommendation_rank > getvariable('{max_rank}')",
+            "customer_id, product_id, recommendation_rank, recommendation_score",
+        ),
+        Invariant(
+            ONLY_AVAILABLE_PRODUCTS,
+            "every recommended product is in the catalogue, active and in stock",
+            f"""
+            SELECT r.customer_id, r.product_id, p.is_active, p.stock_quantity
+            FROM {asset} AS r
+            LEFT JOIN products AS p USING (product_id)
+            WHERE p.product_id IS NULL OR NOT p.is_active OR p.stock_quantity <= 0
+            """,
+            needs=("products",),
+        ),
+        Invariant(
+            NOTHING_PURCHASED,
+            "no customer is recommended a product they bought up to the as-of time (orders or purchase events)",
+            f"""
+            WITH bought AS (
+                SELECT customer_id, product_id FROM orders WHERE order_timestamp <= getvariable('as_of')
+                UNION
+                SELECT customer_id, product_id FROM customer_product_affinity WHERE purchase_count > 0
+            )
+            SELECT r.customer_id, r.product_id, r.recommendation_rank
+            FROM {asset} AS r
+            SEMI JOIN bought USING (customer_id, product_id)
+            """,
+            needs=("orders", "customer_product_affinity"),
+            applies=lambda tuning: tuning.exclude_purchased,
+        ),
+        Invariant(
+            EVERY_CUSTOMER_SERVED,
+            "every known customer (a row of customer_segments) has at least one recommendation",
+            f"SELECT customer_id, customer_segment FROM customer_segments "
+            f"ANTI JOIN (SELECT DISTINCT customer_id FROM {asset}) USING (customer_id)",
+            needs=("customer_segments",),
+        ),
+    ]
+
+
+INVARIANTS: dict[str, list[Invariant]] = {
+    "customer_segments": [
+        _unique("customer_segments", "customer_id"),
+        Invariant(
+            EVERY_CUSTOMER_SEGMENTED,
+            "every known customer has a segment row",
+            "SELECT customer_id FROM customers ANTI JOIN customer_segments USING (customer_id)",
+            needs=("customers",),
+        ),
+        _in_range(
+            "customer_segments",
+            f"customer_segment in ({', '.join(SEGMENTS)}) and counts >= 0",
+            f"customer_segment IS NULL OR customer_segment NOT IN ({', '.join(repr(s) for s in SEGMENTS)}) "
+            "OR event_count < 0 OR order_count < 0",
+            "customer_id, customer_segment, event_count, order_count",
+        ),
+    ],
+    "customer_behavior_comprehensive": [
+        _unique("customer_behavior_comprehensive", "event_id"),
+        _in_range(
+            "customer_behavior_comprehensive",
+            "recency_score in [0, 1] and no event after the as-of time",
+            "recency_score IS NULL OR recency_score < 0 OR recency_score > 1 "
+            "OR interaction_timestamp > getvariable('as_of')",
+            "event_id, interaction_timestamp, interaction_score, recency_score",
+        ),
+    ],
+    "customer_product_affinity": [
+        _unique("customer_product_affinity", "customer_id, product_id"),
+        _in_range(
+            "customer_product_affinity",
+            # event weights may be negative (a cart_remove penalty), so the score itself has no lower bound
+            "weighted_affinity_score is set and event counts >= 0",
+            "weighted_affinity_score IS NULL OR view_count < 0 OR click_count < 0 OR cart_add_count < 0 "
+            "OR cart_remove_count < 0 OR purchase_count < 0",
+            "customer_id, product_id, weighted_affinity_score",
+        ),
+    ],
+    "customer_category_preferences": [
+        _unique("customer_category_preferences", "customer_id, category"),
+        _unique("customer_category_preferences", "customer_id, category_rank", UNIQUE_RANK),
+        _in_range(
+            "customer_category_preferences",
+            "weighted_category_score is set and category_rank >= 1",
+            "weighted_category_score IS NULL OR category_rank < 1",
+            "customer_id, category, weighted_category_score, category_rank",
+        ),
+    ],
+    "product_popularity": [
+        _unique("product_popularity", "segment, product_id"),
+        _unique("product_popularity", "segment, popularity_rank", UNIQUE_RANK),
+        _in_range(
+            "product_popularity",
+            "popularity_score is set and popularity_rank >= 1",
+            "popularity_score IS NULL OR popularity_rank < 1",
+            "segment, product_id, popularity_score, popularity_rank",
+        ),
+        Invariant(
+            ONLY_AVAILABLE_PRODUCTS,
+            "every listed product is in the catalogue, active and in stock",
+            """
+            SELECT r.segment, r.product_id, p.is_active, p.stock_quantity
+            FROM product_popularity AS r
+            LEFT JOIN products AS p USING (product_id)
+            WHERE p.product_id IS NULL OR NOT p.is_active OR p.stock_quantity <= 0
+            """,
+            needs=("products",),
+        ),
+    ],
+    "product_similarity": _pairs(
+        "product_similarity", "similarity_rank", "attribute_similarity_score", "getvariable('similarity_threshold')",
+        "similarity_threshold",
+    ),
+    "products_bought_together": [
+        _unique("products_bought_together", "product_id_1, product_id_2"),
+        _in_range(
+            "products_bought_together",
+            "co_purchase_similarity and confidence in (0, 1], co_purchase_count >= min_support, no self pairs",
+            "co_purchase_similarity IS NULL OR co_purchase_similarity <= 0 OR co_purchase_similarity > 1 "
+            "OR confidence <= 0 OR confidence > 1 OR co_purchase_count < getvariable('min_support') "
+            "OR product_id_1 = product_id_2",
+            "product_id_1, product_id_2, co_purchase_count, co_purchase_similarity, confidence",
+        ),
+    ],
+    "complementary_products": _pairs("complementary_products", "complementary_rank", "complementary_score", "0"),
+    "collaborative_item_similarity": _pairs("collaborative_item_similarity", "cf_rank", "cf_similarity", "0"),
+    "ease_item_similarity": [
+        _unique("ease_item_similarity", "product_id_1, product_id_2"),
+        _unique("ease_item_similarity", "product_id_1, ease_rank", UNIQUE_RANK),
+        _in_range(
+            "ease_item_similarity",
+            "ease_weight > 0 (only positive weights are kept), ease_rank >= 1 and no self pairs",
+            "ease_weight IS NULL OR ease_weight <= 0 OR ease_rank < 1 OR product_id_1 = product_id_2",
+            "product_id_1, product_id_2, ease_weight, ease_rank",
+        ),
+    ],
+    "product_recommendations": _recommendations("product_recommendations", "candidates_per_customer"),
+    "customer_top_recommendations": _recommendations("customer_top_recommendations", "top_n"),
+}
+
+GX_ASSETS = ("customer_top_recommendations",)
+
+
+def derived_check_specs(asset: str) -> list[dg.AssetCheckSpec]:
+    """The checks of a derived asset (none for an asset without invariants)."""
+    if asset not in INVARIANTS:
+        return []
+    checks = [
+        dg.AssetCheckSpec(i.check, asset=asset, blocking=True, description=f"{i.description} (exact, whole table).")
+        for i in INVARIANTS[asset]
+    ]
+    if asset in GX_ASSETS:
+        checks.append(dg.AssetCheckSpec(
+            GX_EXPECTATIONS, asset=asset, blocking=True,
+            description="Great Expectations suite (not null, rank in 1..top_n, score in [0, 1], type known, "
+            "(customer, rank) and (customer, product) unique) on the rows of a random sample of customers.",
+        ))
+    checks.append(dg.AssetCheckSpec(
+        ROW_COUNT_DRIFT, asset=asset, blocking=False,
+        description="Warns when the row count moved more than row_count_drift_band since the previous run.",
+    ))
+    return checks
+
+
+def run_derived_checks(
+    context: dg.AssetExecutionContext, store: Warehouse, tuning: Tuning, asset: str, as_of: datetime
+) -> list[dg.AssetCheckResult]:
+    """Evaluate the asset's checks on the table just written."""
+    if asset not in INVARIANTS:
+        return []
+    invariants = INVARIANTS[asset]
+    needs = sorted({name for invariant in invariants for name in invariant.needs} - {asset})
+    checked: list[dg.AssetCheckResult] = []
+    with store.session([asset, *needs], variables={**tuning.as_dict(), "as_of": as_of}) as con:
+        for invariant in invariants:
+            if invariant.applies(tuning):
+                checked.append(results.violations(con, invariant.check, invariant.sql, invariant.description))
+            else:
+                checked.append(dg.AssetCheckResult(
+                    check_name=invariant.check, passed=True, description="not applicable with these tuning values"
+                ))
+        (rows,) = con.sql(f"SELECT count(*) FROM {asset}").fetchall()[0]
+        if asset in GX_ASSETS:
+            checked.append(_top_recommendations_suite(con, asset, tuning, int(rows)))
+    checked.append(results.row_count_drift(context, ROW_COUNT_DRIFT, asset, int(rows), tuning.row_count_drift_band))
+    return checked
+
+
+def _top_recommendations_suite(con, asset: str, tuning: Tuning, rows: int) -> dg.AssetCheckResult:
+    """GX on every row of a random set of customers, so per-customer uniqueness is exact for them."""
+    customers = max(1, tuning.gx_sample_rows // tuning.top_n)
+    sample = con.sql(f"""
+        WITH chosen AS (
+            SELECT customer_id FROM (SELECT DISTINCT customer_id FROM {asset})
+            USING SAMPLE reservoir({customers} ROWS) REPEATABLE (42)
+        )
+        SELECT * FROM {asset} SEMI JOIN chosen USING (customer_id)
+    """).df()
+    suite = [
+        Expectation("ExpectTableColumnsToMatchSet", {
+            "column_set": ["customer_id", "recommendation_rank", "product_id", "product_name", "category", "price",
+                           "recommendation_type", "recommendation_score", "evidence"],
+            "exact_match": False,
+        }),
+        *[Expectation("ExpectColumnValuesToNotBeNull", {"column": c})
+          for c in ("customer_id", "product_id", "recommendation_rank", "recommendation_type", "recommendation_score")],
+        Expectation("ExpectColumnValuesToBeBetween",
+                    {"column": "recommendation_rank", "min_value": 1, "max_value": tuning.top_n}),
+        Expectation("ExpectColumnValuesToBeBetween",
+                    {"column": "recommendation_score", "min_value": 0, "max_value": 1}),
+        Expectation("ExpectColumnValuesToBeBetween", {"column": "price", "min_value": 0}),
+        Expectation("ExpectColumnValuesToBeInSet", {"column": "recommendation_type", "value_set": list(STRATEGIES)}),
+        Expectation("ExpectCompoundColumnsToBeUnique", {"column_list": ["customer_id", "recommendation_rank"]}),
+        Expectation("ExpectCompoundColumnsToBeUnique", {"column_list": ["customer_id", "product_id"]}),
+    ]
+    return results.expectations(GX_EXPECTATIONS, validate(sample, f"{asset}_suite", suite), rows)

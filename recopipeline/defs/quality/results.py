@@ -1,0 +1,93 @@
+"""Turning rule outcomes into Dagster asset check results that read well in the UI.
+
+Every result carries counts and, when it fails, a few failing examples as a markdown table.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+import duckdb
+import pandas as pd
+
+from recopipeline.lib.gx_adapter import SuiteResult
+
+EXAMPLES = 5
+WARN = dg.AssetCheckSeverity.WARN
+ERROR = dg.AssetCheckSeverity.ERROR
+
+
+def markdown(frame: pd.DataFrame) -> dg.MetadataValue:
+    return dg.MetadataValue.md(frame.to_markdown(index=False) if len(frame) else "_none_")
+
+
+def violations(con: duckdb.DuckDBPyConnection, check_name: str, sql: str, description: str) -> dg.AssetCheckResult:
+    """A check that passes when `sql` (one row per violation) returns no rows; exact, over the whole table."""
+    found = con.sql(f"SELECT count(*) OVER () AS violations, * FROM ({sql}) LIMIT {EXAMPLES}").df()
+    count = int(found["violations"].iloc[0]) if len(found) else 0
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        passed=count == 0,
+        severity=ERROR,
+        description=description if count == 0 else f"{count:,} violation(s): {description}",
+        metadata={"violations": count, "examples": markdown(found.drop(columns="violations"))},
+    )
+
+
+def expectations(check_name: str, result: SuiteResult, sampled_from: int) -> dg.AssetCheckResult:
+    """A Great Expectations suite run on a sample, summarised."""
+    failed = result.failed
+    summary = (
+        f"{len(result.outcomes) - len(failed)} of {len(result.outcomes)} expectations met "
+        f"on a sample of {result.rows:,} of {sampled_from:,} rows"
+    )
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        passed=result.success,
+        severity=ERROR,
+        description=summary if not failed else f"{summary}; failed: " + ", ".join(
+            f"{o.expectation}({o.target})" for o in failed
+        ),
+        metadata={
+            "suite": result.suite,
+            "evaluated_expectations": len(result.outcomes),
+            "failed_expectations": len(failed),
+            "sample_rows": result.rows,
+            "table_rows": sampled_from,
+            "expectations": dg.MetadataValue.md(result.markdown()),
+        },
+    )
+
+
+def row_count_drift(
+    context: dg.AssetExecutionContext, check_name: str, asset: str, rows: int, band: float
+) -> dg.AssetCheckResult:
+    """WARN when the row count moved more than `band` (a share) since the asset's previous materialization."""
+    previous = _previous_row_count(context, asset)
+    metadata: dict = {"rows": rows, "band": band}
+    if previous is None:
+        return dg.AssetCheckResult(
+            check_name=check_name, passed=True, severity=WARN, metadata=metadata,
+            description="no previous materialization to compare with",
+        )
+    change = (rows - previous) / previous if previous else (0.0 if rows == 0 else float("inf"))
+    metadata |= {"previous_rows": previous, "change": dg.MetadataValue.float(round(change, 4))}
+    within = abs(change) <= band
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        passed=within,
+        severity=WARN,
+        metadata=metadata,
+        description=f"row count {previous:,} -> {rows:,} ({change:+.1%}; allowed ±{band:.0%})",
+    )
+
+
+def _previous_row_count(context: dg.AssetExecutionContext, asset: str) -> int | None:
+    """The row count of the asset's (partition's) latest recorded materialization; the current one is not
+    recorded yet while the step runs."""
+    partitions = [context.partition_key] if context.has_partition_key else None
+    wanted = dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=partitions)
+    records = context.instance.fetch_materializations(wanted, limit=1).records
+    if not records or records[0].asset_materialization is None:
+        return None
+    value = records[0].asset_materialization.metadata.get("dagster/row_count")
+    return int(value.value) if value is not None else None

@@ -1,0 +1,142 @@
+"""Asset checks of the five sources, evaluated in the source asset's own step right after ingest.
+
+- quarantine_share (blocking): the share of input rows quarantined stays within `max_quarantine_share`.
+- unique_key (blocking): the contract key is unique over the whole table (exact DuckDB aggregate).
+- contract_expectations (blocking): the data contract as a Great Expectations suite, on a sample of accepted
+  rows; it checks the accepted table independently of the ingest rules that produced it.
+- row_count_drift (WARN): the accepted row count moved at most `row_count_drift_band` since the last ingest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import dagster as dg
+import pandas as pd
+
+from recopipeline.defs.quality import results
+from recopipeline.lib.contract import SourceContract
+from recopipeline.lib.gx_adapter import Expectation, validate
+from recopipeline.lib.tuning import Tuning
+from recopipeline.lib.validation import ALLOWED_VALUES, MINIMUMS
+from recopipeline.lib.warehouse import Warehouse
+
+QUARANTINE_SHARE = "quarantine_share"
+UNIQUE_KEY = "unique_key"
+CONTRACT_EXPECTATIONS = "contract_expectations"
+ROW_COUNT_DRIFT = "row_count_drift"
+
+
+@dataclass(frozen=True)
+class IngestCounts:
+    """Where the input rows of one ingest went."""
+
+    input_rows: int
+    accepted_rows: int
+    quarantined_rows: int
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def quarantined_share(self) -> float:
+        return self.quarantined_rows / self.input_rows if self.input_rows else 0.0
+
+
+def source_check_specs(contract: SourceContract) -> list[dg.AssetCheckSpec]:
+    key = ", ".join(contract.key)
+    return [
+        dg.AssetCheckSpec(
+            QUARANTINE_SHARE, asset=contract.name, blocking=True,
+            description="At most max_quarantine_share (default 1%) of the input rows are quarantined.",
+        ),
+        dg.AssetCheckSpec(
+            UNIQUE_KEY, asset=contract.name, blocking=True,
+            description=f"The key ({key}) is unique over the whole table (exact DuckDB aggregate).",
+        ),
+        dg.AssetCheckSpec(
+            CONTRACT_EXPECTATIONS, asset=contract.name, blocking=True,
+            description="Great Expectations suite from the data contract (columns in order, required values, "
+            "allowed values, amounts, key) on a sample of gx_sample_rows accepted rows.",
+        ),
+        dg.AssetCheckSpec(
+            ROW_COUNT_DRIFT, asset=contract.name, blocking=False,
+            description="Warns when the accepted row count moved more than row_count_drift_band since the "
+            "previous ingest.",
+        ),
+    ]
+
+
+def contract_suite(contract: SourceContract) -> list[Expectation]:
+    """The contract as GX expectations."""
+    suite = [Expectation("ExpectTableColumnsToMatchOrderedList", {"column_list": contract.column_names})]
+    suite += [
+        Expectation("ExpectColumnValuesToNotBeNull", {"column": c.name}) for c in contract.columns if not c.nullable
+    ]
+    suite += [
+        Expectation("ExpectColumnValuesToBeInSet", {"column": name, "value_set": list(allowed)})
+        for name, allowed in ALLOWED_VALUES.items()
+        if name in contract.column_names
+    ]
+    suite += [
+        Expectation("ExpectColumnValuesToBeBetween", {"column": name, "min_value": bound, "strict_min": not inclusive})
+        for name, (bound, inclusive) in MINIMUMS.items()
+        if name in contract.column_names
+    ]
+    if len(contract.key) == 1:
+        suite.append(Expectation("ExpectColumnValuesToBeUnique", {"column": contract.key[0]}))
+    else:
+        suite.append(Expectation("ExpectCompoundColumnsToBeUnique", {"column_list": list(contract.key)}))
+    return suite
+
+
+def run_source_checks(
+    context: dg.AssetExecutionContext,
+    store: Warehouse,
+    contract: SourceContract,
+    tuning: Tuning,
+    counts: IngestCounts,
+    quarantined: pd.DataFrame,
+) -> list[dg.AssetCheckResult]:
+    """Evaluate the source's checks on the table just written; `quarantined` holds a few example rows."""
+    with store.session([contract.name]) as con:
+        unique = results.violations(
+            con,
+            UNIQUE_KEY,
+            f"SELECT {', '.join(contract.key)}, count(*) AS copies FROM {contract.name} "
+            f"GROUP BY ALL HAVING count(*) > 1",
+            f"key ({', '.join(contract.key)}) is unique",
+        )
+        sample = con.sql(
+            f"SELECT * FROM {contract.name} USING SAMPLE reservoir({int(tuning.gx_sample_rows)} ROWS) REPEATABLE (42)"
+        ).df()
+    suite = validate(sample, f"{contract.name}_contract", contract_suite(contract))
+    return [
+        _quarantine_share(counts, tuning.max_quarantine_share, quarantined),
+        unique,
+        results.expectations(CONTRACT_EXPECTATIONS, suite, counts.accepted_rows),
+        results.row_count_drift(
+            context, ROW_COUNT_DRIFT, contract.name, counts.accepted_rows, tuning.row_count_drift_band
+        ),
+    ]
+
+
+def _quarantine_share(counts: IngestCounts, limit: float, quarantined: pd.DataFrame) -> dg.AssetCheckResult:
+    share = counts.quarantined_share
+    reasons = pd.DataFrame(sorted(counts.by_reason.items(), key=lambda kv: -kv[1]), columns=["reason", "rows"])
+    return dg.AssetCheckResult(
+        check_name=QUARANTINE_SHARE,
+        passed=share <= limit,
+        severity=results.ERROR,
+        description=(
+            f"{counts.quarantined_rows:,} of {counts.input_rows:,} input rows quarantined ({share:.2%}; "
+            f"allowed {limit:.2%})"
+        ),
+        metadata={
+            "input_rows": counts.input_rows,
+            "accepted_rows": counts.accepted_rows,
+            "quarantined_rows": counts.quarantined_rows,
+            "quarantined_share": dg.MetadataValue.float(round(share, 6)),
+            "max_quarantine_share": dg.MetadataValue.float(limit),
+            "by_reason": results.markdown(reasons),
+            "examples": results.markdown(quarantined),
+        },
+    )

@@ -1,0 +1,211 @@
+"""Hourly windows of the event sources: partition keys, their files, and writing a range of hours in one pass.
+
+The hour `2026-09-30-14:00` (Dagster's key) covers [14:00, 15:00) UTC and is stored as
+`<root>/<asset>/2026-09-30-1400.parquet`. The first partition also holds every event before it (the history),
+so no event is ever outside a partition and a first load records few partitions. Writing a range of hours
+replaces exactly those hours: each hour's file is renamed into place, and an hour without rows has no file (a
+file left from an earlier write is removed; on object storage, where nothing is renamed or removed, it gets
+an empty file). `_schema.parquet`, an empty file with the table's columns, keeps an asset whose hours are all
+empty readable as an empty table.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+from recopipeline.lib.warehouse import Warehouse, is_remote, run
+
+KEY_FORMAT = "%Y-%m-%d-%H:%M"  # Dagster's hourly partition key
+FILE_FORMAT = "%Y-%m-%d-%H%M"  # the same key as a file name (Warehouse.partition_path drops the colon)
+HOUR = timedelta(hours=1)
+SCHEMA_PART = "_schema"
+UNPARTITIONED_PART = "data"
+
+
+def floor_hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def hour_key(hour: datetime) -> str:
+    return hour.strftime(KEY_FORMAT)
+
+
+def parse_hour_key(key: str) -> datetime:
+    return datetime.strptime(key, KEY_FORMAT)
+
+
+def event_hour(column: str, first_partition: datetime) -> str:
+    """SQL for the partition hour of an event time: its hour, or the first partition for older events."""
+    return f"greatest(date_trunc('hour', {column}), TIMESTAMP '{first_partition:%Y-%m-%d %H:%M:%S}')"
+
+
+def covered_since(start: datetime, first_partition: datetime) -> datetime | None:
+    """The earliest event time a window starting at `start` holds: None (no bound) for the first partition."""
+    return None if start <= first_partition else start
+
+
+def hours(start: datetime, end: datetime) -> list[datetime]:
+    """The starts of the hours in [start, end); both ends must be whole hours."""
+    if floor_hour(start) != start or floor_hour(end) != end:
+        raise ValueError(f"window {start} .. {end} does not start and end on whole hours")
+    count = int((end - start) / HOUR)
+    return [start + i * HOUR for i in range(count)]
+
+
+def hour_files(store: Warehouse, asset: str, start: datetime, end: datetime) -> list[str]:
+    """The existing files of the hours in [start, end) of an hourly asset (local roots)."""
+    return [
+        path for path in (store.partition_path(asset, hour_key(h)) for h in hours(start, end)) if os.path.exists(path)
+    ]
+
+
+def write_hours(
+    store: Warehouse,
+    con: duckdb.DuckDBPyConnection,
+    asset: str,
+    query: str,
+    hour_of: str,
+    start: datetime,
+    end: datetime,
+    *,
+    prefix: str = "",
+) -> dict[str, int]:
+    """Replace the hours in [start, end) of `asset` with the query's rows; returns the rows written per hour key.
+
+    `hour_of` is an SQL expression giving a row's hour (a TIMESTAMP on the hour); every row must fall inside
+    the window. With a `prefix`, the files are `<prefix><hour>.parquet` among other files of the asset (the
+    quarantine keeps one file per source and hour that way); without one the asset is the hourly table itself.
+    """
+    window = hours(start, end)
+    run(con, f"CREATE OR REPLACE TEMP VIEW _hourly_rows AS SELECT *, {hour_of} AS _hour_start FROM ({query})")
+    (outside,) = run(
+        con,
+        "SELECT count(*) FROM _hourly_rows WHERE _hour_start IS NULL OR _hour_start < $start OR _hour_start >= $end",
+        {"start": start, "end": end},
+    )[0]
+    if outside:
+        raise ValueError(f"{outside} row(s) of {asset} fall outside the window {start} .. {end}")
+    if not prefix:
+        store.write(con, asset, "SELECT * EXCLUDE (_hour_start) FROM _hourly_rows LIMIT 0", partition=SCHEMA_PART)
+    if is_remote(store.root):
+        counts = _write_each_hour(store, con, asset, window, prefix)
+    else:
+        counts = _write_partitioned(store, con, asset, window, prefix)
+        stale = store.partition_path(asset)  # a whole-table file from before the asset was partitioned
+        if not prefix and os.path.exists(stale):
+            os.remove(stale)
+    run(con, "DROP VIEW _hourly_rows")
+    return counts
+
+
+_STAGED = f"SELECT * EXCLUDE (_hour_start), strftime(_hour_start, '{FILE_FORMAT}') AS _hour FROM _hourly_rows"
+
+
+def _write_partitioned(
+    store: Warehouse, con: duckdb.DuckDBPyConnection, asset: str, window: list[datetime], prefix: str
+) -> dict[str, int]:
+    """One COPY with PARTITION_BY into a hidden folder, then each hour's file renamed into place."""
+    folder = Path(store.asset_dir(asset))
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = folder / f".{uuid.uuid4().hex}.hours"
+    try:
+        run(
+            con,
+            f"COPY ({_STAGED}) TO '{staging}' "
+            "(FORMAT parquet, COMPRESSION zstd, PARTITION_BY (_hour), WRITE_PARTITION_COLUMNS false)",
+        )
+        counts: dict[str, int] = {}
+        for hour in window:
+            key = hour_key(hour)
+            target = store.partition_path(asset, prefix + key)
+            written = sorted((staging / f"_hour={hour.strftime(FILE_FORMAT)}").glob("*.parquet"))
+            if not written:
+                if os.path.exists(target):
+                    os.remove(target)
+                continue
+            if len(written) > 1:  # DuckDB split the hour: merge its pieces into one file first
+                paths = ", ".join(f"'{p}'" for p in written)
+                merged = staging / f"{key.replace(':', '')}.merged.parquet"
+                run(con, f"COPY (SELECT * FROM read_parquet([{paths}])) TO '{merged}' (FORMAT parquet, COMPRESSION zstd)")
+                written = [merged]
+            os.replace(written[0], target)
+            counts[key] = _rows_in(con, target)
+        return counts
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_each_hour(
+    store: Warehouse, con: duckdb.DuckDBPyConnection, asset: str, window: list[datetime], prefix: str
+) -> dict[str, int]:
+    """On object storage: stage the rows once, then one object per hour (no rename or delete there)."""
+    run(con, f"CREATE OR REPLACE TEMP TABLE _hourly_staged AS {_STAGED} ORDER BY _hour")
+    present = {key for (key,) in run(con, "SELECT DISTINCT _hour FROM _hourly_staged")}
+    counts: dict[str, int] = {}
+    for hour in window:
+        file_key = hour.strftime(FILE_FORMAT)
+        rows = f"SELECT * EXCLUDE (_hour) FROM _hourly_staged WHERE _hour = '{file_key}'"
+        written = store.write(con, asset, rows, partition=prefix + hour_key(hour))
+        if file_key in present:
+            counts[hour_key(hour)] = written
+    run(con, "DROP TABLE _hourly_staged")
+    return counts
+
+
+def _rows_in(con: duckdb.DuckDBPyConnection, path: str) -> int:
+    (count,) = run(con, f"SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata('{path}')")[0]
+    return int(count)
+
+
+def event_time_span(files: list[Path], column: str) -> tuple[datetime, datetime] | None:
+    """The first and last event time in source files (values that do not parse as timestamps are left out)."""
+    if not files:
+        return None
+    paths = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in files) + "]"
+    if files[0].suffix == ".csv":
+        # text with an offset is converted to UTC, text without one is UTC (as the ingest reads it)
+        relation = f"read_csv({paths}, header = true, all_varchar = true, union_by_name = true)"
+        moment = f"timezone('UTC', TRY_CAST({column} AS TIMESTAMPTZ))"
+    else:
+        relation = f"read_parquet({paths}, union_by_name = true)"
+        moment = f"TRY_CAST({column} AS TIMESTAMP)"
+    con = duckdb.connect()
+    try:
+        run(con, "SET TimeZone = 'UTC'")
+        (first, last) = run(con, f"SELECT min(t), max(t) FROM (SELECT {moment} AS t FROM {relation})")[0]
+    finally:
+        con.close()
+    return None if first is None else (first, last)
+
+
+def source_hours(location: Path, first_partition: datetime, last_partition: datetime) -> tuple[datetime, datetime]:
+    """The first and last partition hours that hold the event sources' rows in a source location.
+
+    Older events belong to the first partition; events in hours not closed yet wait for their hour. A location
+    without events gives the last partition.
+    """
+    from recopipeline.lib.contract import SOURCES
+    from recopipeline.lib.sources import SourceError, source_files
+
+    spans = []
+    for contract in SOURCES.values():
+        if contract.event_time is None:
+            continue
+        try:
+            files = source_files(location, contract)
+        except SourceError:
+            continue
+        span = event_time_span(files, contract.event_time)
+        if span is not None:
+            spans.append(span)
+    if not spans:
+        return last_partition, last_partition
+    first = min(max(floor_hour(min(s[0] for s in spans)), first_partition), last_partition)
+    last = min(max(floor_hour(max(s[1] for s in spans)), first), last_partition)
+    return first, last

@@ -1,0 +1,135 @@
+"""Reading a source's files as they are, before any validation.
+
+The files are exposed in a DuckDB session as the relation `raw_input`: the contract's columns exactly as read
+(text for CSV, the file's own types for Parquet) plus `_file` and `_row`, the file and the 1-based position of
+the row in it, which makes "the first of two duplicates" well defined. CSV lines that DuckDB cannot split into
+the header's columns do not fail the read: DuckDB's reject tables (`store_rejects`) collect them, with
+DuckDB's reason, in `malformed_lines`, so they can be quarantined.
+
+A file that cannot hold rows at all (zero bytes, unreadable, or missing a contract column) is a `SourceError`.
+Columns beyond the contract are ignored.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from recopipeline.lib.contract import SourceContract
+from recopipeline.lib.sources import SourceError
+from recopipeline.lib.warehouse import run
+
+RAW_INPUT = "raw_input"
+MALFORMED_LINES = "malformed_lines"
+
+# The contract's CSV dialect: a header line, comma-separated, double quotes. Every value is read as text and
+# lines that do not split into the header's columns go to DuckDB's reject tables.
+_CSV_OPTIONS = "header = true, delim = ',', quote = '\"', escape = '\"', auto_detect = false, store_rejects = true"
+
+
+@dataclass(frozen=True)
+class RawInput:
+    """What was read: parsed rows (in `raw_input`) and malformed CSV lines (in `malformed_lines`)."""
+
+    parsed_rows: int
+    malformed_lines: int
+
+    @property
+    def input_rows(self) -> int:
+        return self.parsed_rows + self.malformed_lines
+
+
+def load_raw(con: duckdb.DuckDBPyConnection, contract: SourceContract, files: list[Path]) -> RawInput:
+    """Create `raw_input` and `malformed_lines` in the session from the source's files."""
+    for path in files:
+        _check_columns(con, contract, path)
+    if files[0].suffix == ".csv":
+        _load_csv(con, contract, files)
+    else:
+        _load_parquet(con, contract, files)
+    (parsed,) = run(con, f"SELECT count(*) FROM {RAW_INPUT}")[0]
+    (malformed,) = run(con, f"SELECT count(*) FROM {MALFORMED_LINES}")[0]
+    return RawInput(parsed_rows=int(parsed), malformed_lines=int(malformed))
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The column names on a CSV file's first line (read with Python's csv module: no type sniffing)."""
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
+        return [name.strip() for name in next(csv.reader(handle), [])]
+
+
+def _csv_reader(path: Path) -> str:
+    """read_csv with the header's columns given, so DuckDB does not sniff (a malformed line can fail a sniff)."""
+    columns = "{" + ", ".join(f"{_quote(name)}: 'VARCHAR'" for name in _csv_header(path)) + "}"
+    return f"read_csv({_quote(str(path))}, columns = {columns}, {_CSV_OPTIONS})"
+
+
+def _check_columns(con: duckdb.DuckDBPyConnection, contract: SourceContract, path: Path) -> None:
+    """Fail with one line when a file is empty, unreadable or lacks a contract column."""
+    if path.stat().st_size == 0:
+        raise SourceError(f"source file {path} is empty (0 bytes); a file needs at least its header")
+    try:
+        if path.suffix == ".csv":
+            present = {name.lower() for name in _csv_header(path)}
+        else:
+            described = run(con, f"DESCRIBE SELECT * FROM read_parquet({_quote(str(path))})")
+            present = {str(row[0]).lower() for row in described}
+    except (duckdb.Error, csv.Error, UnicodeError) as error:
+        raise SourceError(f"cannot read source file {path}: {str(error).strip().splitlines()[0]}") from None
+    missing = [name for name in contract.column_names if name not in present]
+    if missing:
+        raise SourceError(f"source file {path} lacks contract column(s) {', '.join(missing)}")
+
+
+def _load_csv(con: duckdb.DuckDBPyConnection, contract: SourceContract, files: list[Path]) -> None:
+    """Read each CSV file on its own (reject tables do not work with union_by_name), in file order."""
+    columns = ", ".join(contract.column_names)
+    for index, path in enumerate(files):
+        # row_number() OVER () numbers the rows in file order (the window keeps the scan's order)
+        select = (
+            f"SELECT {columns}, {_quote(str(path))} AS _file, row_number() OVER () AS _row "
+            f"FROM {_csv_reader(path)}"
+        )
+        if index == 0:
+            run(con, f"CREATE TEMP TABLE {RAW_INPUT} AS {select}")
+        else:
+            run(con, f"INSERT INTO {RAW_INPUT} {select}")
+    # One row per rejected line (a line may have several errors); the scan table names the file.
+    run(
+        con,
+        f"""
+        CREATE TEMP TABLE {MALFORMED_LINES} AS
+        SELECT s.file_path AS _file,
+               e.line,
+               any_value(e.csv_line) AS csv_line,
+               string_agg(e.error_type || ': ' || e.error_message, '; ' ORDER BY e.column_idx) AS error
+        FROM reject_errors AS e
+        JOIN reject_scans AS s USING (scan_id, file_id)
+        GROUP BY s.file_path, e.line
+        """,
+    )
+
+
+def _load_parquet(con: duckdb.DuckDBPyConnection, contract: SourceContract, files: list[Path]) -> None:
+    """A view over the Parquet files (no copy, so scale l stays a streaming scan)."""
+    paths = "[" + ", ".join(_quote(str(p)) for p in files) + "]"
+    run(
+        con,
+        f"""
+        CREATE TEMP VIEW {RAW_INPUT} AS
+        SELECT {", ".join(contract.column_names)}, filename AS _file, file_row_number + 1 AS _row
+        FROM read_parquet({paths}, union_by_name = true, filename = true, file_row_number = true)
+        """,
+    )
+    run(
+        con,
+        f"CREATE TEMP TABLE {MALFORMED_LINES} "
+        "(_file VARCHAR, line BIGINT, csv_line VARCHAR, error VARCHAR)",
+    )
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

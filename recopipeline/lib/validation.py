@@ -1,0 +1,252 @@
+"""Row-level validation of a source against the data contract, as DuckDB SQL.
+
+Every input row ends up in exactly one place: the source's table (accepted) or the quarantine (with a reason),
+so `input rows = accepted + quarantined`. A row gets the FIRST reason that applies, in this order:
+
+  malformed_line           a CSV line that does not split into the header's columns (found while reading)
+  wrong_type               a value that does not parse as its contract type
+  missing_value            a required column (nullable = False in the contract) is NULL or blank
+  unknown_<column>         a value outside its allowed set (interaction_type, cart_status)
+  negative_<column>        a negative price, stock_quantity or line_value
+  non_positive_quantity    an order line with quantity <= 0
+  future_timestamp         a timestamp later than the ingest time plus `future_tolerance_hours`
+  unknown_customer         an event of a customer that is not among the accepted customers
+  unknown_product          an event of a product that is not among the accepted products
+  duplicate_key            a row whose key an earlier valid row already holds (the first, by file and position,
+                           is kept; a broken row never shadows a later valid one)
+
+`docs/data_quality.md` explains each rule and why it runs here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from recopipeline.lib.contract import CART_STATUSES, INTERACTION_TYPES, SourceContract
+
+REASONS = (
+    "malformed_line",
+    "wrong_type",
+    "missing_value",
+    "unknown_interaction_type",
+    "unknown_cart_status",
+    "negative_price",
+    "negative_stock_quantity",
+    "negative_line_value",
+    "non_positive_quantity",
+    "future_timestamp",
+    "unknown_customer",
+    "unknown_product",
+    "duplicate_key",
+)
+
+ALLOWED_VALUES: dict[str, tuple[str, ...]] = {"interaction_type": INTERACTION_TYPES, "cart_status": CART_STATUSES}
+MINIMUMS: dict[str, tuple[float, bool]] = {  # column -> (bound, whether the bound itself is allowed)
+    "price": (0, True),
+    "stock_quantity": (0, True),
+    "line_value": (0, True),
+    "quantity": (0, False),
+}
+# Which reference source an id column must be found in, for the event sources.
+REFERENCES: dict[str, str] = {"customer_id": "customers", "product_id": "products"}
+
+QUARANTINE_COLUMNS = (
+    "source VARCHAR, reason VARCHAR, detail VARCHAR, raw_row VARCHAR, source_file VARCHAR, source_row BIGINT, "
+    "run_id VARCHAR, ingested_at TIMESTAMP, partition_key VARCHAR"
+)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row-level rule: the reason it gives, when a row breaks it (SQL) and what to tell (SQL text)."""
+
+    reason: str
+    broken: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Ingest:
+    """What one ingest knows besides the rows: when it runs and which reference sources it can look up."""
+
+    now: datetime
+    future_tolerance_hours: float
+    references: frozenset[str] = frozenset()  # reference sources available as views (customers, products)
+
+    @property
+    def latest_allowed(self) -> datetime:
+        return self.now + timedelta(hours=self.future_tolerance_hours)
+
+
+def rules(contract: SourceContract, ingest: Ingest) -> list[Rule]:
+    """The row-level rules of a source, in the order they are checked (duplicates come after, by window)."""
+    found: list[Rule] = []
+    for c in contract.columns:
+        if c.type != "VARCHAR":
+            found.append(Rule(
+                "wrong_type",
+                f"{_raw(c.name)} IS NOT NULL AND {c.name} IS NULL",
+                f"format('{c.name} {{}} is not a valid {c.type}', {_shown(_raw(c.name))})",
+            ))
+    for c in contract.columns:
+        if not c.nullable:
+            blank = f" OR trim({c.name}) = ''" if c.type == "VARCHAR" else ""
+            found.append(Rule("missing_value", f"{c.name} IS NULL{blank}", f"'{c.name} is missing'"))
+    for name, allowed in ALLOWED_VALUES.items():
+        if name in contract.column_names:
+            listed = ", ".join(allowed)
+            found.append(Rule(
+                f"unknown_{name}",
+                f"{name} NOT IN ({', '.join(_literal(v) for v in allowed)})",
+                f"format('{name} {{}} is not one of {listed}', {_shown(name)})",
+            ))
+    for name, (bound, inclusive) in MINIMUMS.items():
+        if name in contract.column_names:
+            reason = f"negative_{name}" if inclusive else f"non_positive_{name}"
+            found.append(Rule(
+                reason,
+                f"{name} {'<' if inclusive else '<='} {bound}",
+                f"format('{name} {{}} must be {'>=' if inclusive else '>'} {bound}', {name})",
+            ))
+    limit = f"TIMESTAMP '{ingest.latest_allowed:%Y-%m-%d %H:%M:%S}'"
+    for c in contract.columns:
+        if c.type == "TIMESTAMP":
+            found.append(Rule(
+                "future_timestamp",
+                f"{c.name} > {limit}",
+                f"format('{c.name} {{}} is after the ingest time plus {ingest.future_tolerance_hours:g} h "
+                f"({ingest.latest_allowed:%Y-%m-%d %H:%M:%S})', {c.name})",
+            ))
+    if contract.event_time is not None:
+        for column, reference in REFERENCES.items():
+            if column in contract.column_names and reference in ingest.references:
+                found.append(Rule(
+                    f"unknown_{reference.removesuffix('s')}",
+                    f"NOT {column}_known",
+                    f"format('{column} {{}} is not in {reference}', {_shown(column)})",
+                ))
+    return found
+
+
+def typed_columns(contract: SourceContract, raw_types: dict[str, str]) -> list[str]:
+    """Each contract column cast to its type (NULL where it does not parse); timestamps end as naive UTC."""
+    expressions = []
+    for c in contract.columns:
+        source_type = raw_types.get(c.name, "VARCHAR").upper()
+        if source_type == c.type:
+            expressions.append(f"{c.name}")
+        elif c.type == "TIMESTAMP":
+            # text with an offset ("...+02:00", "...Z") is converted to UTC; text without one is taken as UTC
+            expressions.append(f"timezone('UTC', TRY_CAST({c.name} AS TIMESTAMPTZ)) AS {c.name}")
+        else:
+            expressions.append(f"TRY_CAST({c.name} AS {c.type}) AS {c.name}")
+    return expressions
+
+
+def classify_sql(contract: SourceContract, ingest: Ingest, raw_types: dict[str, str], relation: str) -> str:
+    """SELECT _file, _row, reason, detail for every row of `relation` that breaks a rule (the first rule only)."""
+    found = rules(contract, ingest)
+    raw_copies = ", ".join(f"{c} AS {_raw(c)}" for c in contract.column_names)
+    known = "".join(
+        f",\n           {column} IN (SELECT {column} FROM {reference}) AS {column}_known"
+        for column, reference in REFERENCES.items()
+        if contract.event_time is not None and column in contract.column_names and reference in ingest.references
+    )
+    reasons = "\n".join(f"               WHEN {r.broken} THEN '{r.reason}'" for r in found)
+    details = "\n".join(f"               WHEN {r.broken} THEN {r.detail}" for r in found)
+    key = ", ".join(contract.key)
+    shown_key = " || ', ' || ".join(f"{k}::VARCHAR" for k in contract.key)
+    return f"""
+WITH typed AS (
+    -- the contract's columns cast to their types, next to the values as read
+    SELECT _file, _row, {raw_copies},
+           {", ".join(typed_columns(contract, raw_types))}
+    FROM {relation}
+),
+looked_up AS (
+    -- whether the event's customer and product are known (only for event sources)
+    SELECT *{known}
+    FROM typed
+),
+checked AS (
+    -- the first row-level rule each row breaks, or NULL
+    SELECT *,
+           CASE
+{reasons if found else "               WHEN false THEN NULL"}
+           END AS reason,
+           CASE
+{details if found else "               WHEN false THEN NULL"}
+           END AS detail
+    FROM looked_up
+),
+ranked AS (
+    -- among the rows that pass, the first of each key (by file, then position) is kept
+    SELECT *,
+           CASE WHEN reason IS NULL THEN row_number() OVER first_of_key END AS key_copy,
+           CASE WHEN reason IS NULL THEN first_value(_row) OVER first_of_key END AS first_row,
+           CASE WHEN reason IS NULL THEN first_value(_file) OVER first_of_key END AS first_file
+    FROM checked
+    WINDOW first_of_key AS (PARTITION BY reason IS NULL, {key} ORDER BY _file, _row)
+)
+SELECT _file,
+       _row,
+       coalesce(reason, 'duplicate_key') AS reason,
+       coalesce(detail, format('key ({{}}) is already held by row {{}} of {{}}', {shown_key}, first_row,
+                               parse_filename(first_file))) AS detail
+FROM ranked
+WHERE reason IS NOT NULL OR key_copy > 1
+"""
+
+
+def accepted_sql(contract: SourceContract, raw_types: dict[str, str], relation: str, rejected: str) -> str:
+    """The typed rows of `relation` that are not in `rejected` (matched on file and position)."""
+    return f"""
+SELECT {", ".join(c.name for c in contract.columns)}
+FROM (
+    SELECT _file, _row, {", ".join(typed_columns(contract, raw_types))}
+    FROM {relation}
+) AS typed
+ANTI JOIN {rejected} USING (_file, _row)
+"""
+
+
+def quarantine_sql(
+    contract: SourceContract,
+    relation: str,
+    rejected: str,
+    malformed: str,
+    *,
+    run_id: str,
+    ingested_at: datetime,
+    partition_key: str | None,
+) -> str:
+    """The quarantine rows of one ingest: rejected rows with the raw values as JSON text, then malformed lines."""
+    raw_row = "to_json({" + ", ".join(f"'{c}': raw.{c}" for c in contract.column_names) + "})::VARCHAR"
+    stamp = (
+        f"{_literal(run_id)} AS run_id, TIMESTAMP '{ingested_at:%Y-%m-%d %H:%M:%S.%f}' AS ingested_at, "
+        f"{_literal(partition_key) if partition_key else 'NULL'}::VARCHAR AS partition_key"
+    )
+    return f"""
+SELECT {_literal(contract.name)} AS source, x.reason, x.detail, {raw_row} AS raw_row,
+       x._file AS source_file, x._row AS source_row, {stamp}
+FROM {rejected} AS x
+JOIN {relation} AS raw USING (_file, _row)
+UNION ALL
+SELECT {_literal(contract.name)}, 'malformed_line', format('line {{}}: {{}}', line, error),
+       to_json({{'csv_line': csv_line}})::VARCHAR, _file, NULL::BIGINT, {stamp}
+FROM {malformed}
+"""
+
+
+def _raw(column: str) -> str:
+    return f"{column}__as_read"
+
+
+def _shown(expression: str) -> str:
+    """A value in a detail message: quoted text, or 'NULL'."""
+    return f"coalesce('''' || {expression}::VARCHAR || '''', 'NULL')"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

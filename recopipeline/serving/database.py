@@ -1,0 +1,133 @@
+"""The serving database: an engine for a SQLite file or Postgres, its tables, and the publish lock.
+
+SQLite runs in WAL mode, so readers never wait for the (single) writer and see the last committed state.
+Postgres may keep the tables in their own schema (`schema=`), mapped onto the same Core tables.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
+
+from recopipeline.serving.schema import metadata
+
+
+class ServingError(RuntimeError):
+    """The serving database cannot answer or cannot be changed as asked."""
+
+
+def utcnow() -> datetime:
+    """Naive UTC, like every timestamp the project stores."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class ServingDatabase:
+    """One serving database; safe to share between threads."""
+
+    def __init__(self, url: str, schema: str | None = None, pool_size: int = 8):
+        self.url = _with_installed_driver(make_url(url))
+        self.schema = schema or None
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            if not self.url.database or self.url.database == ":memory:":
+                raise ServingError("the serving database must be a SQLite file or Postgres, not an in-memory SQLite")
+            if self.schema:
+                raise ServingError("a schema can only be given for Postgres")
+            Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(
+                self.url,
+                connect_args={"timeout": 60, "check_same_thread": False},
+                pool_size=pool_size,
+                max_overflow=pool_size,
+            )
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            if self.schema:
+                with engine.begin() as conn:
+                    conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{_identifier(self.schema)}"'))
+                engine = engine.execution_options(schema_translate_map={None: self.schema})
+        self.engine: Engine = engine
+        self._create_tables()
+
+    @property
+    def backend(self) -> str:
+        return "sqlite" if self.is_sqlite else self.url.get_backend_name()
+
+    def describe(self) -> str:
+        """The URL without its password, for logs and metadata."""
+        shown = self.url.render_as_string(hide_password=True)
+        return f"{shown} (schema {self.schema})" if self.schema else shown
+
+    def _create_tables(self) -> None:
+        try:
+            metadata.create_all(self.engine)
+        except DBAPIError:  # another process created them at the same moment
+            metadata.create_all(self.engine)
+
+    @contextmanager
+    def publish_lock(self) -> Iterator[Connection]:
+        """A connection that alone may change what is served: publishes, rollbacks and expiry are serialised.
+
+        SQLite: an exclusive lock on `<database>.publish-lock`; Postgres: a session advisory lock. Both are
+        released by the operating system or the server when the process dies, so a killed publish never
+        blocks the next one.
+        """
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                with open(f"{self.url.database}.publish-lock", "a+") as handle:
+                    fcntl.flock(handle, fcntl.LOCK_EX)
+                    try:
+                        yield conn
+                    finally:
+                        conn.rollback()
+                        fcntl.flock(handle, fcntl.LOCK_UN)
+            else:
+                key = _lock_key(self.schema or "public")
+                conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+                conn.commit()
+                try:
+                    yield conn
+                finally:
+                    conn.rollback()
+                    conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                    conn.commit()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _with_installed_driver(url: URL) -> URL:
+    """`postgresql://` means psycopg 3 to SQLAlchemy 2.1; use psycopg2 (our dependency) when psycopg is absent."""
+    if url.drivername == "postgresql" and importlib.util.find_spec("psycopg") is None:
+        return url.set(drivername="postgresql+psycopg2")
+    return url
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode = WAL")  # readers see the last commit while the writer works
+    cursor.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; safe in WAL mode
+    cursor.execute("PRAGMA busy_timeout = 60000")
+    cursor.close()
+
+
+def _lock_key(name: str) -> int:
+    """A stable 63-bit advisory-lock key per schema."""
+    return int(hashlib.sha256(f"recopipeline.publish:{name}".encode()).hexdigest()[:15], 16)
+
+
+def _identifier(name: str) -> str:
+    if not name.replace("_", "").isalnum() or not name[0].isalpha():
+        raise ServingError(f"invalid schema name {name!r}")
+    return name
+

@@ -1,0 +1,312 @@
+"""The read API: a customer's recommendations from the live version, optionally blended with a viewed product's.
+
+One statement reads the live pointer and the rows together, so an answer always comes from one version. Customers
+without rows get the cold-start list of their variant. Answers are cached in process for `cache_ttl` seconds and
+only while the published state (version and revision) is unchanged; the state is checked at most every
+`pointer_ttl` seconds, so a new version replaces cached answers within that time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from sqlalchemy import DateTime, String, and_, bindparam, cast, literal_column, null, select, union_all
+
+from recopipeline.lib.variants import Experiment
+from recopipeline.serving.cache import TTLCache
+from recopipeline.serving.database import ServingDatabase, ServingError
+from recopipeline.serving.schema import (
+    COLD_START,
+    RELATIONS,
+    customer_recommendations,
+    product_relations,
+    publications,
+    serving_state,
+)
+
+TUTORIAL_TYPES = ("all", "affinity_similar", "collaborative", "complementary", "category_preference")
+RECOMMENDATION_TYPES = (*TUTORIAL_TYPES, "popular", "repurchase")  # our blend's cold-start and buy-again types
+MAX_LIMIT = 50
+MAX_ID_LENGTH = 256
+CONTEXT_TYPES = {"complementary": "complementary", "similar": "affinity_similar"}  # viewed product -> type
+
+
+class NotPublishedError(ServingError):
+    """Nothing has been published to the serving database yet."""
+
+
+class _VersionGone(Exception):
+    """The version read a moment ago has been expired since."""
+
+
+@dataclass(frozen=True)
+class Request:
+    customer_id: str
+    product_id: str | None
+    limit: int
+    recommendation_type: str
+
+
+def validate(customer_id, product_id=None, limit=10, recommendation_type="all") -> Request:
+    """Check the arguments of `get_product_recommendations`; raise ValueError with one clear line."""
+    check_id("customer_id", customer_id)
+    if product_id is not None:
+        check_id("product_id", product_id)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
+    if recommendation_type not in RECOMMENDATION_TYPES:
+        raise ValueError(
+            f"recommendation_type must be one of {', '.join(RECOMMENDATION_TYPES)}, got {recommendation_type!r}"
+        )
+    return Request(customer_id, product_id, limit, recommendation_type)
+
+
+def check_id(name: str, value) -> None:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
+        raise ValueError(f"{name} must be a non-empty string of at most {MAX_ID_LENGTH} characters, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Item:
+    product_id: str
+    product_name: str
+    recommendation_type: str
+    score: float
+    evidence: str | None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Everything a customer (and viewed product) can be answered with, before the type filter and the limit."""
+
+    version: int
+    revision: int
+    variant: str
+    cold_start: bool
+    generated_at: datetime | None
+    items: tuple[Item, ...]
+
+    def answer(self, request: Request) -> dict:
+        chosen = [
+            item for item in self.items
+            if request.recommendation_type == "all" or item.recommendation_type == request.recommendation_type
+        ][: request.limit]
+        return {
+            "customer_id": request.customer_id,
+            "product_id": request.product_id,
+            "recommendation_type": request.recommendation_type,
+            "variant": self.variant,
+            "version": self.version,
+            "cold_start": self.cold_start,
+            "generated_at": self.generated_at.isoformat() if self.generated_at else None,
+            "recommendations": [
+                {
+                    "rank": rank,
+                    "product_id": item.product_id,
+                    "product_name": item.product_name,
+                    "recommendation_type": item.recommendation_type,
+                    "score": round(item.score, 6),
+                    "evidence": item.evidence,
+                }
+                for rank, item in enumerate(chosen, start=1)
+            ],
+        }
+
+
+# ---- statements (parameterised; built once) ---------------------------------------------------------------------
+_cr, _pr = customer_recommendations, product_relations
+_live = (
+    select(serving_state.c.current_version.label("version"), serving_state.c.revision)
+    .where(serving_state.c.id == 1)
+    .cte("live")
+)
+_customer_part = select(
+    literal_column("'customer'").label("part"),
+    _live.c.version,
+    _live.c.revision,
+    _cr.c.variant,
+    _cr.c.rank,
+    _cr.c.product_id,
+    _cr.c.product_name,
+    _cr.c.recommendation_type,
+    _cr.c.score,
+    _cr.c.evidence,
+    _cr.c.generated_at,
+).select_from(  # the live row always comes back, with NULLs when the customer has no rows
+    _live.outerjoin(_cr, and_(_cr.c.version == _live.c.version, _cr.c.customer_id == bindparam("customer_id")))
+)
+_relation_part = (
+    select(
+        _pr.c.relation,
+        _live.c.version,
+        _live.c.revision,
+        cast(null(), String),
+        _pr.c.rank,
+        _pr.c.related_product_id,
+        _pr.c.related_product_name,
+        cast(null(), String),
+        _pr.c.score,
+        cast(null(), String),
+        cast(null(), DateTime),
+    )
+    .select_from(_live.join(_pr, _pr.c.version == _live.c.version))
+    .where(_pr.c.product_id == bindparam("product_id"), _pr.c.relation.in_(tuple(CONTEXT_TYPES)))
+)
+CUSTOMER_STATEMENT = _customer_part
+CUSTOMER_AND_PRODUCT_STATEMENT = union_all(_customer_part, _relation_part)
+STATE_STATEMENT = select(serving_state.c.current_version, serving_state.c.revision).where(serving_state.c.id == 1)
+COLD_START_STATEMENT = select(
+    _cr.c.variant, _cr.c.rank, _cr.c.product_id, _cr.c.product_name, _cr.c.recommendation_type, _cr.c.score,
+    _cr.c.evidence, _cr.c.generated_at,
+).where(_cr.c.version == bindparam("version"), _cr.c.customer_id == COLD_START).order_by(_cr.c.variant, _cr.c.rank)
+EXPERIMENT_STATEMENT = select(publications.c.experiment).where(publications.c.publication_id == bindparam("version"))
+RELATED_STATEMENT = (
+    select(_pr.c.rank, _pr.c.related_product_id, _pr.c.related_product_name, _pr.c.score)
+    .select_from(_live.join(_pr, _pr.c.version == _live.c.version))
+    .where(_pr.c.product_id == bindparam("product_id"), _pr.c.relation == bindparam("relation"))
+    .order_by(_pr.c.rank)
+    .limit(bindparam("limit"))
+)
+
+
+class Recommender:
+    """Answers `get_product_recommendations` from one serving database, with an in-process cache."""
+
+    def __init__(
+        self,
+        db: ServingDatabase,
+        cache_ttl: float = 60.0,
+        pointer_ttl: float = 1.0,
+        max_entries: int = 100_000,
+        context_weight: float = 1.0,
+    ):
+        self.db = db
+        self.cache = TTLCache(cache_ttl, max_entries)
+        self.pointer_ttl = pointer_ttl
+        self.context_weight = context_weight
+        self._state: tuple[int, int] | None = None
+        self._state_checked = float("-inf")
+        self._cold_start: dict[tuple[int, int], tuple[Experiment | None, dict[str, tuple[Item, ...]], datetime]] = {}
+        self._lock = threading.Lock()
+
+    def recommend(
+        self, customer_id: str, product_id: str | None = None, limit: int = 10, recommendation_type: str = "all"
+    ) -> dict:
+        request = validate(customer_id, product_id, limit, recommendation_type)
+        if not self.cache.enabled:
+            return self._load(request).answer(request)
+        key = (request.customer_id, request.product_id)
+        token = self.state()
+        entry = self.cache.get(key, token)
+        if entry is None:
+            entry = self._load(request)
+            self.cache.put(key, (entry.version, entry.revision), entry)
+        return entry.answer(request)
+
+    def related_products(self, product_id: str, relation: str = "complementary", limit: int = 10) -> list[dict]:
+        """A product page's list: similar, complementary or bought-together products of the live version."""
+        check_id("product_id", product_id)
+        if relation not in RELATIONS:
+            raise ValueError(f"relation must be one of {', '.join(RELATIONS)}, got {relation!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(RELATED_STATEMENT, {"product_id": product_id, "relation": relation, "limit": limit})
+            return [
+                {"rank": r.rank, "product_id": r.related_product_id, "product_name": r.related_product_name,
+                 "score": r.score}
+                for r in rows
+            ]
+
+    def state(self) -> tuple[int, int] | None:
+        """(version, revision) of the live state, read again after `pointer_ttl` seconds."""
+        now = time.monotonic()
+        if now - self._state_checked >= self.pointer_ttl:
+            with self.db.engine.connect() as conn:
+                row = conn.execute(STATE_STATEMENT).first()
+            self._state = (row.current_version, row.revision) if row else None
+            self._state_checked = now
+        return self._state
+
+    # ---- loading -------------------------------------------------------------------------------------------
+    def _load(self, request: Request) -> Entry:
+        for _attempt in range(3):
+            try:
+                return self._load_once(request)
+            except _VersionGone:  # two publishes expired the version between our two statements: read again
+                continue
+        raise NotPublishedError("the live version changed three times while reading; try again")
+
+    def _load_once(self, request: Request) -> Entry:
+        params = {"customer_id": request.customer_id}
+        statement = CUSTOMER_STATEMENT
+        if request.product_id is not None:
+            params["product_id"] = request.product_id
+            statement = CUSTOMER_AND_PRODUCT_STATEMENT
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(statement, params).all()
+        if not rows:
+            raise NotPublishedError("nothing is published yet: materialize published_recommendations first")
+        version, revision = rows[0].version, rows[0].revision
+        own = sorted((r for r in rows if r.part == "customer" and r.product_id is not None), key=lambda r: r.rank)
+        related = [r for r in rows if r.part != "customer"]
+        if own:
+            variant, cold_start, generated_at = own[0].variant, False, own[0].generated_at
+            items = tuple(_item(r) for r in own)
+        else:
+            variant, items, generated_at = self._cold_start_list(version, revision, request.customer_id)
+            cold_start = True
+        if request.product_id is not None:
+            items = self._blend(items, related, request.product_id)
+        return Entry(version, revision, variant, cold_start, generated_at, items)
+
+    def _cold_start_list(self, version: int, revision: int, customer_id: str) -> tuple[str, tuple[Item, ...], datetime]:
+        known = self._cold_start.get((version, revision))
+        if known is None:
+            with self.db.engine.connect() as conn:
+                rows = conn.execute(COLD_START_STATEMENT, {"version": version}).all()
+                spec = conn.execute(EXPERIMENT_STATEMENT, {"version": version}).scalar()
+            if not rows:
+                raise _VersionGone(version)
+            lists: dict[str, list[Item]] = {}
+            for r in rows:
+                lists.setdefault(r.variant, []).append(_item(r))
+            experiment = _experiment(spec)
+            known = (experiment, {k: tuple(v) for k, v in lists.items()}, rows[0].generated_at)
+            with self._lock:
+                self._cold_start = {(version, revision): known}  # only the newest state's list is kept
+        experiment, lists, generated_at = known
+        variant = experiment.assign(customer_id) if experiment else next(iter(lists))
+        if variant not in lists:
+            variant = next(iter(lists))
+        return variant, lists[variant], generated_at
+
+    def _blend(self, items: tuple[Item, ...], related, product_id: str) -> tuple[Item, ...]:
+        """Add the viewed product's complements and similar products; already recommended ones gain score."""
+        context: dict[str, tuple[float, object]] = {}
+        for r in related:
+            boost = self.context_weight * r.score
+            if r.product_id != product_id and boost > context.get(r.product_id, (-1.0, None))[0]:
+                context[r.product_id] = (boost, r)
+        merged = {item.product_id: item for item in items if item.product_id != product_id}
+        for related_id, (boost, r) in context.items():
+            if related_id in merged:
+                item = merged[related_id]
+                merged[related_id] = replace(
+                    item, score=item.score + boost, evidence=f"{item.evidence or ''};{r.part}:{product_id}".lstrip(";")
+                )
+            else:
+                evidence = f"{r.part}:{product_id}"
+                merged[related_id] = Item(related_id, r.product_name, CONTEXT_TYPES[r.part], boost, evidence)
+        return tuple(sorted(merged.values(), key=lambda item: (-item.score, item.product_id)))
+
+
+def _item(row) -> Item:
+    return Item(row.product_id, row.product_name, row.recommendation_type, float(row.score), row.evidence)
+
+
+def _experiment(spec: str | None) -> Experiment | None:
+    return Experiment.from_json(spec) if spec else None

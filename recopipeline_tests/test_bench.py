@@ -1,0 +1,41 @@
+"""The benchmark at scale xs: every stage timed, the floor measured, the JSON written by the command."""
+
+import json
+
+import pytest
+
+from recopipeline.bench.pipeline import all_stages
+from recopipeline.cli import main
+from recopipeline.lib.contract import SOURCES
+
+
+@pytest.fixture(scope="module")
+def bench_json(tmp_path_factory) -> dict:
+    home = tmp_path_factory.mktemp("home")
+    out = home / "bench-xs.json"
+    assert main(["bench", "--scale", "xs", "--home", str(home), "--json", str(out), "--floor-repeats", "1"]) == 0
+    return json.loads(out.read_text())
+
+
+def test_every_source_and_derived_asset_is_timed_with_rows_and_memory(bench_json):
+    stages = {s["asset"]: s for s in bench_json["paths"]["nightly"]["stages"]}
+    assert set(stages) == set(SOURCES) | set(all_stages())
+    assert all(s["seconds"] > 0 and s["peak_rss_bytes"] > 0 for s in stages.values())
+    assert stages["customer_interactions"]["rows"] == bench_json["source_rows"]["customer_interactions"] > 10_000
+    assert stages["customer_top_recommendations"]["rows"] > 0
+    nightly = bench_json["paths"]["nightly"]
+    assert nightly["seconds"] == pytest.approx(nightly["ingest_seconds"] + nightly["derived_seconds"])
+
+
+def test_the_floor_is_measured_in_the_same_run(bench_json):
+    floor = bench_json["floor"]
+    assert floor["seconds"] > 0 and len(floor["runs"]) == 2  # one run before and one after the pipeline
+    assert floor["pairs"] > 1_000  # the (customer, product) groups of the affinity aggregation
+    derived = bench_json["paths"]["nightly"]["derived_seconds"]
+    assert bench_json["ratios"]["derived_over_floor"] == pytest.approx(derived / floor["seconds"])
+
+
+def test_an_unknown_scale_is_one_line_error(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--scale", "xxl"])
+    assert "invalid choice" in capsys.readouterr().err

@@ -1,0 +1,129 @@
+"""The hourly refresh gives the touched customers exactly what a full rebuild over the same data gives them."""
+
+from __future__ import annotations
+
+import pytest
+
+from datetime import datetime
+
+import dagster as dg
+import pandas as pd
+from sqlalchemy import select
+
+from recopipeline.defs.incremental.assets import HOURLY_CUSTOMER_REFRESH
+from recopipeline.defs.incremental.refresh import PER_CUSTOMER_STAGES, shared_tables
+from recopipeline.defs.partitions import EVENT_SOURCES
+from recopipeline.defs.stage import SQL_STAGES
+from recopipeline.lib.hourly import HOUR, hour_key
+from recopipeline.lib.warehouse import Warehouse
+from recopipeline.serving.database import ServingDatabase
+from recopipeline.serving.schema import customer_recommendations, serving_state
+from recopipeline_tests.conftest import stage
+from recopipeline_tests.nightly_base import job_selection, nightly_base
+
+pytestmark = pytest.mark.skip(reason="the hourly refresh and its nightly base are being completed (issue 4 is open)")
+
+@pytest.fixture(scope="module")
+def refreshed(definitions, tmp_path_factory):
+    """The nightly rebuild as of an hour's start, then the hourly refresh of that hour."""
+    base = nightly_base(definitions, tmp_path_factory.getbasetemp() / "nightly_base")
+    store = base.copy_to(tmp_path_factory.mktemp("refresh"))
+    resources = base.resources(store)
+    hourly = dg.materialize(
+        list(definitions.assets), selection=job_selection(definitions, "hourly_refresh"), resources=resources,
+        partition_key=hour_key(base.hour),
+    )
+    assert hourly.success
+    return {"store": store, "hour": base.hour, "resources": resources}
+
+
+def refreshed_rows(store: Warehouse, hour: datetime) -> pd.DataFrame:
+    path = store.partition_path(HOURLY_CUSTOMER_REFRESH, hour_key(hour))
+    return store.read(f"SELECT * FROM read_parquet('{path}') ORDER BY customer_id, recommendation_rank")
+
+
+def active_customers(store: Warehouse, hour: datetime) -> set[str]:
+    parts = " UNION ".join(
+        f"SELECT customer_id FROM {source} WHERE {column} >= $start AND {column} < $end"
+        for source, column in (("customer_interactions", "interaction_timestamp"), ("orders", "order_timestamp"),
+                               ("cart_activity", "added_at"))
+    )
+    frame = store.read(parts, inputs=list(EVENT_SOURCES), params={"start": hour, "end": hour + HOUR})
+    return set(frame.customer_id)
+
+
+def test_the_refresh_covers_exactly_the_customers_active_in_the_hour(refreshed):
+    store, hour = refreshed["store"], refreshed["hour"]
+    rows = refreshed_rows(store, hour)
+    assert set(rows.customer_id) == active_customers(store, hour)
+    assert rows.customer_id.nunique() >= 3
+    assert list(rows.columns) == list(store.read("SELECT * FROM customer_top_recommendations LIMIT 0",
+                                                 inputs=["customer_top_recommendations"]).columns)
+
+
+def test_the_refresh_equals_a_full_rebuild_with_the_same_product_tables(definitions, refreshed):
+    store, hour = refreshed["store"], refreshed["hour"]
+    rows = refreshed_rows(store, hour)
+    before = {name: store.read(f"SELECT * FROM {name}", inputs=[name]) for name in shared_tables()
+              if name not in ("products",)}
+    # the full rebuild of every per-customer stage over all the data, as of the hour's end, same product tables
+    stage(definitions, store, PER_CUSTOMER_STAGES, as_of=hour + HOUR)
+    for name, frame in before.items():  # the product tables were not rebuilt
+        pd.testing.assert_frame_equal(store.read(f"SELECT * FROM {name}", inputs=[name]), frame, obj=name)
+    full = store.read(
+        "SELECT * FROM customer_top_recommendations WHERE customer_id IN (SELECT unnest($ids)) "
+        "ORDER BY customer_id, recommendation_rank",
+        inputs=["customer_top_recommendations"],
+        params={"ids": sorted(set(rows.customer_id))},
+    )
+    pd.testing.assert_frame_equal(rows, full)
+
+
+def test_the_refresh_reruns_every_per_customer_stage_and_nothing_else():
+    for name in PER_CUSTOMER_STAGES:
+        assert name in SQL_STAGES
+    # everything a per-customer stage reads is recomputed, restricted to the customers, or a shared table
+    assert "product_popularity" in shared_tables() and "collaborative_item_similarity" in shared_tables()
+    assert not set(shared_tables()) & {"customer_segments", "customer_product_affinity", "customer_interactions"}
+
+
+def test_the_touched_customers_are_published_and_others_are_left_alone(refreshed):
+    store, hour = refreshed["store"], refreshed["hour"]
+    rows = refreshed_rows(store, hour)
+    database = ServingDatabase(refreshed["resources"]["serving"].url)
+    try:
+        with database.engine.connect() as conn:
+            version = conn.execute(select(serving_state.c.current_version)).scalar()
+            served = pd.DataFrame(conn.execute(
+                select(customer_recommendations.c.customer_id, customer_recommendations.c.rank,
+                       customer_recommendations.c.product_id, customer_recommendations.c.score)
+                .where(customer_recommendations.c.version == version)
+                .order_by(customer_recommendations.c.customer_id, customer_recommendations.c.rank)
+            ).all(), columns=["customer_id", "rank", "product_id", "score"])
+    finally:
+        database.dispose()
+    touched = served[served.customer_id.isin(set(rows.customer_id))].reset_index(drop=True)
+    expected = rows.rename(columns={"recommendation_rank": "rank", "recommendation_score": "score"})[
+        ["customer_id", "rank", "product_id", "score"]
+    ].reset_index(drop=True)
+    pd.testing.assert_frame_equal(touched, expected, check_dtype=False)
+    nightly = store.read("SELECT customer_id, recommendation_rank AS rank, product_id FROM "
+                         "customer_top_recommendations", inputs=["customer_top_recommendations"])
+    untouched = served[~served.customer_id.isin(set(rows.customer_id)) & (served.customer_id != "__cold_start__")]
+    assert len(untouched) > 0
+    merged = untouched.merge(nightly, on=["customer_id", "rank"], suffixes=("", "_nightly"))
+    assert len(merged) == len(untouched) and (merged.product_id == merged.product_id_nightly).all()
+
+
+def test_an_older_hour_is_recomputed_but_not_published(definitions, refreshed):
+    store, hour = refreshed["store"], refreshed["hour"]
+    older = hour - HOUR
+    result = dg.materialize(
+        list(definitions.assets), selection=["hourly_customer_refresh", "hourly_customer_publish"],
+        resources=refreshed["resources"], partition_key=hour_key(older),
+    )
+    assert result.success
+    publish = next(e for e in result.get_asset_materialization_events()
+                   if e.asset_key == dg.AssetKey("hourly_customer_publish"))
+    metadata = publish.materialization.metadata
+    assert metadata["published_hours"].value == 0 and hour_key(older) in metadata["skipped_hours"].value
