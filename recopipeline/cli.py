@@ -119,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     materialize.add_argument("--select", help="comma-separated asset names (default: every asset)")
     materialize.add_argument("--as-of", help="pin the as-of time (ISO 8601) for this run")
     materialize.add_argument("--job", help="full_rebuild (default) or hourly_refresh")
-    materialize.add_argument("--hour", help="the hourly partition to run, e.g. 2026-09-30-23:00 (default: every "
-                             "hour that holds source data)")
+    materialize.add_argument("--hour", help="the hour to run, e.g. 2026-09-30-23:00, or a range of hours "
+                             "2026-09-30-00:00...2026-09-30-23:00 (default: every hour that holds source data)")
     materialize.set_defaults(func=cmd_materialize)
 
     recommend = commands.add_parser("recommend", help="print a customer's top recommendations")

@@ -67,7 +67,7 @@ def materialize(
     """Materialize the whole graph (or the named assets) with the multiprocess executor.
 
     The event sources are ingested for every hour that holds source data, in the same run (single-run backfill),
-    unless a partition (an hour, e.g. for `hourly_refresh`) or the tags name the hours.
+    unless `partition` (an hour or a range of hours, see `partition_tags`) or the tags name the hours.
     """
     if job not in JOBS:
         raise ValueError(f"unknown job {job!r}; choose one of {', '.join(JOBS)}")
@@ -76,8 +76,8 @@ def materialize(
     keys = [dg.AssetKey(name) for name in selection] if selection else None
     tags = dict(tags or {})
     if partition:
-        tags["dagster/partition"] = partition
-    elif not _names_partitions(tags):
+        tags |= partition_tags(partition)
+    elif not names_partitions(tags):
         tags = {**source_range_tags(), **tags}
     tags[LAUNCHED_BY_TAG] = _this_process()
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
@@ -99,8 +99,8 @@ def materialize(
     return summary
 
 
-def source_range_tags() -> dict[str, str]:
-    """Partition-range run tags covering the hours that hold events in the configured source location."""
+def source_range_tags(location: Path | None = None) -> dict[str, str]:
+    """Partition-range run tags covering the hours that hold events in a source location (default: configured)."""
     from recopipeline.defs.partitions import first_hour, hourly_partitions, range_tags
     from recopipeline.defs.resources import default_resources
     from recopipeline.lib.hourly import parse_hour_key, source_hours
@@ -108,12 +108,31 @@ def source_range_tags() -> dict[str, str]:
     last_key = hourly_partitions.get_last_partition_key()
     if last_key is None:
         raise ValueError(f"no hour has ended since RECOPIPELINE_PARTITION_START ({settings.partition_start()})")
-    location = default_resources()["source"].location()
+    location = location or default_resources()["source"].location()
     return range_tags(*source_hours(location, first_hour(), parse_hour_key(last_key)))
 
 
-def _names_partitions(tags: dict[str, str] | None) -> bool:
+def partition_tags(hours: str) -> dict[str, str]:
+    """Run tags for one hour (`2026-09-30-23:00`) or a range of hours (`2026-09-30-00:00...2026-09-30-23:00`)."""
+    from recopipeline.defs.partitions import range_tags
+    from recopipeline.lib.hourly import hour_key, parse_hour_key
+
+    keys = [key.strip() for key in hours.split("...")]
+    try:
+        parsed = [parse_hour_key(key) for key in keys]
+    except ValueError:
+        raise ValueError(f"hours {hours!r} are not like 2026-09-30-23:00 or 2026-09-30-00:00...2026-09-30-23:00")
+    if len(parsed) == 1:
+        return {"dagster/partition": hour_key(parsed[0])}
+    if len(parsed) != 2 or parsed[0] > parsed[1]:
+        raise ValueError(f"hours {hours!r} are not a range first...last")
+    return range_tags(*parsed)
+
+
+def names_partitions(tags: dict[str, str] | None) -> bool:
+    """Whether run tags already say which partition or hours to run."""
     return bool(tags) and any(key in tags for key in ("dagster/partition", "dagster/asset_partition_range_start"))
+
 
 
 def release_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from pathlib import Path
 
 import dagster as dg
@@ -50,8 +49,17 @@ def job_selection(definitions: dg.Definitions, job: str) -> list[str]:
     return sorted(key.to_user_string() for key in keys)
 
 
-@cache
+_BUILT: dict[Path, NightlyBase] = {}
+
+
 def nightly_base(definitions: dg.Definitions, root: Path) -> NightlyBase:
+    """The base under `root`, built on first use in this test session."""
+    if root not in _BUILT:
+        _BUILT[root] = _build(definitions, root)
+    return _BUILT[root]
+
+
+def _build(definitions: dg.Definitions, root: Path) -> NightlyBase:
     root.mkdir(parents=True, exist_ok=True)
     store = Warehouse(str(root / "warehouse"), memory_limit="1GB", threads=2)
     location = SourceResource(source=SOURCE, cache_dir=str(root / "input")).location()

@@ -5,11 +5,13 @@ hourly refresh are launched at once through the run queue. All must succeed, ste
 hourly refresh must wait for the rebuild, and every table must equal the one a sequential run produces.
 """
 
-
 from __future__ import annotations
 
-import pytest
-
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,12 +24,11 @@ from recopipeline.defs.partitions import EVENT_SOURCES, range_tags
 from recopipeline.defs.stage import AS_OF_TAG
 from recopipeline.lib.hourly import HOUR, hour_key
 from recopipeline.lib.warehouse import Warehouse
+from recopipeline.runner import release_abandoned_runs
 from recopipeline.serving.database import ServingDatabase
 from recopipeline.serving.schema import customer_recommendations
-from recopipeline_tests.dagster_dev import dagster_dev
+from recopipeline_tests.dagster_dev import REPOSITORY, dagster_dev
 from recopipeline_tests.nightly_base import SOURCE, NightlyBase, nightly_base
-
-pytestmark = pytest.mark.skip(reason="the hourly refresh and its nightly base are being completed (issue 4 is open)")
 
 RUN_DEADLINE_SECONDS = 240
 # run-specific columns: who ingested and when
@@ -173,3 +174,36 @@ def test_overlapping_runs_succeed_serialise_writers_and_equal_a_sequential_run(d
         served(f"sqlite:///{root / 'concurrent' / 'warehouse-serving.db'}"),
         served(f"sqlite:///{root / 'sequential' / 'warehouse-serving.db'}"),
     )
+
+
+def test_a_killed_command_line_run_gives_back_its_pool_slots(definitions, tmp_path_factory):
+    """`recopipeline materialize` executes its run itself; killed, it would hold its steps' slots for ever."""
+    base = nightly_base(definitions, tmp_path_factory.getbasetemp() / "nightly_base")
+    root = tmp_path_factory.mktemp("killed")
+    home, dagster_home = root / "home", root / "dagster_home"
+    home.mkdir()
+    (home / "input").symlink_to(base.input_cache)
+    dagster_home.mkdir()
+    shutil.copyfile(REPOSITORY / "dagster.yaml", dagster_home / "dagster.yaml")
+    env = {**os.environ, "RECOPIPELINE_HOME": str(home), "DAGSTER_HOME": str(dagster_home),
+           "RECOPIPELINE_SOURCE": SOURCE}
+    command = [str(Path(sys.executable).parent / "recopipeline"), "materialize"]
+    process = subprocess.Popen(command, env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        try:
+            deadline = time.monotonic() + 120
+            while not instance.event_log_storage.get_concurrency_run_ids():  # a step holds a pool slot
+                assert process.poll() is None and time.monotonic() < deadline, "no step started"
+                time.sleep(0.2)
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        (run,) = instance.get_runs()
+        assert run.status == dg.DagsterRunStatus.STARTED  # nobody is left to say otherwise
+        assert instance.event_log_storage.get_concurrency_run_ids() == {run.run_id}
+
+        assert release_abandoned_runs(instance) == [run.run_id]
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert not instance.event_log_storage.get_concurrency_run_ids()
+        assert release_abandoned_runs(instance) == []  # a live or finished run is left alone

@@ -15,7 +15,7 @@ from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import Warehouse
 from recopipeline.serving import Recommender, ServingDatabase, record_impressions
 from recopipeline.serving.feedback import record_feedback
-from recopipeline_tests.conftest import AS_OF, resources_for
+from recopipeline_tests.conftest import AS_OF, materialize_assets, resources_for
 from recopipeline_tests.serving_support import POSTGRES_URL, drop_schema, fresh_schema
 
 VARIANTS = json.dumps({"control": {"share": 0.5}, "popular_heavy": {"share": 0.5, "weight_popular": 50.0}})
@@ -42,7 +42,7 @@ def built(definitions, tmp_path_factory):
     root = tmp_path_factory.mktemp("publish")
     store = Warehouse(root=str(root / "warehouse"), memory_limit="2GB", threads=2)
     resources = resources_for(store, "synthetic:xs", str(root / "input"), **TUNING)
-    result = dg.materialize(
+    result = materialize_assets(
         list(definitions.assets), selection=SERVED, resources=resources, tags={AS_OF_TAG: AS_OF.isoformat()}
     )
     assert result.success
@@ -148,7 +148,7 @@ def test_feedback_metrics_and_clicks_flowing_back_as_interactions(built, definit
     files = materialized(result)["feedback_clicks"]["input_files"].splitlines()
     assert len(files) == 1 and "/customer_interactions/feedback_clicks_" in files[0]
 
-    assert dg.materialize(list(definitions.assets), selection=["customer_interactions"], resources=resources).success
+    assert materialize_assets(list(definitions.assets), selection=["customer_interactions"], resources=resources).success
     events = store.read(
         "SELECT customer_id, product_id, interaction_type FROM customer_interactions WHERE event_id LIKE 'feedback-%' "
         "ORDER BY event_id",
@@ -168,7 +168,7 @@ def test_dagster_instance_and_serving_database_on_postgres(built, definitions, t
     try:
         home = tmp_path / "dagster_home"
         home.mkdir()
-        shutil.copy(REPOSITORY / "recopipeline" / "deploy" / "postgres" / "dagster.yaml", home / "dagster.yaml")
+        shutil.copy(REPOSITORY / "deploy" / "postgres" / "dagster.yaml", home / "dagster.yaml")
         monkeypatch.setenv("DAGSTER_POSTGRES_URL", f"{POSTGRES_URL}?options=-csearch_path%3D{schema}")
         instance = dg.DagsterInstance.from_config(str(home))
         assert {type(s).__name__ for s in (instance.run_storage, instance.event_log_storage,

@@ -17,12 +17,12 @@ from recopipeline.lib.contract import SOURCES
 from recopipeline.lib.gx_adapter import Expectation, validate
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import Warehouse
-from recopipeline_tests.conftest import AS_OF, put, resources_for, rows
+from recopipeline_tests.conftest import AS_OF, materialize_assets, put, resources_for, rows
 from recopipeline_tests.test_validation import write_sources
 
 
 def run(definitions, store: Warehouse, selection, source: str = "synthetic:xs", **tuning):
-    return dg.materialize(
+    return materialize_assets(
         list(definitions.assets),
         selection=list(selection),
         resources=resources_for(store, source=source, **tuning),

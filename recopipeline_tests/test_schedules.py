@@ -19,7 +19,8 @@ RANGE_END = "dagster/asset_partition_range_end"
 
 def tick(definitions: dg.Definitions, name: str, moment: datetime) -> list[dg.RunRequest]:
     schedule = definitions.resolve_schedule_def(name)
-    with dg.build_schedule_context(scheduled_execution_time=moment) as context:
+    repository = definitions.get_repository_def()
+    with dg.build_schedule_context(scheduled_execution_time=moment, repository_def=repository) as context:
         return list(schedule.evaluate_tick(context).run_requests or [])
 
 
@@ -132,13 +133,19 @@ def test_sensor_fires_again_for_a_changed_file_with_a_new_run_key(definitions, i
     assert requests[0].run_key != first_key
 
 
-def test_sensor_waits_for_hours_not_closed_yet(definitions, inbox):
+def test_sensor_ingests_the_hour_in_progress_and_leaves_future_hours(definitions, inbox):
     _, cursor, _ = evaluate(definitions, inbox, None)
-    future = datetime.now(timezone.utc).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S")
-    (inbox / "customer_interactions" / "now.csv").write_text(interactions(future))
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    (inbox / "customer_interactions" / "now.csv").write_text(interactions(now.strftime("%Y-%m-%d %H:%M:%S")))
+    (inbox / "customer_interactions" / "later.csv").write_text(
+        interactions((now + timedelta(hours=3)).strftime("%Y-%m-%d %H:%M:%S"))
+    )
     requests, cursor, _ = evaluate(definitions, inbox, cursor)
-    assert requests == []  # the hourly refresh of the current hour will ingest it
-    assert "now.csv" in cursor
+    hour = now.strftime("%Y-%m-%d-%H:00")
+    assert [(Path(r.tags["recopipeline/file"]).name, r.tags[RANGE_START], r.tags[RANGE_END]) for r in requests] == [
+        ("now.csv", hour, hour)  # the hour so far; later.csv's hour has not started: no run for it yet
+    ]
+    assert "later.csv" in cursor
 
 
 def test_sensor_skips_when_the_source_is_not_a_directory(definitions, tmp_path):
@@ -147,3 +154,18 @@ def test_sensor_skips_when_the_source_is_not_a_directory(definitions, tmp_path):
     with dg.build_sensor_context(resources=resources, definitions=definitions) as context:
         result = sensor.evaluate_tick(context)
     assert not result.run_requests and "file mode" in result.skip_message
+
+
+def test_the_jobs_select_what_docs_refresh_md_says(definitions):
+    def selected(job: str) -> set[str]:
+        return {key.to_user_string() for key in definitions.resolve_job_def(job).asset_layer.selected_asset_keys}
+
+    sources = {"customers", "products", "customer_interactions", "cart_activity", "orders"}
+    incremental = {"hourly_customer_refresh", "hourly_customer_publish"}
+    assert selected("hourly_refresh") == sources | incremental
+    assert selected("ingest_sources") == sources
+    nightly = selected("full_rebuild")
+    assert sources | {"customer_top_recommendations", "published_recommendations"} <= nightly
+    assert not nightly & incremental
+    for job in ("full_rebuild", "hourly_refresh", "ingest_sources"):
+        assert definitions.resolve_job_def(job).partitions_def.timezone == "UTC"

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from recopipeline.lib.contract import SOURCES
 from recopipeline.lib.warehouse import Warehouse
-from recopipeline_tests.conftest import resources_for
+from recopipeline_tests.conftest import materialize_assets, resources_for
 
 HEADERS = {name: ",".join(contract.column_names) for name, contract in SOURCES.items()}
 GOOD = {
@@ -57,7 +56,7 @@ def write_sources(folder: Path, extra: dict[str, list[str]] | None = None, skip:
 
 
 def ingest(definitions, store: Warehouse, folder: Path, selection=tuple(SOURCES), **tuning):
-    return dg.materialize(
+    return materialize_assets(
         list(definitions.assets),
         selection=list(selection),
         resources=resources_for(store, source=str(folder), **{"max_quarantine_share": 1.0, **tuning}),
@@ -147,8 +146,10 @@ def test_quarantine_is_a_catalog_view_and_keeps_every_source(definitions, tmp_pa
     (folder / "customers.csv").write_text("\n".join(still_bad))
     assert ingest(definitions, store, folder, selection=["customer_interactions"]).success
     assert sorted(store.query_catalog("SELECT source FROM quarantine").source) == ["customers"]
-    assert sorted(p.name for p in (Path(store.root) / "quarantine").glob("*.parquet")) == [
-        f"{name}.parquet" for name in sorted(SOURCES)]
+    # one file per snapshot source; the hourly event sources keep theirs per hour (none left) and unplaced
+    assert sorted(p.name for p in (Path(store.root) / "quarantine").glob("*.parquet")) == sorted(
+        f"{name}__unplaced.parquet" if contract.event_time else f"{name}.parquet" for name, contract in SOURCES.items()
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,9 @@
 """The partitions of the pipeline, named: hourly windows (UTC) of the event sources and the hourly refresh.
 
 `customer_interactions`, `cart_activity` and `orders` are partitioned by hour; a partition holds the events
-whose event time falls in [hour, hour + 1 h). `customers` and `products` are snapshots and every derived asset
-is rebuilt whole, so they are not partitioned. The first hour is `RECOPIPELINE_PARTITION_START`
-(see docs/refresh.md).
+whose event time falls in [hour, hour + 1 h), and the first one also every older event. `customers` and
+`products` are snapshots and every derived asset is rebuilt whole, so they are not partitioned. The first hour
+is `RECOPIPELINE_PARTITION_START` (see docs/refresh.md).
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from recopipeline.lib.hourly import HOUR, KEY_FORMAT
 TIMEZONE = "UTC"
 EVENT_SOURCES = ("customer_interactions", "cart_activity", "orders")
 
+# end_offset=1: the hour in progress is a partition too. Ingesting it takes the events so far (a new file, fed
+# back clicks); the hourly run after the hour ends replaces it with the whole hour.
 hourly_partitions = dg.HourlyPartitionsDefinition(
-    start_date=settings.partition_start(), timezone=TIMEZONE, fmt=KEY_FORMAT
+    start_date=settings.partition_start(), timezone=TIMEZONE, fmt=KEY_FORMAT, end_offset=1
 )
 
 # Backfills of the hourly assets run as one run over the whole range: each source's files are read once and
@@ -46,9 +48,9 @@ def range_tags(first: datetime, last: datetime) -> dict[str, str]:
     }
 
 
-def last_complete_hour(now: datetime) -> datetime:
-    """The start of the newest hour that has ended at `now` (naive UTC)."""
-    return now.replace(minute=0, second=0, microsecond=0) - HOUR
+def last_complete_hour(moment: datetime) -> datetime:
+    """The start of the newest hour that has ended at `moment` (naive UTC)."""
+    return _naive_utc(moment).replace(minute=0, second=0, microsecond=0) - HOUR
 
 
 def _naive_utc(moment: datetime) -> datetime:

@@ -4,6 +4,7 @@
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -17,6 +18,15 @@ from recopipeline.lib.warehouse import SQL_DIR, Warehouse, load_sql
 AS_OF_TAG = "recopipeline/as_of"
 OWNERS = ["team:recommendations"]
 KINDS = {"duckdb", "parquet"}
+
+
+def code_references(*files: str | Path) -> dict[str, dg.CodeReferencesMetadataValue]:
+    """Asset metadata linking the UI's "Source code" to the files that compute the asset."""
+    return {
+        "dagster/code_references": dg.CodeReferencesMetadataValue(
+            code_references=[dg.LocalFileCodeReference(file_path=str(file)) for file in files]
+        )
+    }
 
 
 @dataclass(frozen=True)
@@ -85,15 +95,6 @@ def describe(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, asset: str, s
     return metadata
 
 
-def code_reference(path) -> dict:
-    """Asset metadata that links the asset to the file holding its logic, shown in the UI."""
-    return {
-        "dagster/code_references": dg.CodeReferencesMetadataValue(
-            code_references=[dg.LocalFileCodeReference(file_path=str(path))]
-        )
-    }
-
-
 def sql_asset(
     name: str,
     *,
@@ -115,7 +116,11 @@ def sql_asset(
         pool=name,  # one writer of this asset at a time across runs (dagster.yaml: pools default_limit 1)
         kinds=KINDS,
         owners=OWNERS,
-        metadata=code_reference(SQL_DIR / f"{name}.sql"),
+        metadata={
+            "dagster/code_references": dg.CodeReferencesMetadataValue(
+                code_references=[dg.LocalFileCodeReference(file_path=str(SQL_DIR / f"{name}.sql"))]
+            )
+        },
         check_specs=derived_check_specs(name),  # the table's invariants, see defs/quality/derived_checks.py
     )
     def _asset(

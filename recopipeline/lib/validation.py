@@ -133,15 +133,21 @@ def typed_columns(contract: SourceContract, raw_types: dict[str, str]) -> list[s
     """Each contract column cast to its type (NULL where it does not parse); timestamps end as naive UTC."""
     expressions = []
     for c in contract.columns:
-        source_type = raw_types.get(c.name, "VARCHAR").upper()
-        if source_type == c.type:
-            expressions.append(f"{c.name}")
-        elif c.type == "TIMESTAMP":
-            # text with an offset ("...+02:00", "...Z") is converted to UTC; text without one is taken as UTC
-            expressions.append(f"timezone('UTC', TRY_CAST({c.name} AS TIMESTAMPTZ)) AS {c.name}")
-        else:
-            expressions.append(f"TRY_CAST({c.name} AS {c.type}) AS {c.name}")
+        typed = typed_value(contract, c.name, raw_types)
+        expressions.append(c.name if typed == c.name else f"{typed} AS {c.name}")
     return expressions
+
+
+def typed_value(contract: SourceContract, name: str, raw_types: dict[str, str]) -> str:
+    """SQL for one contract column cast to its type (NULL where it does not parse)."""
+    c = contract.column(name)
+    source_type = raw_types.get(c.name, "VARCHAR").upper()
+    if source_type == c.type:
+        return c.name
+    if c.type == "TIMESTAMP":
+        # text with an offset ("...+02:00", "...Z") is converted to UTC; text without one is taken as UTC
+        return f"timezone('UTC', TRY_CAST({c.name} AS TIMESTAMPTZ))"
+    return f"TRY_CAST({c.name} AS {c.type})"
 
 
 def classify_sql(contract: SourceContract, ingest: Ingest, raw_types: dict[str, str], relation: str) -> str:

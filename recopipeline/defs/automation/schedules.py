@@ -16,19 +16,23 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from recopipeline.defs.automation.jobs import full_rebuild_job, hourly_refresh_job
-from recopipeline.defs.partitions import TIMEZONE, range_tags
+from recopipeline.defs.partitions import TIMEZONE, last_complete_hour, range_tags
 from recopipeline.defs.stage import AS_OF_TAG
-from recopipeline.lib.hourly import HOUR
+from recopipeline.lib.hourly import HOUR, hour_key
 
 HOURLY_MINUTE = 5
 NIGHTLY_CRON = "30 0 * * *"
 
-hourly_refresh_schedule = dg.build_schedule_from_partitioned_job(
-    hourly_refresh_job,
+@dg.schedule(
     name="hourly_refresh_schedule",
-    minute_of_hour=HOURLY_MINUTE,
+    job=hourly_refresh_job,
+    cron_schedule=f"{HOURLY_MINUTE} * * * *",
+    execution_timezone=TIMEZONE,
     description="Every hour at minute 5 (UTC): ingest and refresh the hour that just ended.",
 )
+def hourly_refresh_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    hour = hour_key(last_complete_hour(context.scheduled_execution_time))
+    return dg.RunRequest(run_key=hour, partition_key=hour)
 
 
 def nightly_run_request(tick: datetime) -> dg.RunRequest:

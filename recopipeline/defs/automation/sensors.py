@@ -3,8 +3,8 @@
 File mode only (RECOPIPELINE_SOURCE names a directory). The cursor remembers every file seen with its size and
 modification time, so each new or changed file starts exactly one run of `ingest_sources`: the snapshot
 sources (`customers`, `products`) are ingested whole; an event file's hours (from its first to its last event,
-within the partitions that exist) are ingested in one run. Events of the hour still in progress wait for the
-hourly refresh of that hour.
+within the partitions that exist) are ingested in one run. The hour in progress is a partition too: its events
+so far are ingested now, and the hourly refresh ingests the whole hour once it has ended.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def source_files_sensor(context: dg.SensorEvaluationContext, source: SourceResou
     for path, name in changed.items():
         request = file_run_request(path, name, last_partition)
         if request is None:
-            context.log.info(f"{path}: no events in a closed hour yet; the hourly refresh will ingest them")
+            context.log.info(f"{path}: no events in an hour that has started; the hourly refresh will ingest them")
         else:
             requests.append(request)
         seen[path] = fingerprint(path)

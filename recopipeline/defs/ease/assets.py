@@ -6,18 +6,19 @@ import dagster as dg
 
 from recopipeline.defs.quality.derived_checks import derived_check_specs, run_derived_checks
 from recopipeline.defs.resources import TuningResource, WarehouseResource
-from recopipeline.defs.stage import KINDS, OWNERS, code_reference, describe, resolve_as_of
+from recopipeline.defs.stage import KINDS, OWNERS, code_references, describe, resolve_as_of
+from recopipeline.lib import ease as ease_module
 from recopipeline.lib.ease import ASSET, INPUTS, write_ease_item_similarity
 
 
 @dg.asset(
-    metadata=code_reference(__file__),
     name=ASSET,
     group_name="similarity",
     deps=list(INPUTS),
     pool=ASSET,
     kinds=KINDS | {"numpy"},
     owners=OWNERS,
+    metadata=code_references(ease_module.__file__, __file__),
     description=(
         "EASE (Steck 2019) item-item weights from purchases, fitted in closed form over the most-bought "
         "products (ease_max_items); the top ease_top_k positive weights per product. Feeds the 'ease' strategy."

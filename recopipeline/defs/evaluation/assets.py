@@ -9,7 +9,8 @@ from pathlib import Path
 import dagster as dg
 
 from recopipeline.defs.resources import TuningResource
-from recopipeline.defs.stage import OWNERS, code_reference
+from recopipeline.defs.stage import OWNERS, code_references
+from recopipeline.evaluation import run as run_module
 from recopipeline.evaluation.report import REFERENCE, lift, markdown_report
 from recopipeline.evaluation.run import evaluate
 from recopipeline.lib import settings
@@ -44,11 +45,11 @@ def evaluation_metadata(result: dict) -> dict:
 
 
 @dg.asset(
-    metadata=code_reference(__file__),
     name="offline_evaluation",
     group_name=GROUP,
     kinds={"duckdb", "python"},
     owners=OWNERS,
+    metadata=code_references(run_module.__file__, __file__),
     description=(
         "Temporal split of the Online Retail data (train before the cut, test after): NDCG, precision, recall, "
         "MAP, hit rate, coverage and served share at 10/20 for the pipeline, baselines and each strategy alone. "

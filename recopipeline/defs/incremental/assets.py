@@ -1,5 +1,6 @@
 """The hourly refresh: the recommendations of the customers active in each hour, recomputed after ingest."""
 
+from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
@@ -14,7 +15,7 @@ from recopipeline.defs.incremental.publish import newest_published_hour_end, pub
 from recopipeline.defs.partitions import hourly_partitions, run_window, single_run_backfill
 from recopipeline.defs.publish.assets import serving_kind
 from recopipeline.defs.resources import ServingResource, TuningResource, WarehouseResource
-from recopipeline.defs.stage import KINDS, OWNERS
+from recopipeline.defs.stage import KINDS, OWNERS, code_references
 from recopipeline.lib import settings
 from recopipeline.lib.hourly import HOUR, hour_key, hours
 from recopipeline.lib.settings import parse_as_of
@@ -24,16 +25,7 @@ GROUP = "incremental"
 HOURLY_CUSTOMER_REFRESH = "hourly_customer_refresh"
 HOURLY_CUSTOMER_PUBLISH = "hourly_customer_publish"
 NIGHTLY_TOP_N = "customer_top_recommendations"
-
-
-def _code_references(*modules: str) -> dict[str, dg.CodeReferencesMetadataValue]:
-    """The UI's "Source code" links: modules of this package."""
-    here = Path(__file__).parent
-    return {
-        "dagster/code_references": dg.CodeReferencesMetadataValue(
-            code_references=[dg.LocalFileCodeReference(file_path=str(here / module)) for module in modules]
-        )
-    }
+HERE = Path(__file__).parent
 
 
 @dg.asset(
@@ -45,7 +37,7 @@ def _code_references(*modules: str) -> dict[str, dg.CodeReferencesMetadataValue]
     pool=HOURLY_CUSTOMER_REFRESH,
     kinds=KINDS,
     owners=OWNERS,
-    metadata=_code_references("assets.py", "refresh.py"),
+    metadata=code_references(__file__, HERE / "refresh.py"),
     description=(
         "The top-N recommendations of the customers active in the hour (an event, order or cart in it), "
         "recomputed with the nightly SQL over their whole history, as of the hour's end, against the last "
@@ -66,6 +58,7 @@ def hourly_customer_refresh(
             f"{hour_key(hour)}: {result.touched_customers} customers, {result.rows} rows in {result.seconds:.2f} s"
         )
         touched, rows, seconds = touched + result.touched_customers, rows + result.rows, seconds + result.seconds
+    store.refresh_catalog()
     return dg.MaterializeResult(
         metadata={
             "touched_customers": dg.MetadataValue.int(touched),
@@ -77,7 +70,6 @@ def hourly_customer_refresh(
     )
 
 
-
 @dg.asset(
     name=HOURLY_CUSTOMER_PUBLISH,
     group_name=GROUP,
@@ -87,7 +79,7 @@ def hourly_customer_refresh(
     pool="serving",
     kinds={"duckdb", serving_kind(settings.serving_url())},
     owners=OWNERS,
-    metadata=_code_references("assets.py", "publish.py"),
+    metadata=code_references(__file__, HERE / "publish.py"),
     description=(
         "The hour's refreshed customers published: their rows replace theirs in the live serving version, in "
         "one transaction. Hours that end before the nightly tables' as-of time or before the newest hour "
@@ -131,7 +123,7 @@ def hourly_customer_publish(
     )
 
 
-def _nightly_as_of(context: dg.AssetExecutionContext):
+def _nightly_as_of(context: dg.AssetExecutionContext) -> datetime | None:
     """The as-of time of the nightly top-N table, from its latest materialization."""
     event = context.instance.get_latest_materialization_event(dg.AssetKey(NIGHTLY_TOP_N))
     value = event.asset_materialization.metadata.get("as_of") if event and event.asset_materialization else None

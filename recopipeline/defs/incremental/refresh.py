@@ -20,6 +20,7 @@ import duckdb
 # The layer modules register their SQL stages in SQL_STAGES when they load.
 import recopipeline.defs.behavior.assets  # noqa: F401
 import recopipeline.defs.recommendations.assets  # noqa: F401
+from recopipeline.defs.partitions import EVENT_SOURCES
 from recopipeline.defs.stage import SQL_STAGES
 from recopipeline.lib.hourly import hour_key
 from recopipeline.lib.tuning import Tuning
@@ -36,7 +37,6 @@ PER_CUSTOMER_STAGES = (
 )
 # Read restricted to the touched customers.
 CUSTOMER_SOURCES = ("customers", "customer_interactions", "orders", "cart_activity")
-EVENT_SOURCES = ("customer_interactions", "cart_activity", "orders")
 OUTPUT_ORDER = "customer_id, recommendation_rank"
 
 

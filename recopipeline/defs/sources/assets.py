@@ -12,9 +12,11 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from recopipeline.defs.partitions import first_hour, hourly_partitions, run_window, single_run_backfill
 from recopipeline.defs.quality.quarantine import QUARANTINE, quarantine_part, quarantine_rows
 from recopipeline.defs.quality.source_checks import IngestCounts, run_source_checks, source_check_specs
 from recopipeline.defs.resources import SourceResource, TuningResource, WarehouseResource
+from recopipeline.defs.sources.hours import create_run_input, owned_rows, write_accepted, write_quarantine
 from recopipeline.defs.stage import KINDS, OWNERS, describe
 from recopipeline.lib.contract import SOURCES, SourceContract
 from recopipeline.lib.ingest import MALFORMED_LINES, RAW_INPUT, load_raw
@@ -28,11 +30,15 @@ REJECTED = "rejected_rows"
 
 def source_asset(contract: SourceContract) -> dg.AssetsDefinition:
     references = sorted(REFERENCES.values()) if contract.event_time is not None else []
+    hourly = contract.event_time is not None  # event sources are partitioned by hour, see docs/refresh.md
 
     @dg.asset(
         name=contract.name,
         group_name="sources",
         deps=references,
+        partitions_def=hourly_partitions if hourly else None,
+        backfill_policy=single_run_backfill if hourly else None,
+        pool=contract.name,  # one writer of this source at a time across runs (dagster.yaml)
         description=(
             f"{contract.description} Key: ({', '.join(contract.key)}). Rows that break the contract go to "
             "the quarantine. See docs/data_contract.md and docs/data_quality.md."
@@ -53,10 +59,10 @@ def source_asset(contract: SourceContract) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         store = warehouse.get()
         values: Tuning = tuning.get()
-        partition = context.partition_key if context.has_partition_key else None
+        window = run_window(context) if hourly else None  # the hours this run replaces
         try:
             files = source_files(source.location(), contract)
-            counts, metadata = _ingest(store, contract, files, values, context.run.run_id, references, partition)
+            counts, metadata = _ingest(store, contract, files, values, context.run.run_id, references, window)
         except (SourceError, MissingAssetError) as error:
             raise dg.Failure(description=str(error)) from None
         store.refresh_catalog()
@@ -65,7 +71,10 @@ def source_asset(contract: SourceContract) -> dg.AssetsDefinition:
             f"FROM {store.scan(QUARANTINE)} WHERE source = $source ORDER BY source_file, source_row LIMIT 5",
             params={"source": contract.name},
         )
-        quarantine_file = store.partition_path(QUARANTINE, quarantine_part(contract.name, partition))
+        quarantine_file = (
+            store.partition_path(QUARANTINE, quarantine_part(contract.name)) if window is None
+            else store.asset_dir(QUARANTINE)
+        )
         context.log_event(
             dg.AssetMaterialization(
                 QUARANTINE,
@@ -81,7 +90,10 @@ def source_asset(contract: SourceContract) -> dg.AssetsDefinition:
         )
         return dg.MaterializeResult(
             metadata={**metadata, "source_files": dg.MetadataValue.text("\n".join(map(str, files)))},
-            check_results=run_source_checks(context, store, contract, values, counts, examples),
+            check_results=run_source_checks(
+                context, store, contract, values, counts, examples,
+                table_rows=metadata["dagster/row_count"].value if window else None,
+            ),
         )
 
     return _asset
@@ -94,41 +106,49 @@ def _ingest(
     tuning: Tuning,
     run_id: str,
     references: list[str],
-    partition: str | None,
+    window: tuple[datetime, datetime] | None,
 ) -> tuple[IngestCounts, dict]:
-    """Read, classify and write one source; returns where the rows went and the table's metadata."""
+    """Read, classify and write one source; returns where the rows went and the table's metadata.
+
+    With a window (the hours of an event source's run), only the input rows the run owns are classified and
+    written, hour by hour (see hours.py); the input count is theirs.
+    """
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     ingest = Ingest(now=now, future_tolerance_hours=tuning.future_tolerance_hours, references=frozenset(references))
-    part = quarantine_part(contract.name, partition)
     with store.session(references) as con:
         run(con, "SET TimeZone = 'UTC'")
         raw = load_raw(con, contract, files)
         if raw.input_rows == 0 and contract.event_time is None:
             raise SourceError(f"source '{contract.name}' has no rows; customers and products must not be empty")
         raw_types = {str(row[0]).lower(): row[1] for row in run(con, f"DESCRIBE {RAW_INPUT}")}
-        run(con, f"CREATE TEMP TABLE {REJECTED} AS {classify_sql(contract, ingest, raw_types, RAW_INPUT)}")
-        quarantined = store.write(
-            con,
-            QUARANTINE,
-            quarantine_sql(
-                contract, RAW_INPUT, REJECTED, MALFORMED_LINES, run_id=run_id, ingested_at=now, partition_key=partition
-            ),
-            partition=part,
-            order_by="source_file, source_row NULLS LAST, detail",
+        relation, input_rows = RAW_INPUT, raw.input_rows
+        if window is not None:
+            relation = create_run_input(con, contract, RAW_INPUT, raw_types, window, first_hour(), ingest.latest_allowed)
+            input_rows = owned_rows(con) + raw.malformed_lines
+        run(con, f"CREATE TEMP TABLE {REJECTED} AS {classify_sql(contract, ingest, raw_types, relation)}")
+        rejected = quarantine_sql(
+            contract, relation, REJECTED, MALFORMED_LINES, run_id=run_id, ingested_at=now, partition_key=None
         )
-        accepted = store.write(
-            con, contract.name, accepted_sql(contract, raw_types, RAW_INPUT, REJECTED), order_by=", ".join(contract.key)
-        )
-        if accepted + quarantined != raw.input_rows:
+        accepted_rows = accepted_sql(contract, raw_types, relation, REJECTED)
+        if window is None:
+            quarantined = store.write(
+                con, QUARANTINE, rejected, partition=quarantine_part(contract.name),
+                order_by="source_file, source_row NULLS LAST, detail",
+            )
+            accepted = store.write(con, contract.name, accepted_rows, order_by=", ".join(contract.key))
+        else:
+            quarantined = write_quarantine(store, con, contract, rejected, window)
+            accepted = write_accepted(store, con, contract, accepted_rows, window, first_hour())
+        if accepted + quarantined != input_rows:
             raise RuntimeError(
-                f"{contract.name}: {raw.input_rows} input rows but {accepted} accepted + {quarantined} quarantined"
+                f"{contract.name}: {input_rows} input rows but {accepted} accepted + {quarantined} quarantined"
             )
         by_reason = dict(
             run(con, f"SELECT reason, count(*) FROM {REJECTED} GROUP BY reason")
             + ([("malformed_line", raw.malformed_lines)] if raw.malformed_lines else [])
         )
         metadata = describe(con, store, contract.name, None)
-    counts = IngestCounts(raw.input_rows, accepted, quarantined, {k: int(v) for k, v in by_reason.items()})
+    counts = IngestCounts(input_rows, accepted, quarantined, {k: int(v) for k, v in by_reason.items()})
     metadata |= {
         "input_rows": dg.MetadataValue.int(counts.input_rows),
         "accepted_rows": dg.MetadataValue.int(counts.accepted_rows),
