@@ -80,21 +80,24 @@ def table(store: Warehouse, asset: str, order_by: str) -> pd.DataFrame:
     return store.read(f"SELECT * FROM {asset} ORDER BY {order_by}", inputs=[asset])
 
 
+NOT_NIGHTLY = ("incremental", "evaluation")
+
+
 def materialize_assets(
     assets: list, selection=None, *, resources: dict, tags: dict[str, str] | None = None, **kwargs
 ) -> dg.ExecuteInProcessResult:
     """`dg.materialize` for the pipeline: the event sources' hours are every hour that holds source data.
 
     Unless the tags name a partition or hours, the run covers the hours of the `source` resource's data in one
-    run (as `recopipeline materialize` does). Without a selection it materializes the nightly job's assets (every
-    asset but the hourly refresh).
+    run (as `recopipeline materialize` does). Without a selection it materializes the nightly graph: every asset
+    but the hourly refresh and the offline evaluation, which have tests of their own.
     """
     from recopipeline.runner import names_partitions, source_range_tags
 
     if selection is None:
         selection = [
             key for a in assets if isinstance(a, dg.AssetsDefinition) and a.is_executable
-            for key, group in a.group_names_by_key.items() if group != "incremental"
+            for key, group in a.group_names_by_key.items() if group not in NOT_NIGHTLY
         ]
     hours = {} if names_partitions(tags) else source_range_tags(resources["source"].location())
     return dg.materialize(assets, selection=selection, resources=resources, tags={**hours, **(tags or {})}, **kwargs)

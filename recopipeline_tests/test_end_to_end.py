@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from recopipeline.lib.warehouse import Warehouse
-from recopipeline_tests.conftest import materialize_assets, resources_for
+from recopipeline_tests.conftest import NOT_NIGHTLY, materialize_assets, resources_for
 
 SOURCES = ["synthetic:xs", "online_retail:sample"]
 
@@ -59,15 +59,17 @@ def test_no_purchased_unavailable_or_duplicate_recommendations(built):
 
 
 def test_personalised_strategies_all_contribute(built):
-    types = set(built.read("SELECT DISTINCT recommendation_type FROM customer_top_recommendations",
-                           inputs=["customer_top_recommendations"]).recommendation_type)
-    assert {"affinity_similar", "collaborative", "complementary", "popular"} <= types
+    contributing = set(built.read(
+        "SELECT DISTINCT unnest(string_split(strategies, ',')) AS strategy FROM product_recommendations",
+        inputs=["product_recommendations"]).strategy)
+    assert {"affinity_similar", "collaborative", "complementary", "ease", "popular"} <= contributing
 
 
 def test_catalog_has_a_view_per_asset(built, definitions):
     views = set(built.query_catalog("SELECT view_name FROM duckdb_views() WHERE NOT internal").view_name)
-    graph = definitions.resolve_asset_graph()  # the nightly build's assets (the hourly refresh runs per hour)
-    assert {key.path[-1] for key in graph.get_all_asset_keys() if graph.get(key).group_name != "incremental"} <= views
+    graph = definitions.resolve_asset_graph()
+    nightly = {key.path[-1] for key in graph.materializable_asset_keys if graph.get(key).group_name not in NOT_NIGHTLY}
+    assert nightly <= views
 
 
 def test_two_runs_give_identical_tables(definitions, tmp_path, input_cache):

@@ -168,7 +168,7 @@ def test_dagster_instance_and_serving_database_on_postgres(built, definitions, t
     try:
         home = tmp_path / "dagster_home"
         home.mkdir()
-        shutil.copy(REPOSITORY / "deploy" / "postgres" / "dagster.yaml", home / "dagster.yaml")
+        shutil.copy(REPOSITORY / "recopipeline" / "deploy" / "postgres" / "dagster.yaml", home / "dagster.yaml")
         monkeypatch.setenv("DAGSTER_POSTGRES_URL", f"{POSTGRES_URL}?options=-csearch_path%3D{schema}")
         instance = dg.DagsterInstance.from_config(str(home))
         assert {type(s).__name__ for s in (instance.run_storage, instance.event_log_storage,

@@ -116,11 +116,7 @@ def sql_asset(
         pool=name,  # one writer of this asset at a time across runs (dagster.yaml: pools default_limit 1)
         kinds=KINDS,
         owners=OWNERS,
-        metadata={
-            "dagster/code_references": dg.CodeReferencesMetadataValue(
-                code_references=[dg.LocalFileCodeReference(file_path=str(SQL_DIR / f"{name}.sql"))]
-            )
-        },
+        metadata=code_references(SQL_DIR / f"{name}.sql"),
         check_specs=derived_check_specs(name),  # the table's invariants, see defs/quality/derived_checks.py
     )
     def _asset(

@@ -11,7 +11,7 @@ import duckdb
 import pandas as pd
 
 from recopipeline.defs.resources import ServingResource, TuningResource, WarehouseResource
-from recopipeline.defs.stage import OWNERS, describe
+from recopipeline.defs.stage import OWNERS, code_references, describe
 from recopipeline.lib import settings
 from recopipeline.lib.warehouse import SQL_DIR, load_sql, run
 from recopipeline.serving.publish import CUSTOMER_COLUMNS, RELATION_COLUMNS, Expected, PublishError, publish
@@ -49,14 +49,9 @@ def batches(con: duckdb.DuckDBPyConnection, table: str, columns: tuple[str, ...]
     ),
     kinds={"duckdb", serving_kind(settings.serving_url())},
     owners=OWNERS,
-    metadata={
-        "dagster/code_references": dg.CodeReferencesMetadataValue(
-            code_references=[
-                dg.LocalFileCodeReference(file_path=str(SQL_DIR / f"{name}.sql"))
-                for name in ("serving_customer_recommendations", "serving_product_relations")
-            ]
-        )
-    },
+    metadata=code_references(
+        *(SQL_DIR / f"{name}.sql" for name in ("serving_customer_recommendations", "serving_product_relations"))
+    ),
 )
 def published_recommendations(
     context: dg.AssetExecutionContext,

@@ -14,7 +14,7 @@ import pandas as pd
 
 from recopipeline.defs.publish.assets import GROUP, serving_kind
 from recopipeline.defs.resources import ServingResource, SourceResource, WarehouseResource
-from recopipeline.defs.stage import OWNERS, describe
+from recopipeline.defs.stage import OWNERS, code_references, describe
 from recopipeline.lib import settings
 from recopipeline.lib.contract import CUSTOMER_INTERACTIONS
 from recopipeline.lib.sources import SourceError, source_files
@@ -23,14 +23,7 @@ from recopipeline.serving.database import utcnow
 from recopipeline.serving.feedback import click_events, click_through_rates
 
 FEEDBACK_FILE_PREFIX = "feedback_clicks_"
-CODE = {
-    "dagster/code_references": dg.CodeReferencesMetadataValue(
-        code_references=[
-            dg.LocalFileCodeReference(file_path=__file__),
-            dg.LocalFileCodeReference(file_path=feedback_module.__file__),
-        ]
-    )
-}
+CODE = code_references(__file__, feedback_module.__file__)
 
 
 class FeedbackWindow(dg.Config):

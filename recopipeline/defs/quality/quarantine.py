@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from recopipeline.defs.stage import KINDS, OWNERS
+from recopipeline.defs.stage import KINDS, OWNERS, code_references
 from recopipeline.lib.contract import SOURCES
 from recopipeline.lib.validation import REASONS
 from recopipeline.lib.warehouse import Warehouse
@@ -31,10 +31,7 @@ quarantine = dg.AssetSpec(
     ),
     metadata={
         "reasons": dg.MetadataValue.text(", ".join(REASONS)),
-        "dagster/code_references": dg.CodeReferencesMetadataValue(
-            code_references=[dg.LocalFileCodeReference(file_path=str(Path(__file__).parents[2] / "lib" / f))
-                             for f in ("validation.py", "ingest.py")]
-        ),
+        **code_references(*(Path(__file__).parents[2] / "lib" / f for f in ("validation.py", "ingest.py"))),
     },
 )
 

@@ -17,13 +17,15 @@ from recopipeline.defs.quality.quarantine import QUARANTINE, quarantine_part, qu
 from recopipeline.defs.quality.source_checks import IngestCounts, run_source_checks, source_check_specs
 from recopipeline.defs.resources import SourceResource, TuningResource, WarehouseResource
 from recopipeline.defs.sources.hours import create_run_input, owned_rows, write_accepted, write_quarantine
-from recopipeline.defs.stage import KINDS, OWNERS, describe
+from recopipeline.defs.stage import KINDS, OWNERS, code_references, describe
 from recopipeline.lib.contract import SOURCES, SourceContract
 from recopipeline.lib.ingest import MALFORMED_LINES, RAW_INPUT, load_raw
 from recopipeline.lib.sources import SourceError, source_files
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.validation import REFERENCES, Ingest, accepted_sql, classify_sql, quarantine_sql
 from recopipeline.lib.warehouse import MissingAssetError, Warehouse, run
+
+LIB = Path(__file__).parents[2] / "lib"
 
 REJECTED = "rejected_rows"
 
@@ -47,7 +49,7 @@ def source_asset(contract: SourceContract) -> dg.AssetsDefinition:
         owners=OWNERS,
         metadata={
             "contract": dg.MetadataValue.table_schema(_schema(contract)),
-            "dagster/code_references": _code_references(),
+            **code_references(__file__, LIB / "validation.py", LIB / "ingest.py"),
         },
         check_specs=source_check_specs(contract),
     )
@@ -160,13 +162,6 @@ def _ingest(
         ),
     }
     return counts, metadata
-
-
-def _code_references() -> dg.CodeReferencesMetadataValue:
-    """The ingest (this module), the rules and the reader, linked from the asset in the UI."""
-    lib = Path(__file__).parents[2] / "lib"
-    files = [Path(__file__), lib / "validation.py", lib / "ingest.py"]
-    return dg.CodeReferencesMetadataValue(code_references=[dg.LocalFileCodeReference(file_path=str(f)) for f in files])
 
 
 def _schema(contract: SourceContract) -> dg.TableSchema:
