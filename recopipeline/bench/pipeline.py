@@ -1,8 +1,9 @@
-"""The nightly path without the orchestrator: ingest the sources, then run every derived stage in dependency order.
+"""The pipeline's paths without the orchestrator: ingest the sources, run every derived stage in dependency order,
+and refresh the customers of one hour.
 
-Each stage runs exactly as its asset does (same SQL, same `prepare`, same tuning variables and as-of time, same
-written row order; the EASE model through the same function), so timing it here times the asset's work without
-Dagster's bookkeeping around it.
+Each step runs exactly as its asset does (the validated ingest with its hour files, the same SQL, `prepare`,
+tuning variables and as-of time, the same written row order; the EASE model and the hourly refresh through the
+same functions), so timing it here times the asset's work without Dagster's bookkeeping around it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from recopipeline.lib import ease
 from recopipeline.lib.contract import SOURCES
 from recopipeline.lib.sources import raw_scan, source_files, typed_select
 from recopipeline.lib.tuning import STRATEGIES, Tuning
+from recopipeline.lib.validation import REFERENCES
 from recopipeline.lib.warehouse import Warehouse, load_sql
 
 
@@ -79,11 +81,28 @@ def stage_order(stages: dict[str, Stage] | None = None) -> list[Stage]:
 
 
 def ingest_source(store: Warehouse, location: Path, source: str) -> int:
-    """Copy one contract source from its files into the warehouse, typed as the contract says."""
+    """Copy one contract source from its files into the warehouse, typed as the contract says (no validation:
+    for inputs already known to be clean, such as the evaluation's splits)."""
     contract = SOURCES[source]
     with store.session() as con:
         return store.write(con, source, typed_select(contract, raw_scan(source_files(location, contract))),
                            order_by=", ".join(contract.key))
+
+
+def ingest_validated(
+    store: Warehouse, location: Path, source: str, tuning: Tuning, window: tuple[datetime, datetime] | None
+) -> int:
+    """Ingest one source as its asset does: validated, rejected rows quarantined, an event source's hours of
+    `window` written hour by hour. Returns the rows accepted."""
+    from recopipeline.defs.sources.assets import ingest_source_files  # loads the Dagster definitions module
+
+    contract = SOURCES[source]
+    references = sorted(REFERENCES.values()) if contract.event_time is not None else []
+    counts, _ = ingest_source_files(
+        store, contract, source_files(location, contract), tuning, "bench", references,
+        window if contract.event_time is not None else None,
+    )
+    return counts.accepted_rows
 
 
 def run_stage(store: Warehouse, stage: Stage, tuning: Tuning, as_of: datetime) -> int:

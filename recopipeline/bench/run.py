@@ -1,4 +1,5 @@
-"""One benchmark run: data for a scale, the nightly path stage by stage, and the floor, as a JSON-ready dict."""
+"""One benchmark run: data for a scale, the nightly and hourly paths step by step, and the floor, as a JSON-ready
+dict."""
 
 from __future__ import annotations
 
@@ -9,28 +10,33 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
 
 from recopipeline.bench.floor import measure_floor
 from recopipeline.bench.memory import RssSampler, lifetime_peak_rss
-from recopipeline.bench.pipeline import ingest_source, run_stage, stage_order
+from recopipeline.bench.pipeline import ingest_validated, run_stage, stage_order
+from recopipeline.defs.incremental.refresh import refresh_hour
+from recopipeline.defs.partitions import first_hour
 from recopipeline.defs.stage import latest_event_time
 from recopipeline.lib.contract import SOURCES
 from recopipeline.lib.generator import SCALES
+from recopipeline.lib.hourly import HOUR, floor_hour, hour_key, source_hours
 from recopipeline.lib.sources import resolve_location
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import Warehouse
 
 GIB = 2**30
+HOURLY_ASSET = "hourly_customer_refresh"
 Progress = Callable[[str], None]
 
 
 @dataclass
 class StageTiming:
     asset: str
-    kind: str  # "ingest" (a source copied into the warehouse) or "derived" (a SQL stage)
+    kind: str  # "ingest" (a source validated into the warehouse), "derived" (a stage) or "refresh" (hourly)
     seconds: float
     cpu_seconds: float
     rows: int
@@ -47,6 +53,17 @@ def _timed(sampler: RssSampler, asset: str, kind: str, work: Callable[[], int], 
     return timing
 
 
+def _ingest_all(
+    sampler: RssSampler, store: Warehouse, location: Path, tuning: Tuning, window: tuple[datetime, datetime],
+    say: Progress,
+) -> list[StageTiming]:
+    """Ingest every source (the event sources' hours of `window`), timed one by one."""
+    return [
+        _timed(sampler, source, "ingest", lambda s=source: ingest_validated(store, location, s, tuning, window), say)
+        for source in SOURCES
+    ]
+
+
 def run_bench(
     scale: str,
     home: Path,
@@ -59,7 +76,11 @@ def run_bench(
     keep: bool = False,
     progress: Progress | None = None,
 ) -> dict:
-    """Benchmark the nightly path at `scale`; data is cached under `home/input`, the warehouse is scratch."""
+    """Benchmark the nightly path, then the hourly path of the data's newest hour, at `scale`.
+
+    Data is cached under `home/input`; the warehouse is scratch. The hourly path ingests that hour (and the
+    snapshots) again and refreshes the customers active in it against the nightly tables, as `hourly_refresh`.
+    """
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     say = progress or (lambda _line: None)
@@ -76,23 +97,37 @@ def run_bench(
     spill = home / "bench" / "spill"
     store = Warehouse(root=str(root), memory_limit=memory_limit, threads=threads, temp_directory=str(spill))
 
+    first, last = source_hours(location, first_hour(), floor_hour(datetime.now(timezone.utc).replace(tzinfo=None)))
     stages: list[StageTiming] = []
     with RssSampler() as sampler:
-        say("ingest:")
-        for source in SOURCES:
-            stages.append(_timed(sampler, source, "ingest", lambda s=source: ingest_source(store, location, s), say))
+        say(f"nightly path: ingest (hours {hour_key(first)} .. {hour_key(last)}):")
+        stages += _ingest_all(sampler, store, location, tuning, (first, last + HOUR), say)
         as_of = latest_event_time(store)
         floor_before = measure_floor(store, tuning, as_of, repeats=floor_repeats)
-        say(f"nightly rebuild (as of {as_of.isoformat()}):")
+        say(f"nightly path: rebuild (as of {as_of.isoformat()}):")
         for stage in stage_order():
             stages.append(_timed(sampler, stage.name, "derived", lambda s=stage: run_stage(store, s, tuning, as_of), say))
         floor_after = measure_floor(store, tuning, as_of, repeats=floor_repeats)
         peak = max(sampler.peak(), max(s.peak_rss_bytes for s in stages))
 
+        hour = floor_hour(as_of - timedelta(microseconds=1))  # the newest hour that holds events
+        say(f"hourly path: the hour {hour_key(hour)} (as of its end):")
+        hourly = _ingest_all(sampler, store, location, tuning, (hour, hour + HOUR), say)
+        refreshed: dict[str, int] = {}
+
+        def refresh() -> int:
+            result = refresh_hour(store, HOURLY_ASSET, hour, tuning, as_of=hour + HOUR)
+            refreshed["customers"] = result.touched_customers
+            return result.rows
+
+        hourly.append(_timed(sampler, HOURLY_ASSET, "refresh", refresh, say))
+        hourly_peak = max(s.peak_rss_bytes for s in hourly)
+
     floor_runs = sorted(floor_before.runs + floor_after.runs)
     floor_seconds = floor_runs[len(floor_runs) // 2]
     ingest = sum(s.seconds for s in stages if s.kind == "ingest")
     derived = sum(s.seconds for s in stages if s.kind == "derived")
+    hourly_seconds = sum(s.seconds for s in hourly)
     say(f"floor: {floor_seconds:.2f} s (median of {len(floor_runs)}; {floor_before.pairs:,} customer-product pairs)")
     if not keep:
         shutil.rmtree(root, ignore_errors=True)
@@ -119,13 +154,22 @@ def run_bench(
                 "cpu_seconds": sum(s.cpu_seconds for s in stages),
                 "peak_rss_bytes": peak,
             },
+            "hourly": {
+                "hour": hour_key(hour),
+                "touched_customers": refreshed["customers"],
+                "stages": [asdict(s) for s in hourly],
+                "seconds": hourly_seconds,
+                "cpu_seconds": sum(s.cpu_seconds for s in hourly),
+                "peak_rss_bytes": hourly_peak,
+            },
         },
         "floor": {"seconds": floor_seconds, "runs": floor_runs, "pairs": floor_before.pairs},
         "ratios": {
             "derived_over_floor": derived / floor_seconds,
             "nightly_over_floor": (ingest + derived) / floor_seconds,
+            "hourly_over_nightly": hourly_seconds / (ingest + derived),
         },
-        "process_peak_rss_bytes": max(peak, lifetime_peak_rss()),
+        "process_peak_rss_bytes": max(peak, hourly_peak, lifetime_peak_rss()),
     }
 
 
@@ -152,6 +196,24 @@ def summary_table(result: dict) -> str:
         f"derived ÷ floor = {result['ratios']['derived_over_floor']:.1f}×, "
         f"whole pipeline ÷ floor = {result['ratios']['nightly_over_floor']:.1f}×",
     ]
+    hourly = result["paths"].get("hourly")
+    if hourly:
+        lines += [
+            "",
+            f"hourly path, hour {hourly['hour']} ({hourly['touched_customers']:,} customers refreshed):",
+            "",
+            "| step | kind | rows | seconds | CPU seconds | peak RSS (GiB) |",
+            "| --- | --- | ---: | ---: | ---: | ---: |",
+        ]
+        for s in hourly["stages"]:
+            lines.append(f"| {s['asset']} | {s['kind']} | {s['rows']:,} | {s['seconds']:.2f} | "
+                         f"{s['cpu_seconds']:.2f} | {s['peak_rss_bytes'] / GIB:.2f} |")
+        lines += [
+            f"| **hourly path** | | | {hourly['seconds']:.2f} | {hourly['cpu_seconds']:.2f} | "
+            f"{hourly['peak_rss_bytes'] / GIB:.2f} |",
+            "",
+            f"hourly ÷ nightly = {result['ratios']['hourly_over_nightly']:.1%}",
+        ]
     return "\n".join(lines)
 
 

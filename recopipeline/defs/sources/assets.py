@@ -64,7 +64,7 @@ def source_asset(contract: SourceContract) -> dg.AssetsDefinition:
         window = run_window(context) if hourly else None  # the hours this run replaces
         try:
             files = source_files(source.location(), contract)
-            counts, metadata = _ingest(store, contract, files, values, context.run.run_id, references, window)
+            counts, metadata = ingest_source_files(store, contract, files, values, context.run.run_id, references, window)
         except (SourceError, MissingAssetError) as error:
             raise dg.Failure(description=str(error)) from None
         store.refresh_catalog()
@@ -101,7 +101,7 @@ def source_asset(contract: SourceContract) -> dg.AssetsDefinition:
     return _asset
 
 
-def _ingest(
+def ingest_source_files(
     store: Warehouse,
     contract: SourceContract,
     files: list,
