@@ -6,6 +6,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from recopipeline.defs.stage import SQL_STAGES, compute_stage, customer_batch_count, latest_event_time
+from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import Warehouse
 from recopipeline_tests.conftest import NOT_NIGHTLY, materialize_assets, resources_for
 
@@ -104,3 +106,23 @@ def test_multiprocess_run_executes_steps_in_parallel(tmp_path, monkeypatch, inpu
     ]
     assert overlapping, "no two steps ran at the same time"
     assert instance.get_run_by_id(summary.run_id).status == dg.DagsterRunStatus.SUCCESS
+
+
+def test_the_blend_in_customer_batches_equals_one_pass(built, tmp_path):
+    """`batch_customers` bounds the blend's memory; the table must not depend on it."""
+    stage = SQL_STAGES["product_recommendations"]
+    batched = Warehouse(root=str(tmp_path / "batched"), memory_limit="1GB", threads=2)
+    for asset in stage.inputs:
+        (tmp_path / "batched" / asset).mkdir(parents=True)
+        for file in Path(built.asset_dir(asset)).glob("*.parquet"):
+            (tmp_path / "batched" / asset / file.name).write_bytes(file.read_bytes())
+    tuning = Tuning(batch_customers=37)
+    with batched.session(stage.inputs, variables={**tuning.as_dict(), "as_of": latest_event_time(built)}) as con:
+        assert customer_batch_count(con, stage, tuning.batch_customers) > 5
+        compute_stage(batched, con, stage, tuning)
+    one_pass, in_batches = (
+        store.read("SELECT * FROM product_recommendations ORDER BY customer_id, recommendation_rank",
+                   inputs=["product_recommendations"])
+        for store in (built, batched)
+    )
+    pd.testing.assert_frame_equal(one_pass, in_batches)

@@ -18,7 +18,7 @@ from pathlib import Path
 import recopipeline.defs.behavior.assets  # noqa: F401
 import recopipeline.defs.recommendations.assets  # noqa: F401
 import recopipeline.defs.similarity.assets  # noqa: F401
-from recopipeline.defs.stage import SQL_STAGES
+from recopipeline.defs.stage import SQL_STAGES, compute_stage
 from recopipeline.lib import ease
 from recopipeline.lib.contract import SOURCES
 from recopipeline.lib.sources import raw_scan, source_files, typed_select
@@ -48,9 +48,7 @@ def _sql_stage(name: str) -> Stage:
 
     def compute(store: Warehouse, tuning: Tuning, as_of: datetime) -> int:
         with store.session(sql.inputs, variables={**tuning.as_dict(), "as_of": as_of}) as con:
-            if sql.prepare:
-                sql.prepare(con, tuning)
-            return store.write(con, name, load_sql(name), order_by=sql.order_by)
+            return compute_stage(store, con, sql, tuning)
 
     return Stage(name, sql.inputs, frozenset(reads), compute)
 

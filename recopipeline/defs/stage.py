@@ -1,6 +1,6 @@
 """Building blocks shared by the pipeline's assets: the as-of time, SQL steps and their metadata."""
 
-
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,7 +13,8 @@ from recopipeline.defs.quality.derived_checks import derived_check_specs, run_de
 from recopipeline.defs.resources import TuningResource, WarehouseResource
 from recopipeline.lib import settings
 from recopipeline.lib.tuning import Tuning
-from recopipeline.lib.warehouse import SQL_DIR, Warehouse, load_sql
+from recopipeline.lib.sharding import customer_bucket_sql
+from recopipeline.lib.warehouse import SQL_DIR, Warehouse, load_sql, run
 
 AS_OF_TAG = "recopipeline/as_of"
 OWNERS = ["team:recommendations"]
@@ -22,11 +23,10 @@ KINDS = {"duckdb", "parquet"}
 
 def code_references(*files: str | Path) -> dict[str, dg.CodeReferencesMetadataValue]:
     """Asset metadata linking the UI's "Source code" to the files that compute the asset."""
-    return {
-        "dagster/code_references": dg.CodeReferencesMetadataValue(
-            code_references=[dg.LocalFileCodeReference(file_path=str(file)) for file in files]
-        )
-    }
+    with warnings.catch_warnings():  # the code-reference classes are marked beta; the metadata key is stable
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        references = [dg.LocalFileCodeReference(file_path=str(file)) for file in files]
+        return {"dagster/code_references": dg.CodeReferencesMetadataValue(code_references=references)}
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,46 @@ class SqlStage:
     inputs: tuple[str, ...]
     prepare: Callable[[duckdb.DuckDBPyConnection, Tuning], None] | None
     order_by: str | None = None  # the row order the asset is written in
+    # inputs keyed by customer_id whose rows only affect their own customer's output rows: with these, the stage
+    # runs in customer batches of at most `batch_customers` (see compute_stage)
+    customer_inputs: tuple[str, ...] = ()
+
+
+def compute_stage(store: Warehouse, con: duckdb.DuckDBPyConnection, stage: SqlStage, tuning: Tuning) -> int:
+    """Write the stage's table from its SQL in `con` (a session over its inputs); returns the rows written.
+
+    A stage with `customer_inputs` over more than `batch_customers` customers runs once per customer-hash batch,
+    with those inputs narrowed to the batch, and the batches are appended before the one atomic write. Every
+    output row depends only on its customer's rows (and on tables not keyed by customer), so the result is the
+    one a single pass would give, with the memory of one batch.
+    """
+    if stage.prepare:
+        stage.prepare(con, tuning)
+    sql = load_sql(stage.name)
+    batches = customer_batch_count(con, stage, tuning.batch_customers)
+    if batches == 1:
+        return store.write(con, stage.name, sql, order_by=stage.order_by)
+    for batch in range(batches):
+        for name in stage.customer_inputs:
+            run(
+                con,
+                f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {store.scan(name)} "
+                f"WHERE {customer_bucket_sql('customer_id', batches)} = {batch}",
+            )
+        run(con, f"{'CREATE TEMP TABLE stage_batches AS' if batch == 0 else 'INSERT INTO stage_batches'} {sql}")
+    for name in stage.customer_inputs:
+        run(con, f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {store.scan(name)}")
+    rows = store.write(con, stage.name, "SELECT * FROM stage_batches", order_by=stage.order_by)
+    run(con, "DROP TABLE stage_batches")
+    return rows
+
+
+def customer_batch_count(con: duckdb.DuckDBPyConnection, stage: SqlStage, batch_customers: int) -> int:
+    """How many customer batches the stage runs in (1 for a stage without customer inputs)."""
+    if not stage.customer_inputs:
+        return 1
+    (customers,) = run(con, f"SELECT count(DISTINCT customer_id) FROM {stage.customer_inputs[0]}")[0]
+    return max(1, -(-int(customers) // batch_customers))
 
 
 SQL_STAGES: dict[str, SqlStage] = {}  # every SQL stage by asset name, filled as the layer modules load
@@ -104,9 +144,10 @@ def sql_asset(
     order_by: str,
     score_column: str | None = None,
     prepare: Callable[[duckdb.DuckDBPyConnection, Tuning], None] | None = None,
+    customer_inputs: Sequence[str] = (),
 ) -> dg.AssetsDefinition:
     """An asset computed by `sql/<name>.sql` over its upstream assets, written as Parquet."""
-    SQL_STAGES[name] = SqlStage(name, tuple(inputs), prepare, order_by)
+    stage = SQL_STAGES[name] = SqlStage(name, tuple(inputs), prepare, order_by, tuple(customer_inputs))
 
     @dg.asset(
         name=name,
@@ -126,9 +167,7 @@ def sql_asset(
         values: Tuning = tuning.get()
         as_of = resolve_as_of(context, store)
         with store.session(inputs, variables={**values.as_dict(), "as_of": as_of}) as con:
-            if prepare:
-                prepare(con, values)
-            store.write(con, name, load_sql(name), order_by=order_by)
+            compute_stage(store, con, stage, values)
             metadata = describe(con, store, name, score_column)
         store.refresh_catalog()
         return dg.MaterializeResult(

@@ -42,6 +42,7 @@ product_recommendations = sql_asset(
     order_by="customer_id, recommendation_rank",
     score_column="recommendation_score",
     prepare=create_strategy_weights,
+    customer_inputs=["customer_segments", "orders", "customer_product_affinity", "customer_category_preferences"],
 )
 
 customer_top_recommendations = sql_asset(
