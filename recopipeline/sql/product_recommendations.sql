@@ -124,13 +124,15 @@ best AS (
     GROUP BY customer_id, strategy
 ),
 weighted AS (
+    -- strength: the contribution rounded to 1e-9, then the earlier strategy (lower priority), as one BIGINT,
+    -- so that the strongest strategy is a plain max() (priorities are < 16, see create_strategy_weights)
     SELECT e.customer_id,
            e.product_id,
-           e.strategy,
            e.evidence,
            v.variant,
-           w.priority,
-           w.weight * e.raw_score / b.best_score AS contribution
+           w.weight * e.raw_score / b.best_score AS contribution,
+           CAST(round(w.weight * e.raw_score / b.best_score * 1e9) AS BIGINT) * 16 + (15 - w.priority) AS strength,
+           1 << w.priority AS strategy_bit
     FROM eligible AS e
     JOIN best AS b USING (customer_id, strategy)
     JOIN customer_variants AS v USING (customer_id)
@@ -141,42 +143,60 @@ weight_totals AS (
     SELECT variant, sum(weight) AS total_weight FROM strategy_weights GROUP BY variant
 ),
 blended AS (
-    SELECT w.customer_id,
-           w.product_id,
-           w.variant,
-           round(sum(w.contribution) / t.total_weight, 9) AS recommendation_score,
-           -- the strongest contribution; a tie goes to the earlier strategy
-           arg_max({'strategy': w.strategy, 'evidence': w.evidence}, (round(w.contribution, 9), -w.priority))
-                AS strongest,
-           array_to_string(list_sort(list(w.strategy)), ',') AS strategies
-    FROM weighted AS w
-    JOIN weight_totals AS t USING (variant)
-    GROUP BY w.customer_id, w.product_id, w.variant, t.total_weight
+    SELECT customer_id,
+           product_id,
+           variant,
+           sum(contribution) AS contribution,
+           max(strength) AS strength,
+           arg_max(evidence, strength) AS evidence,     -- the strongest strategy's evidence
+           bit_or(strategy_bit) AS strategy_bits        -- every contributing strategy
+    FROM weighted
+    GROUP BY customer_id, product_id, variant
 ),
 ranked AS (
-    SELECT *,
+    SELECT b.customer_id,
+           b.product_id,
+           b.variant,
+           round(b.contribution / t.total_weight, 9) AS recommendation_score,
+           15 - b.strength % 16 AS strongest_priority,
+           b.evidence,
+           b.strategy_bits,
            row_number() OVER (
-               PARTITION BY customer_id ORDER BY recommendation_score DESC, product_id
+               PARTITION BY b.customer_id ORDER BY round(b.contribution / t.total_weight, 9) DESC, b.product_id
            ) AS recommendation_rank
-    FROM blended
+    FROM blended AS b
+    JOIN weight_totals AS t USING (variant)
     QUALIFY recommendation_rank <= getvariable('candidates_per_customer')
+),
+strongest AS (
+    SELECT r.*, w.strategy
+    FROM ranked AS r
+    JOIN strategy_weights AS w ON w.variant = r.variant AND w.priority = r.strongest_priority
+),
+strategy_sets AS (
+    -- each combination of contributing strategies that occurs, as sorted text
+    SELECT s.variant, s.strategy_bits, string_agg(w.strategy, ',' ORDER BY w.strategy) AS strategies
+    FROM (SELECT DISTINCT variant, strategy_bits FROM ranked) AS s
+    JOIN strategy_weights AS w ON w.variant = s.variant AND (s.strategy_bits >> w.priority) & 1 = 1
+    GROUP BY s.variant, s.strategy_bits
 ),
 seed_evidence AS (
     -- source products of the kept item-to-item recommendations, strongest contribution first
     SELECT r.customer_id, r.product_id,
            string_agg(c.seed_id, ',' ORDER BY c.contribution DESC, c.seed_id) AS evidence
-    FROM ranked AS r
+    FROM strongest AS r
     JOIN seed_contributions AS c
-      ON c.customer_id = r.customer_id AND c.product_id = r.product_id AND c.strategy = r.strongest.strategy
+      ON c.customer_id = r.customer_id AND c.product_id = r.product_id AND c.strategy = r.strategy
     GROUP BY r.customer_id, r.product_id
 )
 SELECT r.customer_id,
        r.product_id,
-       r.strongest.strategy                        AS recommendation_type,
+       r.strategy                           AS recommendation_type,
        r.recommendation_score,
-       r.strategies,
-       coalesce(e.evidence, r.strongest.evidence) AS evidence,
+       s.strategies,
+       coalesce(e.evidence, r.evidence)     AS evidence,
        r.recommendation_rank,
        r.variant
-FROM ranked AS r
+FROM strongest AS r
+JOIN strategy_sets AS s USING (variant, strategy_bits)
 LEFT JOIN seed_evidence AS e USING (customer_id, product_id)

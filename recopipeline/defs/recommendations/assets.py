@@ -13,6 +13,8 @@ def create_strategy_weights(con: duckdb.DuckDBPyConnection, tuning: Tuning) -> N
     """The blend weights of each A/B variant as a small table, in priority order, and the variants' hash ranges."""
     run(con, "CREATE TEMP TABLE strategy_weights (variant VARCHAR, strategy VARCHAR, weight DOUBLE, priority INTEGER)")
     for variant, weights in tuning.variant_strategy_weights().items():
+        # the blend packs a strategy's priority into 4 bits of its strength key (product_recommendations.sql)
+        assert len(weights) < 16, "at most 15 strategies"
         for priority, (strategy, weight) in enumerate(weights.items(), start=1):
             run(con, "INSERT INTO strategy_weights VALUES (?, ?, ?, ?)", [variant, strategy, weight, priority])
     run(con, "CREATE TEMP TABLE variant_buckets (variant VARCHAR, lower_bound UBIGINT, upper_bound UBIGINT)")
