@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pyarrow as pa
+
 INTERACTION_TYPES = ("view", "click", "cart_add", "cart_remove", "purchase")
 CART_STATUSES = ("open", "abandoned", "checked_out")
 
@@ -112,3 +114,17 @@ CART_ACTIVITY = SourceContract(
 SOURCES: dict[str, SourceContract] = {
     c.name: c for c in (CUSTOMERS, PRODUCTS, ORDERS, CUSTOMER_INTERACTIONS, CART_ACTIVITY)
 }
+
+
+_ARROW_TYPES = {
+    "VARCHAR": pa.string(),
+    "TIMESTAMP": pa.timestamp("us"),
+    "INTEGER": pa.int32(),
+    "DOUBLE": pa.float64(),
+    "BOOLEAN": pa.bool_(),
+}
+
+
+def arrow_schema(source: str) -> pa.Schema:
+    """The Arrow schema of a source, in contract order, with its types and nullability."""
+    return pa.schema([pa.field(c.name, _ARROW_TYPES[c.type], nullable=c.nullable) for c in SOURCES[source].columns])

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recopipeline.lib.contract import CART_STATUSES, INTERACTION_TYPES, SOURCES
+from recopipeline.lib.contract import CART_STATUSES, INTERACTION_TYPES, SOURCES, arrow_schema
 
 
 @dataclass(frozen=True)
@@ -103,21 +103,6 @@ CATEGORY_NAMES = (
 )
 ADJECTIVES = ("Classic", "Compact", "Deluxe", "Essential", "Premium", "Smart", "Eco", "Pro", "Mini", "Ultra",
               "Everyday", "Travel")
-
-_ARROW_TYPES = {
-    "VARCHAR": pa.string(),
-    "TIMESTAMP": pa.timestamp("us"),
-    "INTEGER": pa.int32(),
-    "DOUBLE": pa.float64(),
-    "BOOLEAN": pa.bool_(),
-}
-
-
-def arrow_schema(source: str) -> pa.Schema:
-    """The Arrow schema of a source, in contract order."""
-    return pa.schema(
-        [pa.field(c.name, _ARROW_TYPES[c.type], nullable=c.nullable) for c in SOURCES[source].columns]
-    )
 
 
 @dataclass(frozen=True)

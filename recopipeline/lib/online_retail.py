@@ -36,7 +36,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recopipeline.lib.contract import SOURCES, SourceContract
+from recopipeline.lib.contract import SOURCES, SourceContract, arrow_schema
 
 SAMPLE_PATH = Path(__file__).parents[1] / "data" / "online_retail" / "online_retail_sample.parquet"
 REJECTED_FILE = "_rejected_online_retail.parquet"
@@ -53,15 +53,6 @@ DROP_REASONS = (
 )
 
 RAW_COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country")
-
-_ARROW_TYPES = {
-    "VARCHAR": pa.string(),
-    "TIMESTAMP": pa.timestamp("us"),
-    "INTEGER": pa.int32(),
-    "DOUBLE": pa.float64(),
-    "BOOLEAN": pa.bool_(),
-}
-
 
 @dataclass
 class AdapterReport:
@@ -327,14 +318,9 @@ def make_sample(
     return sample.num_rows
 
 
-def contract_schema(contract: SourceContract) -> pa.Schema:
-    """The Arrow schema of a contract source: its columns in order, with their types and nullability."""
-    return pa.schema([pa.field(c.name, _ARROW_TYPES[c.type], nullable=c.nullable) for c in contract.columns])
-
-
 def _write_source(con: duckdb.DuckDBPyConnection, contract: SourceContract, sql: str | None, path: Path) -> int:
     """Write one source with exactly the contract's columns and types; return its row count."""
-    schema = contract_schema(contract)
+    schema = arrow_schema(contract.name)
     if sql is None:
         table = schema.empty_table()
     else:
