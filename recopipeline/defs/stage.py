@@ -13,7 +13,6 @@ from recopipeline.defs.quality.derived_checks import derived_check_specs, run_de
 from recopipeline.defs.resources import TuningResource, WarehouseResource
 from recopipeline.lib import settings
 from recopipeline.lib.tuning import Tuning
-from recopipeline.lib.sharding import customer_bucket_sql
 from recopipeline.lib.warehouse import SQL_DIR, Warehouse, load_sql, run
 
 AS_OF_TAG = "recopipeline/as_of"
@@ -42,28 +41,27 @@ class SqlStage:
     customer_inputs: tuple[str, ...] = ()
 
 
+SQL_STAGES: dict[str, SqlStage] = {}  # every SQL stage by asset name, filled as the layer modules load
+
+
 def compute_stage(store: Warehouse, con: duckdb.DuckDBPyConnection, stage: SqlStage, tuning: Tuning) -> int:
     """Write the stage's table from its SQL in `con` (a session over its inputs); returns the rows written.
 
-    A stage with `customer_inputs` over more than `batch_customers` customers runs once per customer-hash batch,
-    with those inputs narrowed to the batch, and the batches are appended before the one atomic write. Every
-    output row depends only on its customer's rows (and on tables not keyed by customer), so the result is the
-    one a single pass would give, with the memory of one batch.
+    A stage with `customer_inputs` over more than `batch_customers` customers runs once per batch (a range of
+    customer ids), with those inputs narrowed to the batch, and the batches are appended before the one atomic
+    write. Every output row depends only on its customer's rows (and on tables not keyed by customer), so the
+    result is the one a single pass would give, with the memory of one batch.
     """
     if stage.prepare:
         stage.prepare(con, tuning)
     sql = load_sql(stage.name)
-    batches = customer_batch_count(con, stage, tuning.batch_customers)
-    if batches == 1:
+    batches = customer_batches(con, stage, tuning.batch_customers)
+    if len(batches) == 1:
         return store.write(con, stage.name, sql, order_by=stage.order_by)
-    for batch in range(batches):
+    for number, condition in enumerate(batches):
         for name in stage.customer_inputs:
-            run(
-                con,
-                f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {store.scan(name)} "
-                f"WHERE {customer_bucket_sql('customer_id', batches)} = {batch}",
-            )
-        run(con, f"{'CREATE TEMP TABLE stage_batches AS' if batch == 0 else 'INSERT INTO stage_batches'} {sql}")
+            run(con, f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {store.scan(name)} WHERE {condition}")
+        run(con, f"{'CREATE TEMP TABLE stage_batches AS' if number == 0 else 'INSERT INTO stage_batches'} {sql}")
     for name in stage.customer_inputs:
         run(con, f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {store.scan(name)}")
     rows = store.write(con, stage.name, "SELECT * FROM stage_batches", order_by=stage.order_by)
@@ -71,15 +69,34 @@ def compute_stage(store: Warehouse, con: duckdb.DuckDBPyConnection, stage: SqlSt
     return rows
 
 
-def customer_batch_count(con: duckdb.DuckDBPyConnection, stage: SqlStage, batch_customers: int) -> int:
-    """How many customer batches the stage runs in (1 for a stage without customer inputs)."""
+def customer_batches(con: duckdb.DuckDBPyConnection, stage: SqlStage, batch_customers: int) -> list[str]:
+    """SQL conditions on customer_id, one per batch of at most `batch_customers` customers (ranges of ids).
+
+    A stage without customer inputs, or with few enough customers, runs in one batch (`TRUE`).
+    """
     if not stage.customer_inputs:
-        return 1
-    (customers,) = run(con, f"SELECT count(DISTINCT customer_id) FROM {stage.customer_inputs[0]}")[0]
-    return max(1, -(-int(customers) // batch_customers))
+        return ["TRUE"]
+    starts = [
+        row[0]
+        for row in run(
+            con,
+            f"SELECT customer_id FROM (SELECT DISTINCT customer_id FROM {stage.customer_inputs[0]}) "
+            f"QUALIFY (row_number() OVER (ORDER BY customer_id) - 1) % {int(batch_customers)} = 0 "
+            "ORDER BY customer_id",
+        )
+    ]
+    if len(starts) <= 1:
+        return ["TRUE"]
+    bounds = [_literal(value) for value in starts[1:]]
+    return (
+        [f"customer_id < {bounds[0]}"]
+        + [f"customer_id >= {low} AND customer_id < {high}" for low, high in zip(bounds, bounds[1:])]
+        + [f"customer_id >= {bounds[-1]}"]
+    )
 
 
-SQL_STAGES: dict[str, SqlStage] = {}  # every SQL stage by asset name, filled as the layer modules load
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def resolve_as_of(context: dg.AssetExecutionContext, warehouse: Warehouse) -> datetime:
