@@ -15,10 +15,13 @@ import pytest
 from recopipeline.lib.contract import SOURCES, arrow_schema
 from recopipeline.lib.online_retail import (
     DROP_REASONS,
+    ONLINE_RETAIL_II_NAMES,
     REJECTED_FILE,
     SAMPLE_PATH,
     convert_online_retail,
 )
+
+ONLINE_RETAIL_II_NAMES_BY_CLASSIC = {classic: ii for ii, classic in ONLINE_RETAIL_II_NAMES.items()}
 
 RAW_SCHEMA = pa.schema(
     [
@@ -185,3 +188,17 @@ def test_bundled_sample(tmp_path: Path):
         rows, keys = con.execute(sql, [str(path)]).fetchall()[0]
         assert rows == keys == report.rows_written[name], name
     con.close()
+
+
+def test_online_retail_ii_column_names_give_the_same_sources(raw_file: Path, converted, tmp_path: Path):
+    """Online Retail II calls three columns Invoice, Price and "Customer ID"; the conversion is the same."""
+    renamed = pq.read_table(raw_file).rename_columns(
+        [ONLINE_RETAIL_II_NAMES_BY_CLASSIC.get(name, name) for name in RAW_SCHEMA.names]
+    )
+    ii_file = tmp_path / "online_retail_ii.parquet"
+    pq.write_table(renamed, ii_file)
+    out, report = converted
+    ii_report = convert_online_retail(ii_file, tmp_path / "ii")
+    assert ii_report.dropped == report.dropped and ii_report.rows_written == report.rows_written
+    for name in (*SOURCES, REJECTED_FILE.removesuffix(".parquet")):
+        assert _rows(tmp_path / "ii" / f"{name}.parquet") == _rows(out / f"{name}.parquet"), name

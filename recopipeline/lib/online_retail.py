@@ -1,8 +1,9 @@
 """Adapter from the UCI "Online Retail" data set to the pipeline's data contract.
 
 The UCI file (dataset 352, CC BY 4.0, https://archive.ics.uci.edu/dataset/352/online+retail) holds the
-invoice lines of a UK gift-ware retailer from 2010-12-01 to 2011-12-09. `convert_online_retail` maps it to
-the five contract sources with DuckDB SQL:
+invoice lines of a UK gift-ware retailer from 2010-12-01 to 2011-12-09; Online Retail II (dataset 502) holds the
+same shop from 2009-12-01, with three columns named differently (`ONLINE_RETAIL_II_NAMES`), and is read the same
+way. `convert_online_retail` maps either to the five contract sources with DuckDB SQL:
 
 - orders: valid invoice lines, one row per (invoice, product), quantities and values summed.
 - customer_interactions: one `purchase` event per order line (the data has no browse events).
@@ -53,6 +54,8 @@ DROP_REASONS = (
 )
 
 RAW_COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country")
+# Online Retail II (2009-2011) names three columns differently; its lines are read under the names above.
+ONLINE_RETAIL_II_NAMES = {"Invoice": "InvoiceNo", "Price": "UnitPrice", "Customer ID": "CustomerID"}
 
 @dataclass
 class AdapterReport:
@@ -80,7 +83,7 @@ SLICE_SQL = f"""
 CREATE TEMP TABLE raw_slice AS
 WITH source_rows AS (
     SELECT * EXCLUDE (file_row_number), file_row_number AS source_row
-    FROM read_parquet($src, file_row_number = true)
+    FROM raw_file
 ),
 candidate_rows AS (
     SELECT *
@@ -279,7 +282,8 @@ def convert_online_retail(
     out.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
     try:
-        params = {"src": str(src), "start": start, "end": end, "max_customers": max_customers}
+        _create_raw_file_view(con, src)
+        params = {"start": start, "end": end, "max_customers": max_customers}
         con.execute(SLICE_SQL, params)
         con.execute(CLASSIFY_SQL)
         con.execute(KEPT_LINES_SQL)
@@ -290,6 +294,14 @@ def convert_online_retail(
         return _report(con, rows_written)
     finally:
         con.close()
+
+
+def _create_raw_file_view(con: duckdb.DuckDBPyConnection, src: str | Path) -> None:
+    """`raw_file`: the UCI file's lines under the Online Retail column names, with their row number."""
+    scan = f"read_parquet('{str(src).replace(chr(39), chr(39) * 2)}', file_row_number = true)"
+    present = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
+    columns = [f'"{name}" AS {ONLINE_RETAIL_II_NAMES.get(name, name)}' for name in present]
+    con.execute(f"CREATE OR REPLACE TEMP VIEW raw_file AS SELECT {', '.join(columns)} FROM {scan}")
 
 
 def make_sample(
