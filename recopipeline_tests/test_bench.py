@@ -1,4 +1,4 @@
-"""The benchmark at scale xs: every stage timed, the floor measured, the JSON written by the command."""
+"""The benchmark at scale xs: every stage of both paths timed, the floor measured, the JSON written by the command."""
 
 import json
 
@@ -25,6 +25,19 @@ def test_every_source_and_derived_asset_is_timed_with_rows_and_memory(bench_json
     assert stages["customer_top_recommendations"]["rows"] > 0
     nightly = bench_json["paths"]["nightly"]
     assert nightly["seconds"] == pytest.approx(nightly["ingest_seconds"] + nightly["derived_seconds"])
+
+
+def test_the_hourly_path_refreshes_the_newest_hour_of_the_data(bench_json):
+    hourly = bench_json["paths"]["hourly"]
+    steps = {s["asset"]: s for s in hourly["stages"]}
+    assert set(steps) == set(SOURCES) | {"hourly_customer_refresh"}
+    assert hourly["hour"] == "2026-09-30-23:00"  # the synthetic data ends at 2026-10-01 00:00
+    assert hourly["touched_customers"] > 0
+    assert steps["hourly_customer_refresh"]["rows"] == 20 * hourly["touched_customers"]  # top 20 each
+    # only that hour's events are ingested again
+    assert 0 < steps["customer_interactions"]["rows"] < bench_json["source_rows"]["customer_interactions"] / 100
+    nightly = bench_json["paths"]["nightly"]["seconds"]
+    assert bench_json["ratios"]["hourly_over_nightly"] == pytest.approx(hourly["seconds"] / nightly)
 
 
 def test_the_floor_is_measured_in_the_same_run(bench_json):
