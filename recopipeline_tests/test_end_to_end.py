@@ -6,6 +6,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+import recopipeline.defs.behavior.assets  # noqa: F401  (registers the SQL stages)
+import recopipeline.defs.recommendations.assets  # noqa: F401
 from recopipeline.defs.stage import SQL_STAGES, compute_stage, customer_batches, latest_event_time
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import Warehouse
@@ -108,9 +110,17 @@ def test_multiprocess_run_executes_steps_in_parallel(tmp_path, monkeypatch, inpu
     assert instance.get_run_by_id(summary.run_id).status == dg.DagsterRunStatus.SUCCESS
 
 
-def test_the_blend_in_customer_batches_equals_one_pass(built, tmp_path):
-    """`batch_customers` bounds the blend's memory; the table must not depend on it."""
-    stage = SQL_STAGES["product_recommendations"]
+BATCHED_STAGES = sorted(name for name, stage in SQL_STAGES.items() if stage.customer_inputs)
+
+
+def test_the_batched_stages_are_the_blend_and_the_affinity():
+    assert BATCHED_STAGES == ["customer_product_affinity", "product_recommendations"]
+
+
+@pytest.mark.parametrize("name", BATCHED_STAGES)
+def test_a_stage_in_customer_batches_equals_one_pass(built, tmp_path, name):
+    """`batch_customers` bounds a per-customer stage's memory; its table must not depend on it."""
+    stage = SQL_STAGES[name]
     batched = Warehouse(root=str(tmp_path / "batched"), memory_limit="1GB", threads=2)
     for asset in stage.inputs:
         (tmp_path / "batched" / asset).mkdir(parents=True)
@@ -121,8 +131,6 @@ def test_the_blend_in_customer_batches_equals_one_pass(built, tmp_path):
         assert len(customer_batches(con, stage, tuning.batch_customers)) > 5
         compute_stage(batched, con, stage, tuning)
     one_pass, in_batches = (
-        store.read("SELECT * FROM product_recommendations ORDER BY customer_id, recommendation_rank",
-                   inputs=["product_recommendations"])
-        for store in (built, batched)
+        store.read(f"SELECT * FROM {name} ORDER BY {stage.order_by}", inputs=[name]) for store in (built, batched)
     )
     pd.testing.assert_frame_equal(one_pass, in_batches)

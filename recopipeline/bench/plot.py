@@ -14,7 +14,8 @@ SCALE_ORDER = ["xs", "s", "m", "l", "xl"]
 
 
 def plot_bench(files: list[Path], out_dir: Path) -> list[Path]:
-    """`benchmarks.png`: seconds per stage by scale (stacked) and derived ÷ floor and peak memory by scale."""
+    """`benchmarks.png`: seconds per stage by scale (stacked), derived ÷ floor and peak memory by scale, and the
+    hourly path's share of the nightly one."""
     loaded = sorted(((json.loads(f.read_text()), f.stem) for f in files),
                     key=lambda pair: (SCALE_ORDER.index(pair[0]["scale"]), pair[1]))
     if not loaded:
@@ -22,7 +23,7 @@ def plot_bench(files: list[Path], out_dir: Path) -> list[Path]:
     results = [r for r, _ in loaded]
     scales = [name for _, name in loaded]  # the file names tell runs of one scale apart
     stages = [s["asset"] for s in results[-1]["paths"]["nightly"]["stages"]]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 6), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (left, right, hourly) = plt.subplots(1, 3, figsize=(18, 6), gridspec_kw={"width_ratios": [3, 2, 2]})
     bottom = [0.0] * len(results)
     colours = plt.get_cmap("tab20")
     for index, stage in enumerate(stages):
@@ -46,6 +47,13 @@ def plot_bench(files: list[Path], out_dir: Path) -> list[Path]:
     handles = right.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
     labels = right.get_legend_handles_labels()[1] + twin.get_legend_handles_labels()[1]
     right.legend(handles, labels, fontsize=8, loc="upper left")
+    shares = [100 * r["ratios"]["hourly_over_nightly"] if "hourly_over_nightly" in r["ratios"] else float("nan")
+              for r in results]
+    hourly.bar(scales, shares, color="tab:green")
+    hourly.axhline(5, color="grey", linestyle="--", linewidth=1, label="target at l: 5 %")
+    hourly.set_ylabel("hourly path ÷ nightly path (%)")
+    hourly.set_title("The hourly refresh of one hour")
+    hourly.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "benchmarks.png"

@@ -31,6 +31,7 @@ customer_product_affinity = sql_asset(
     description="How much each customer likes each product: event counts and recency-weighted affinity.",
     order_by="customer_id, product_id",
     score_column="weighted_affinity_score",
+    customer_inputs=["customer_behavior_comprehensive"],  # sorted by customer: a batch reads its row groups
 )
 
 customer_category_preferences = sql_asset(
