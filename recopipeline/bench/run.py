@@ -64,6 +64,24 @@ def _ingest_all(
     ]
 
 
+def _hourly_path(
+    sampler: RssSampler, store: Warehouse, location: Path, tuning: Tuning, hour: datetime, say: Progress
+) -> tuple[list[StageTiming], int]:
+    """Ingest `hour` and the snapshots again, then refresh the customers active in it; returns the timings and
+    how many customers were refreshed."""
+    say(f"hourly path: the hour {hour_key(hour)} (as of its end):")
+    timings = _ingest_all(sampler, store, location, tuning, (hour, hour + HOUR), say)
+    touched: list[int] = []
+
+    def refresh() -> int:
+        result = refresh_hour(store, HOURLY_ASSET, hour, tuning, as_of=hour + HOUR)
+        touched.append(result.touched_customers)
+        return result.rows
+
+    timings.append(_timed(sampler, HOURLY_ASSET, "refresh", refresh, say))
+    return timings, touched[0]
+
+
 def run_bench(
     scale: str,
     home: Path,
@@ -111,16 +129,7 @@ def run_bench(
         peak = max(sampler.peak(), max(s.peak_rss_bytes for s in stages))
 
         hour = floor_hour(as_of - timedelta(microseconds=1))  # the newest hour that holds events
-        say(f"hourly path: the hour {hour_key(hour)} (as of its end):")
-        hourly = _ingest_all(sampler, store, location, tuning, (hour, hour + HOUR), say)
-        refreshed: dict[str, int] = {}
-
-        def refresh() -> int:
-            result = refresh_hour(store, HOURLY_ASSET, hour, tuning, as_of=hour + HOUR)
-            refreshed["customers"] = result.touched_customers
-            return result.rows
-
-        hourly.append(_timed(sampler, HOURLY_ASSET, "refresh", refresh, say))
+        hourly, touched = _hourly_path(sampler, store, location, tuning, hour, say)
         hourly_peak = max(s.peak_rss_bytes for s in hourly)
 
     floor_runs = sorted(floor_before.runs + floor_after.runs)
@@ -156,7 +165,7 @@ def run_bench(
             },
             "hourly": {
                 "hour": hour_key(hour),
-                "touched_customers": refreshed["customers"],
+                "touched_customers": touched,
                 "stages": [asdict(s) for s in hourly],
                 "seconds": hourly_seconds,
                 "cpu_seconds": sum(s.cpu_seconds for s in hourly),
