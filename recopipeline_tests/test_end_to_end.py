@@ -8,7 +8,8 @@ import pytest
 
 import recopipeline.defs.behavior.assets  # noqa: F401  (registers the SQL stages)
 import recopipeline.defs.recommendations.assets  # noqa: F401
-from recopipeline.defs.stage import SQL_STAGES, compute_stage, customer_batches, latest_event_time
+import recopipeline.defs.similarity.assets  # noqa: F401
+from recopipeline.defs.stage import SQL_STAGES, compute_stage, latest_event_time, stage_batches
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import Warehouse
 from recopipeline_tests.conftest import NOT_NIGHTLY, materialize_assets, resources_for
@@ -110,25 +111,25 @@ def test_multiprocess_run_executes_steps_in_parallel(tmp_path, monkeypatch, inpu
     assert instance.get_run_by_id(summary.run_id).status == dg.DagsterRunStatus.SUCCESS
 
 
-BATCHED_STAGES = sorted(name for name, stage in SQL_STAGES.items() if stage.customer_inputs)
+BATCHED_STAGES = sorted(name for name, stage in SQL_STAGES.items() if stage.customer_inputs or stage.anchor_products)
 
 
-def test_the_batched_stages_are_the_blend_and_the_affinity():
-    assert BATCHED_STAGES == ["customer_product_affinity", "product_recommendations"]
+def test_the_batched_stages_are_the_blend_the_affinity_and_the_item_pairs():
+    assert BATCHED_STAGES == ["collaborative_item_similarity", "customer_product_affinity", "product_recommendations"]
 
 
 @pytest.mark.parametrize("name", BATCHED_STAGES)
 def test_a_stage_in_customer_batches_equals_one_pass(built, tmp_path, name):
-    """`batch_customers` bounds a per-customer stage's memory; its table must not depend on it."""
+    """`batch_customers` and `batch_products` bound a stage's memory; its table must not depend on them."""
     stage = SQL_STAGES[name]
     batched = Warehouse(root=str(tmp_path / "batched"), memory_limit="1GB", threads=2)
     for asset in stage.inputs:
         (tmp_path / "batched" / asset).mkdir(parents=True)
         for file in Path(built.asset_dir(asset)).glob("*.parquet"):
             (tmp_path / "batched" / asset / file.name).write_bytes(file.read_bytes())
-    tuning = Tuning(batch_customers=37)
+    tuning = Tuning(batch_customers=37, batch_products=7)
     with batched.session(stage.inputs, variables={**tuning.as_dict(), "as_of": latest_event_time(built)}) as con:
-        assert len(customer_batches(con, stage, tuning.batch_customers)) > 5
+        assert len(stage_batches(con, stage, tuning)) > 5
         compute_stage(batched, con, stage, tuning)
     one_pass, in_batches = (
         store.read(f"SELECT * FROM {name} ORDER BY {stage.order_by}", inputs=[name]) for store in (built, batched)

@@ -39,6 +39,9 @@ class SqlStage:
     # inputs keyed by customer_id whose rows only affect their own customer's output rows: with these, the stage
     # runs in customer batches of at most `batch_customers` (see compute_stage)
     customer_inputs: tuple[str, ...] = ()
+    # the SQL reads the view `anchor_products` and computes rows for those products only: the stage runs in
+    # product batches of at most `batch_products` (see compute_stage)
+    anchor_products: bool = False
 
 
 SQL_STAGES: dict[str, SqlStage] = {}  # every SQL stage by asset name, filled as the layer modules load
@@ -47,51 +50,67 @@ SQL_STAGES: dict[str, SqlStage] = {}  # every SQL stage by asset name, filled as
 def compute_stage(store: Warehouse, con: duckdb.DuckDBPyConnection, stage: SqlStage, tuning: Tuning) -> int:
     """Write the stage's table from its SQL in `con` (a session over its inputs); returns the rows written.
 
-    A stage with `customer_inputs` over more than `batch_customers` customers runs once per batch (a range of
-    customer ids), with those inputs narrowed to the batch, and the batches are appended before the one atomic
-    write. Every output row depends only on its customer's rows (and on tables not keyed by customer), so the
-    result is the one a single pass would give, with the memory of one batch.
+    A batched stage runs once per batch and appends the batches before the one atomic write:
+    - with `customer_inputs`, per range of at most `batch_customers` customer ids, those inputs narrowed to it
+      (every output row depends only on its customer's rows and on tables not keyed by customer);
+    - with `anchor_products`, per range of at most `batch_products` product ids, as the view `anchor_products`
+      that the SQL reads (every output row belongs to one anchor product).
+    The result is the one a single pass would give, with the memory of one batch.
     """
     if stage.prepare:
         stage.prepare(con, tuning)
     sql = load_sql(stage.name)
-    batches = customer_batches(con, stage, tuning.batch_customers)
+    batches = stage_batches(con, stage, tuning)
     if len(batches) == 1:
+        _narrow(store, con, stage, "TRUE")
         return store.write(con, stage.name, sql, order_by=stage.order_by)
     for number, condition in enumerate(batches):
-        for name in stage.customer_inputs:
-            run(con, f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {store.scan(name)} WHERE {condition}")
+        _narrow(store, con, stage, condition)
         run(con, f"{'CREATE TEMP TABLE stage_batches AS' if number == 0 else 'INSERT INTO stage_batches'} {sql}")
-    for name in stage.customer_inputs:
-        run(con, f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {store.scan(name)}")
+    _narrow(store, con, stage, "TRUE")
     rows = store.write(con, stage.name, "SELECT * FROM stage_batches", order_by=stage.order_by)
     run(con, "DROP TABLE stage_batches")
     return rows
 
 
-def customer_batches(con: duckdb.DuckDBPyConnection, stage: SqlStage, batch_customers: int) -> list[str]:
-    """SQL conditions on customer_id, one per batch of at most `batch_customers` customers (ranges of ids).
+def stage_batches(con: duckdb.DuckDBPyConnection, stage: SqlStage, tuning: Tuning) -> list[str]:
+    """The SQL condition of each batch the stage runs in (`TRUE` alone for one pass)."""
+    if stage.anchor_products:
+        return id_ranges(con, "product_id", stage.inputs[0], tuning.batch_products)
+    if stage.customer_inputs:
+        return id_ranges(con, "customer_id", stage.customer_inputs[0], tuning.batch_customers)
+    return ["TRUE"]
 
-    A stage without customer inputs, or with few enough customers, runs in one batch (`TRUE`).
-    """
-    if not stage.customer_inputs:
-        return ["TRUE"]
+
+def _narrow(store: Warehouse, con: duckdb.DuckDBPyConnection, stage: SqlStage, condition: str) -> None:
+    """Point the stage's batched views at the rows of one batch (`TRUE`: every row)."""
+    if stage.anchor_products:
+        run(
+            con,
+            f"CREATE OR REPLACE TEMP TABLE anchor_products AS "
+            f"SELECT DISTINCT product_id FROM {stage.inputs[0]} WHERE {condition}",
+        )
+    for name in stage.customer_inputs:
+        run(con, f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {store.scan(name)} WHERE {condition}")
+
+
+def id_ranges(con: duckdb.DuckDBPyConnection, column: str, relation: str, size: int) -> list[str]:
+    """SQL conditions on `column`, one per range of at most `size` of its distinct values in `relation`."""
     starts = [
         row[0]
         for row in run(
             con,
-            f"SELECT customer_id FROM (SELECT DISTINCT customer_id FROM {stage.customer_inputs[0]}) "
-            f"QUALIFY (row_number() OVER (ORDER BY customer_id) - 1) % {int(batch_customers)} = 0 "
-            "ORDER BY customer_id",
+            f"SELECT {column} FROM (SELECT DISTINCT {column} FROM {relation}) "
+            f"QUALIFY (row_number() OVER (ORDER BY {column}) - 1) % {int(size)} = 0 ORDER BY {column}",
         )
     ]
     if len(starts) <= 1:
         return ["TRUE"]
     bounds = [_literal(value) for value in starts[1:]]
     return (
-        [f"customer_id < {bounds[0]}"]
-        + [f"customer_id >= {low} AND customer_id < {high}" for low, high in zip(bounds, bounds[1:])]
-        + [f"customer_id >= {bounds[-1]}"]
+        [f"{column} < {bounds[0]}"]
+        + [f"{column} >= {low} AND {column} < {high}" for low, high in zip(bounds, bounds[1:])]
+        + [f"{column} >= {bounds[-1]}"]
     )
 
 
@@ -162,9 +181,12 @@ def sql_asset(
     score_column: str | None = None,
     prepare: Callable[[duckdb.DuckDBPyConnection, Tuning], None] | None = None,
     customer_inputs: Sequence[str] = (),
+    anchor_products: bool = False,
 ) -> dg.AssetsDefinition:
     """An asset computed by `sql/<name>.sql` over its upstream assets, written as Parquet."""
-    stage = SQL_STAGES[name] = SqlStage(name, tuple(inputs), prepare, order_by, tuple(customer_inputs))
+    stage = SQL_STAGES[name] = SqlStage(
+        name, tuple(inputs), prepare, order_by, tuple(customer_inputs), anchor_products
+    )
 
     @dg.asset(
         name=name,

@@ -68,7 +68,8 @@ class Tuning:
     exclude_purchased: bool = True
     candidates_per_customer: int = 100
     top_n: int = 20
-    batch_customers: int = 25_000  # the blend runs over at most this many customers at a time (bounded memory)
+    batch_customers: int = 25_000  # per-customer stages run over at most this many customers at a time
+    batch_products: int = 20_000  # item-pair stages run over at most this many anchor products at a time
     # --- data quality (ingest validation and asset checks; see docs/data_quality.md) ---
     max_quarantine_share: float = 0.01  # a source fails its check when more of its rows are quarantined
     future_tolerance_hours: float = 1.0  # timestamps later than the ingest time plus this are quarantined
@@ -107,8 +108,8 @@ class Tuning:
     def __post_init__(self) -> None:
         if self.recency_mode not in ("steps", "exponential"):
             raise ValueError("recency_mode must be 'steps' or 'exponential'")
-        if self.batch_customers < 1:
-            raise ValueError("batch_customers must be >= 1")
+        if self.batch_customers < 1 or self.batch_products < 1:
+            raise ValueError("batch_customers and batch_products must be >= 1")
         if not 1 <= self.top_n <= self.candidates_per_customer:
             raise ValueError("top_n must be between 1 and candidates_per_customer")
         if any(w < 0 for w in self.strategy_weights().values()):

@@ -38,4 +38,5 @@ collaborative_item_similarity = sql_asset(
     description="Item-to-item cosine similarity over customers' affinities, top-K neighbours per product.",
     order_by="product_id_1, cf_rank",
     score_column="cf_similarity",
+    anchor_products=True,  # the item pairs are aggregated per batch of anchor products (bounded memory)
 )
