@@ -23,7 +23,6 @@ from recopipeline.lib import ease
 from recopipeline.lib.contract import SOURCES
 from recopipeline.lib.sources import raw_scan, source_files, typed_select
 from recopipeline.lib.tuning import STRATEGIES, Tuning
-from recopipeline.lib.validation import REFERENCES
 from recopipeline.lib.warehouse import Warehouse, load_sql
 
 
@@ -92,12 +91,11 @@ def ingest_validated(
 ) -> int:
     """Ingest one source as its asset does: validated, rejected rows quarantined, an event source's hours of
     `window` written hour by hour. Returns the rows accepted."""
-    from recopipeline.defs.sources.assets import ingest_source_files  # loads the Dagster definitions module
+    from recopipeline.defs.sources.assets import ingest_source_files, source_references  # the Dagster module
 
     contract = SOURCES[source]
-    references = sorted(REFERENCES.values()) if contract.event_time is not None else []
     counts, _ = ingest_source_files(
-        store, contract, source_files(location, contract), tuning, "bench", references,
+        store, contract, source_files(location, contract), tuning, "bench", source_references(contract),
         window if contract.event_time is not None else None,
     )
     return counts.accepted_rows
