@@ -141,3 +141,32 @@ def test_category_rank_ties_break_by_purchases_then_name(definitions, warehouse)
     stage(definitions, warehouse, BEHAVIOUR)
     prefs = table(warehouse, "customer_category_preferences", "category_rank")
     assert list(prefs.category) == ["Zeta", "Alpha", "Mid"]
+
+
+def test_repurchase_rates_smooth_repeat_buyers_and_lift_recent_sellers(definitions, warehouse):
+    put(warehouse, "orders", rows("orders", [
+        {"order_id": "O1", "customer_id": "C1", "product_id": "P1", "order_timestamp": ago(40)},
+        {"order_id": "O2", "customer_id": "C1", "product_id": "P1", "order_timestamp": ago(35)},
+        {"order_id": "O3", "customer_id": "C2", "product_id": "P1", "order_timestamp": ago(20)},
+        # two lines of P2 in one order are one order: C1 did not buy P2 again
+        {"order_id": "O2", "customer_id": "C1", "product_id": "P2", "order_timestamp": ago(35)},
+        {"order_id": "O2", "customer_id": "C1", "product_id": "P2", "order_timestamp": ago(35)},
+        {"order_id": "O4", "customer_id": "C2", "product_id": "P3", "order_timestamp": ago(5)},
+        {"order_id": "O5", "customer_id": "C3", "product_id": "P3", "order_timestamp": ago(3)},
+        {"order_id": "O6", "customer_id": "C3", "product_id": "P3", "order_timestamp": ago(1)},
+        {"order_id": "O7", "customer_id": "C4", "product_id": "P4", "order_timestamp": ago(2)},
+        # after the as-of time: ignored (else C1 would be a repeat buyer of P2)
+        {"order_id": "O9", "customer_id": "C1", "product_id": "P2", "order_timestamp": ago(hours=-1)},
+    ]))
+    stage(definitions, warehouse, ["product_repurchase_rates"])
+    found = table(warehouse, "product_repurchase_rates", "product_id").set_index("product_id")
+    # repeat_rate = (repeat buyers + 1) / (buyers + 2); recent_trend = sqrt(orders in 14 days / the most, 3)
+    assert found.buyers.to_dict() == {"P1": 2, "P2": 1, "P3": 2, "P4": 1}
+    assert found.repeat_buyers.to_dict() == {"P1": 1, "P2": 0, "P3": 1, "P4": 0}
+    assert found.repeat_rate.to_dict() == pytest.approx({"P1": 0.5, "P2": 1 / 3, "P3": 0.5, "P4": 1 / 3})
+    assert found.recent_orders.to_dict() == {"P1": 0, "P2": 0, "P3": 3, "P4": 1}
+    assert found.recent_trend.to_dict() == pytest.approx({"P1": 0, "P2": 0, "P3": 1, "P4": (1 / 3) ** 0.5})
+    # repurchase_factor = repeat_rate ^ 0.25 * (1 + 2 * recent_trend) with the default tuning
+    assert found.repurchase_factor.to_dict() == pytest.approx({
+        "P1": 0.5 ** 0.25, "P2": (1 / 3) ** 0.25, "P3": 0.5 ** 0.25 * 3,
+        "P4": (1 / 3) ** 0.25 * (1 + 2 * (1 / 3) ** 0.5)}, abs=1e-8)

@@ -3,7 +3,7 @@
 PIPELINE = {
     "sources": ["cart_activity", "customer_interactions", "customers", "orders", "products"],
     "behavior": ["customer_behavior_comprehensive", "customer_category_preferences", "customer_product_affinity",
-                 "customer_segments", "product_popularity"],
+                 "customer_segments", "product_popularity", "product_repurchase_rates"],
     "similarity": ["collaborative_item_similarity", "complementary_products", "product_similarity",
                    "products_bought_together"],
     "recommendations": ["customer_top_recommendations", "product_recommendations"],

@@ -1,8 +1,11 @@
 """The blend, hand-computed: normalisation, weights, exclusions, dedupe, tie-break and cold start."""
 
+from datetime import timedelta
+
 import pandas as pd
 import pytest
 
+from recopipeline.lib.tuning import STRATEGIES
 from recopipeline_tests.conftest import AS_OF, put, rows, stage, table
 
 TOTAL_WEIGHT = 1.0 + 1.0 + 10.0 + 1.0 + 0.6 + 0.0 + 0.1  # default strategy weights (ease: 10)
@@ -45,6 +48,9 @@ def candidates(warehouse):
     put(warehouse, "collaborative_item_similarity", frame(
         "product_id_1 product_id_2 cf_similarity cf_rank",
         ("P1", "P2", 0.9, 1), ("P1", "P5", 0.5, 2), ("P1", "P9", 0.5, 3), ("P2", "P6", 0.4, 1)))
+    put(warehouse, "product_repurchase_rates", frame(
+        "product_id buyers repeat_buyers repeat_rate recent_orders recent_trend repurchase_factor",
+        ("P1", 3, 1, 0.4, 2, 0.5, 0.8), ("P3", 4, 2, 0.5, 5, 1.0, 1.5)))
     # no EASE weights from anything C1 bought: the hand-computed blend below has no ease candidates
     put(warehouse, "ease_item_similarity", frame(
         "product_id_1 product_id_2 ease_weight ease_rank", ("P0", "P3", 0.5, 1)))
@@ -96,6 +102,27 @@ def test_purchased_products_can_be_kept(definitions, candidates):
     c1 = recommendations(candidates, "C1")
     # P1 is similar to the seed P2: 5 x 0.64 = 3.2 of the best 11.4
     assert c1.loc["P1"].recommendation_score == pytest.approx((3.2 / 11.4) / TOTAL_WEIGHT, abs=1e-8)
+
+
+def test_buy_it_again_weighs_own_orders_by_age_and_the_product_factor(definitions, candidates):
+    put(candidates, "orders", rows("orders", [
+        {"order_id": "O1", "customer_id": "C1", "product_id": "P1", "order_timestamp": AS_OF},
+        {"order_id": "O2", "customer_id": "C1", "product_id": "P1", "order_timestamp": AS_OF - timedelta(days=180)},
+        # two lines of P3 in one order count once
+        {"order_id": "O2", "customer_id": "C1", "product_id": "P3", "order_timestamp": AS_OF - timedelta(days=180)},
+        {"order_id": "O2", "customer_id": "C1", "product_id": "P3", "order_timestamp": AS_OF - timedelta(days=180)},
+    ]))
+    weights = {f"weight_{s}": 0.0 for s in STRATEGIES} | {"weight_repurchase": 1.0, "weight_popular": 1.0}
+    stage(definitions, candidates, ["product_recommendations"], exclude_purchased=False, **weights)
+    c1 = recommendations(candidates, "C1")
+    # half-life 180 days: P1 = (1 + 0.5) x 0.8 = 1.2 (-> 1.0), P3 = 0.5 x 1.5 = 0.75 (-> 0.625);
+    # popular (segment returning): P8 -> 1.0, P3 -> (8 + 49e-6) / (20 + 50e-6); two weights of 1
+    popular_p3 = (8 + 49e-6) / (20 + 50e-6)
+    assert c1.recommendation_score.to_dict() == pytest.approx(
+        {"P1": 1.0 / 2, "P8": 1.0 / 2, "P3": (0.625 + popular_p3) / 2}, abs=1e-8)
+    assert list(c1.index) == ["P3", "P1", "P8"]  # P1 and P8 tie: product id decides
+    assert c1.recommendation_type.to_dict() == {"P1": "repurchase", "P8": "popular", "P3": "repurchase"}
+    assert c1.loc["P1"].evidence == "bought:2" and c1.loc["P3"].evidence == "bought:1"
 
 
 def test_a_customer_without_history_gets_the_segment_fallback(definitions, candidates):

@@ -29,7 +29,7 @@ TUTORIAL_WEIGHTS = {
 REPEAT_SETTINGS = {
     "exclude_purchased": False, "weight_affinity_similar": 0.0, "weight_collaborative": 0.0,
     "weight_complementary": 0.0, "weight_category_preference": 0.0,
-    "weight_repurchase": 1.0, "weight_ease": 0.5, "weight_popular": 0.3,
+    "weight_repurchase": 1.0, "weight_ease": 0.2, "weight_popular": 0.02,
 }
 
 

@@ -63,7 +63,10 @@ class Tuning:
     weight_complementary: float = 1.0
     weight_category_preference: float = 0.6
     weight_repurchase: float = 0.0  # the "buy it again" strategy; > 0 switches it on
-    repurchase_half_life_days: float = 90.0  # an order of the product counts half after this many days
+    repurchase_half_life_days: float = 180.0  # an order of the product counts half after this many days
+    repurchase_rate_power: float = 0.25  # how much a product's repeat-buyer rate counts (product_repurchase_rates)
+    repurchase_trend_days: int = 14  # the window of a product's recent sales trend
+    repurchase_trend_weight: float = 2.0  # how much the recent sales trend lifts a product's repurchase score
     weight_popular: float = 0.1  # cold-start fallback; keeps every customer served
     exclude_purchased: bool = True
     candidates_per_customer: int = 100
@@ -118,8 +121,10 @@ class Tuning:
             raise ValueError("at least one strategy weight must be > 0")
         if self.weight_repurchase > 0 and self.exclude_purchased:
             raise ValueError("the repurchase strategy needs exclude_purchased = false")
-        if self.repurchase_half_life_days <= 0:
-            raise ValueError("repurchase_half_life_days must be > 0")
+        if self.repurchase_half_life_days <= 0 or self.repurchase_trend_days < 1:
+            raise ValueError("repurchase_half_life_days must be > 0 and repurchase_trend_days >= 1")
+        if self.repurchase_rate_power < 0 or self.repurchase_trend_weight < 0:
+            raise ValueError("repurchase_rate_power and repurchase_trend_weight must be >= 0")
         if self.ease_l2 <= 0 or self.ease_max_items < 2 or self.ease_top_k < 1:
             raise ValueError("ease_l2 must be > 0, ease_max_items >= 2 and ease_top_k >= 1")
         if self.similarity_threshold <= 0.42:

@@ -75,15 +75,20 @@ category_preference AS (
 ),
 repurchase AS (
     -- "buy it again": the customer's own orders of the product, each weighted by its age (half-life
-    -- repurchase_half_life_days), log-damped: ln(1 + sum of 0.5 ^ (age / half-life))
-    SELECT customer_id, product_id, 'repurchase' AS strategy,
-           ln(1 + sum(pow(0.5, date_diff('second', order_timestamp, getvariable('as_of')) / 86400.0
-                               / getvariable('repurchase_half_life_days')))) AS raw_score,
+    -- repurchase_half_life_days), times the product's repurchase_factor (repeat-buyer rate and recent trend)
+    SELECT o.customer_id, o.product_id, 'repurchase' AS strategy,
+           sum(pow(0.5, date_diff('second', o.ordered_at, getvariable('as_of')) / 86400.0
+                        / getvariable('repurchase_half_life_days'))) * any_value(r.repurchase_factor) AS raw_score,
            'bought:' || count(*) AS evidence
-    FROM orders
-    WHERE order_timestamp <= getvariable('as_of')
-      AND EXISTS (SELECT 1 FROM strategy_weights WHERE strategy = 'repurchase' AND weight > 0)
-    GROUP BY customer_id, product_id
+    FROM (
+        SELECT customer_id, product_id, order_id, max(order_timestamp) AS ordered_at
+        FROM orders
+        WHERE order_timestamp <= getvariable('as_of')
+          AND EXISTS (SELECT 1 FROM strategy_weights WHERE strategy = 'repurchase' AND weight > 0)
+        GROUP BY customer_id, product_id, order_id
+    ) AS o
+    JOIN product_repurchase_rates AS r USING (product_id)
+    GROUP BY o.customer_id, o.product_id
 ),
 popular AS (
     -- cold start and fill: the customer's segment's popular products, so every known customer is served

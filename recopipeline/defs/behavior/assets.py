@@ -51,3 +51,15 @@ product_popularity = sql_asset(
     order_by="segment, popularity_rank, product_id",
     score_column="popularity_score",
 )
+
+product_repurchase_rates = sql_asset(
+    "product_repurchase_rates",
+    group=GROUP,
+    inputs=["orders"],
+    description=(
+        "How likely each bought product is to be bought again: smoothed repeat-buyer rate and recent sales "
+        "trend, combined into the factor the repurchase strategy weighs a customer's own orders by."
+    ),
+    order_by="product_id",
+    score_column="repurchase_factor",
+)

@@ -188,6 +188,16 @@ INVARIANTS: dict[str, list[Invariant]] = {
             needs=("products",),
         ),
     ],
+    "product_repurchase_rates": [
+        _unique("product_repurchase_rates", "product_id"),
+        _in_range(
+            "product_repurchase_rates",
+            "0 <= repeat_buyers <= buyers, repeat_rate and recent_trend in [0, 1], repurchase_factor > 0",
+            "repeat_buyers < 0 OR repeat_buyers > buyers OR repeat_rate <= 0 OR repeat_rate >= 1 "
+            "OR recent_trend < 0 OR recent_trend > 1 OR NOT repurchase_factor > 0",
+            "product_id, buyers, repeat_buyers, repeat_rate, recent_trend, repurchase_factor",
+        ),
+    ],
     "product_similarity": _pairs(
         "product_similarity", "similarity_rank", "attribute_similarity_score", "getvariable('similarity_threshold')",
         "similarity_threshold",

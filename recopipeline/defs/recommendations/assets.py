@@ -32,6 +32,7 @@ product_recommendations = sql_asset(
         "customer_product_affinity",
         "customer_category_preferences",
         "product_popularity",
+        "product_repurchase_rates",
         "product_similarity",
         "complementary_products",
         "collaborative_item_similarity",
