@@ -71,7 +71,7 @@ class Tuning:
     exclude_purchased: bool = True
     candidates_per_customer: int = 100
     top_n: int = 20
-    batch_customers: int = 25_000  # per-customer stages run over at most this many customers at a time
+    batch_customers: int = 5_000  # per-customer stages run over at most this many customers at a time
     batch_products: int = 20_000  # item-pair stages run over at most this many anchor products at a time
     # --- data quality (ingest validation and asset checks; see docs/data_quality.md) ---
     max_quarantine_share: float = 0.01  # a source fails its check when more of its rows are quarantined
