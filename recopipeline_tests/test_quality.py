@@ -115,6 +115,9 @@ def blend_inputs(warehouse):
         put(warehouse, name, frame(f"product_id_1 product_id_2 {score} {rank}", ("P1", "P2", 0.7, 1)))
     put(warehouse, "ease_item_similarity",
         frame("product_id_1 product_id_2 ease_weight ease_rank", ("P1", "P2", 0.1, 1)))
+    put(warehouse, "product_repurchase_rates", frame(
+        "product_id buyers repeat_buyers repeat_rate recent_orders recent_trend repurchase_factor",
+        ("P1", 1, 0, 1 / 3, 1, 1.0, 3 * (1 / 3) ** 0.25)))
     return warehouse
 
 
