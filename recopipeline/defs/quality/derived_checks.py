@@ -192,7 +192,7 @@ INVARIANTS: dict[str, list[Invariant]] = {
         _unique("product_repurchase_rates", "product_id"),
         _in_range(
             "product_repurchase_rates",
-            "0 <= repeat_buyers <= buyers, repeat_rate and recent_trend in [0, 1], repurchase_factor > 0",
+            "0 <= repeat_buyers <= buyers, repeat_rate in (0, 1), recent_trend in [0, 1], repurchase_factor > 0",
             "repeat_buyers < 0 OR repeat_buyers > buyers OR repeat_rate <= 0 OR repeat_rate >= 1 "
             "OR recent_trend < 0 OR recent_trend > 1 OR NOT repurchase_factor > 0",
             "product_id, buyers, repeat_buyers, repeat_rate, recent_trend, repurchase_factor",
