@@ -15,12 +15,15 @@ from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from sqlalchemy import func, select
 
+from recopipeline.lib.tuning import STRATEGIES
+from recopipeline.mcp_server import build_server
+from recopipeline.serving import Recommender
 from recopipeline.serving.schema import recommendation_feedback
 from recopipeline_tests.serving_support import publish_generation, sqlite_database
 
 REPOSITORY = Path(__file__).parents[1]
 TOKEN = "test-token-0123456789abcdef"
-TUTORIAL_SCHEMA = {  # the tutorial's input schema of the tool (our enum adds popular and repurchase)
+TUTORIAL_SCHEMA = {  # the tutorial's input schema of the tool (our enum adds the other strategies)
     "customer_id": {"type": "string"},
     "product_id": {"type": "string"},
     "limit": {"type": "integer", "minimum": 1, "maximum": 50, "default": 10},
@@ -105,6 +108,27 @@ def test_stdio_session_calls_the_tool(serving_url):
 
     caused = anyio.run(main)
     assert caused > 10 and feedback_rows(serving_url) == before + caused
+
+
+def test_every_strategy_of_the_blend_is_a_recommendation_type(serving_url):
+    db = sqlite_database(Path(serving_url.removeprefix("sqlite:///")).parent)
+
+    async def main() -> None:
+        async with Client(build_server(Recommender(db, cache_ttl=0), impressions=False)) as client:
+            tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+            schema = tools["get_product_recommendations"].input_schema["properties"]["recommendation_type"]
+            assert schema["enum"] == ["all", *STRATEGIES]
+            for strategy in STRATEGIES:
+                result = await client.call_tool(
+                    "get_product_recommendations", {"customer_id": "C00001", "recommendation_type": strategy}
+                )
+                assert not result.is_error, strategy
+                assert {r["recommendation_type"] for r in result.structured_content["recommendations"]} <= {strategy}
+
+    try:
+        anyio.run(main)
+    finally:
+        db.dispose()
 
 
 def free_port() -> int:

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from recopipeline.lib.tuning import STRATEGIES
 from recopipeline.serving import (
     COLD_START,
     NotPublishedError,
@@ -71,6 +72,18 @@ def test_type_filter_and_limit(database):
     assert len(reader.recommend("C00002", limit=50)["recommendations"]) == 9
     assert reader.recommend("C00002", recommendation_type="category_preference")["recommendations"] == []
     assert reader.recommend("unknown", recommendation_type="popular")["recommendations"]
+
+
+def test_every_strategy_of_the_blend_is_a_type_filter(database):
+    customer_batches, relation_batches, expected = generation("one", per_customer=len(STRATEGIES))
+    for row in (row for batch in customer_batches for row in batch if row["customer_id"] != COLD_START):
+        row["recommendation_type"] = STRATEGIES[row["rank"] - 1]  # one row of every strategy per customer
+    publish(database, customer_batches, relation_batches, expected)
+    reader = Recommender(database, cache_ttl=0)
+    for strategy in STRATEGIES:
+        chosen = reader.recommend("C00004", recommendation_type=strategy)["recommendations"]
+        assert [item["recommendation_type"] for item in chosen] == [strategy]
+    assert len(reader.recommend("C00004")["recommendations"]) == len(STRATEGIES)
 
 
 def test_viewed_product_blends_in_its_complements_and_similar_products(database):

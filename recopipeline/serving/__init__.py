@@ -48,8 +48,8 @@ def default_recommender() -> Recommender:
 def get_product_recommendations(
     customer_id: str, product_id: str | None = None, limit: int = 10, recommendation_type: str = "all"
 ) -> dict:
-    """A customer's recommendations (limit 1-50; type all, affinity_similar, collaborative, complementary,
-    category_preference, popular or repurchase), blended with the viewed product's when `product_id` is given.
+    """A customer's recommendations (limit 1-50; type `all` or one strategy of `RECOMMENDATION_TYPES`), blended
+    with the viewed product's when `product_id` is given.
 
     An unknown customer gets the cold-start list (`cold_start` is true); invalid arguments raise ValueError.
     """

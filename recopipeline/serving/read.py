@@ -15,6 +15,7 @@ from datetime import datetime
 
 from sqlalchemy import DateTime, String, and_, bindparam, cast, literal_column, null, select, union_all
 
+from recopipeline.lib.tuning import STRATEGIES
 from recopipeline.lib.variants import Experiment
 from recopipeline.serving.cache import TTLCache
 from recopipeline.serving.database import ServingDatabase, ServingError
@@ -27,8 +28,7 @@ from recopipeline.serving.schema import (
     serving_state,
 )
 
-TUTORIAL_TYPES = ("all", "affinity_similar", "collaborative", "complementary", "category_preference")
-RECOMMENDATION_TYPES = (*TUTORIAL_TYPES, "popular", "repurchase")  # our blend's cold-start and buy-again types
+RECOMMENDATION_TYPES = ("all", *STRATEGIES)  # the tutorial's filter, over every strategy of our blend
 MAX_LIMIT = 50
 MAX_ID_LENGTH = 256
 CONTEXT_TYPES = {"complementary": "complementary", "similar": "affinity_similar"}  # viewed product -> type
