@@ -53,8 +53,7 @@ class ServingDatabase:
         else:
             engine = create_engine(self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
             if self.schema:
-                with engine.begin() as conn:
-                    conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{_identifier(self.schema)}"'))
+                _create_schema(engine, self.schema)
                 engine = engine.execution_options(schema_translate_map={None: self.schema})
         self.engine: Engine = engine
         self._create_tables()
@@ -111,6 +110,14 @@ def _with_installed_driver(url: URL) -> URL:
     if url.drivername == "postgresql" and importlib.util.find_spec("psycopg") is None:
         return url.set(drivername="postgresql+psycopg2")
     return url
+
+
+def _create_schema(engine: Engine, schema: str) -> None:
+    """Create the schema if it is missing; only then is `CREATE` on the database needed (readers lack it)."""
+    name = _identifier(schema)
+    with engine.begin() as conn:
+        if conn.execute(text("SELECT 1 FROM pg_namespace WHERE nspname = :name"), {"name": name}).first() is None:
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{name}"'))
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

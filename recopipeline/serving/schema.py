@@ -106,4 +106,5 @@ recommendation_feedback = Table(
     Column("recorded_at", DateTime, nullable=False),
     CheckConstraint(f"event IN ({', '.join(repr(e) for e in FEEDBACK_EVENTS)})", name="feedback_event"),
     Index("recommendation_feedback_recorded_at", "recorded_at"),
+    implicit_returning=False,  # no INSERT ... RETURNING: readers may insert feedback without reading it
 )
