@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from recopipeline.lib.contract import SOURCES
 from recopipeline.lib.hourly import covered_since, event_hour, hour_key, hours, source_hours, write_hours
 from recopipeline.lib.warehouse import Warehouse
 
@@ -109,15 +110,23 @@ def test_events_before_the_first_partition_belong_to_it(warehouse):
 def test_source_hours_cover_the_events_of_a_location(tmp_path):
     location = tmp_path / "inbox"
     location.mkdir()
-    pd.DataFrame({"interaction_timestamp": ["2026-09-30 10:15:00", "2026-09-30 13:59:00", "not a time"]}).to_csv(
-        location / "customer_interactions.csv", index=False
-    )
-    pd.DataFrame({"order_timestamp": ["2026-09-29 23:10:00"]}).to_csv(location / "orders.csv", index=False)
+    times = {
+        "customer_interactions": ["2026-09-30 10:15:00", "2026-09-30 13:59:00", "not a time"],
+        "orders": ["2026-09-29 23:10:00"],
+        "cart_activity": [],
+    }
+    for source, values in times.items():
+        contract = SOURCES[source]
+        frame = pd.DataFrame({c: ["x"] * len(values) for c in contract.column_names})
+        frame[contract.event_time] = values
+        frame.to_csv(location / f"{source}.csv", index=False)
     last = datetime(2026, 11, 1)
     assert source_hours(location, datetime(2026, 1, 1), last) == (datetime(2026, 9, 29, 23), datetime(2026, 9, 30, 13))
-    # hours not closed yet wait; older events belong to the first partition
-    assert source_hours(location, datetime(2026, 1, 1), datetime(2026, 9, 30, 12))[1] == datetime(2026, 9, 30, 12)
+    # events after the last partition (the future) do not widen the range; older events belong to the first one
+    assert source_hours(location, datetime(2026, 1, 1), datetime(2026, 9, 30, 12))[1] == datetime(2026, 9, 30, 10)
     assert source_hours(location, datetime(2026, 9, 30, 12), last) == (datetime(2026, 9, 30, 12),
                                                                         datetime(2026, 9, 30, 13))
     assert source_hours(location, datetime(2026, 10, 5), last) == (datetime(2026, 10, 5), datetime(2026, 10, 5))
-    assert source_hours(tmp_path, datetime(2026, 1, 1), last) == (last, last)  # no events at all
+    for source in times:
+        (location / f"{source}.csv").write_text(",".join(SOURCES[source].column_names) + "\n")
+    assert source_hours(location, datetime(2026, 1, 1), last) == (last, last)  # no events at all

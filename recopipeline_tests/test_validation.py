@@ -4,14 +4,18 @@ and files that cannot be read fail with one clear line."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from recopipeline.defs.partitions import first_hour, range_tags
 from recopipeline.lib.contract import SOURCES
+from recopipeline.lib.sources import SourceError
 from recopipeline.lib.warehouse import Warehouse
+from recopipeline.runner import source_range_tags
 from recopipeline_tests.conftest import materialize_assets, resources_for
 
 HEADERS = {name: ",".join(contract.column_names) for name, contract in SOURCES.items()}
@@ -161,18 +165,25 @@ def test_quarantine_is_a_catalog_view_and_keeps_every_source(definitions, tmp_pa
     ],
 )
 def test_unusable_files_fail_with_one_clear_line(definitions, tmp_path, damage, message):
+    """Before a run, finding its hours fails with the reader's line; a run with its hours named fails every
+    source, since a location is ingested whole or not at all."""
     folder = write_sources(tmp_path / "input", skip=("orders",) if damage == "missing" else ())
     if damage == "empty":
         (folder / "orders.csv").write_bytes(b"")
     elif damage == "missing_column":
         header = HEADERS["orders"].removesuffix(",line_value")
         (folder / "orders.csv").write_text(f"{header}\nO1,C1,P1,2026-09-01,1\n")
+    with pytest.raises(SourceError, match=re.escape(message)):
+        source_range_tags(folder)
     store = Warehouse(str(tmp_path / "warehouse"))
-    result = ingest(definitions, store, folder)
+    result = materialize_assets(
+        list(definitions.assets), selection=list(SOURCES), raise_on_error=False,
+        resources=resources_for(store, source=str(folder)), tags=range_tags(first_hour(), first_hour()),
+    )
     assert not result.success
-    (failure,) = [m for m in failure_messages(result) if "orders" in m]
-    assert message in failure and len(failure.strip().splitlines()) == 1
-    assert not result.asset_materializations_for_node("orders")
+    failures = failure_messages(result)  # customers and products fail; the event sources wait on them
+    assert len(failures) == 2 and all(message in m and len(m.strip().splitlines()) == 1 for m in failures), failures
+    assert not any(result.asset_materializations_for_node(name) for name in SOURCES)
 
 
 def test_header_only_files_are_empty_events_but_not_an_empty_catalogue(definitions, tmp_path):

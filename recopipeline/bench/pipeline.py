@@ -21,9 +21,11 @@ import recopipeline.defs.similarity.assets  # noqa: F401
 from recopipeline.defs.stage import SQL_STAGES, compute_stage
 from recopipeline.lib import ease
 from recopipeline.lib.contract import SOURCES
-from recopipeline.lib.sources import raw_scan, source_files, typed_select
+from recopipeline.lib.ingest import RAW_INPUT, load_raw, raw_types
+from recopipeline.lib.sources import source_files
 from recopipeline.lib.tuning import STRATEGIES, Tuning
-from recopipeline.lib.warehouse import Warehouse, load_sql
+from recopipeline.lib.validation import typed_columns
+from recopipeline.lib.warehouse import Warehouse, load_sql, run
 
 
 _VARIABLE = re.compile(r"getvariable\('([a-z_0-9]+)'\)")
@@ -82,8 +84,10 @@ def ingest_source(store: Warehouse, location: Path, source: str) -> int:
     for inputs already known to be clean, such as the evaluation's splits)."""
     contract = SOURCES[source]
     with store.session() as con:
-        return store.write(con, source, typed_select(contract, raw_scan(source_files(location, contract))),
-                           order_by=", ".join(contract.key))
+        run(con, "SET TimeZone = 'UTC'")
+        load_raw(con, contract, source_files(location, contract))
+        typed = f"SELECT {', '.join(typed_columns(contract, raw_types(con)))} FROM {RAW_INPUT}"
+        return store.write(con, source, typed, order_by=", ".join(contract.key))
 
 
 def ingest_validated(

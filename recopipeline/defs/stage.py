@@ -10,6 +10,7 @@ import dagster as dg
 import duckdb
 
 from recopipeline.defs.quality.derived_checks import derived_check_specs, run_derived_checks
+from recopipeline.defs.quality.results import blocking_failures
 from recopipeline.defs.resources import TuningResource, WarehouseResource
 from recopipeline.lib import settings
 from recopipeline.lib.tuning import Tuning
@@ -147,6 +148,24 @@ def latest_event_time(warehouse: Warehouse) -> datetime:
     return latest
 
 
+def publish_if_passed(
+    staged: Warehouse, checked: list[dg.AssetCheckResult], log=None
+) -> dict[str, dg.MetadataValue]:
+    """Make the staged asset current when no blocking check failed; otherwise keep the current version.
+
+    Returns metadata that says which happened.
+    """
+    failed = blocking_failures(checked)
+    if failed:
+        staged.discard()
+        if log is not None:
+            log.error(f"blocking check(s) failed: {', '.join(failed)}; the previous version stays current")
+        return {"published": dg.MetadataValue.bool(False),
+                "not_published_because": dg.MetadataValue.text(", ".join(failed))}
+    staged.publish()
+    return {"published": dg.MetadataValue.bool(True)}
+
+
 def describe(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, asset: str, score_column: str | None) -> dict:
     """Metadata a data engineer looks at: row count, a preview and the score distribution."""
     scan = warehouse.scan(asset)
@@ -205,13 +224,20 @@ def sql_asset(
         store: Warehouse = warehouse.get()
         values: Tuning = tuning.get()
         as_of = resolve_as_of(context, store)
-        with store.session(inputs, variables={**values.as_dict(), "as_of": as_of}) as con:
-            compute_stage(store, con, stage, values)
-            metadata = describe(con, store, name, score_column)
+        staged = store.stage(name)  # written, audited, then published (see lib/warehouse.py)
+        try:
+            with store.session(inputs, variables={**values.as_dict(), "as_of": as_of}) as con:
+                compute_stage(staged, con, stage, values)
+                metadata = describe(con, staged, name, score_column)
+            checked = run_derived_checks(context, staged, values, name, as_of)
+        except BaseException:
+            staged.discard()
+            raise
+        metadata |= publish_if_passed(staged, checked, context.log)
         store.refresh_catalog()
         return dg.MaterializeResult(
             metadata={**metadata, "as_of": dg.MetadataValue.text(as_of.isoformat())},
-            check_results=run_derived_checks(context, store, values, name, as_of),
+            check_results=checked,
         )
 
     return _asset

@@ -96,9 +96,8 @@ def write_hours(
         counts = _write_each_hour(store, con, asset, window, prefix)
     else:
         counts = _write_partitioned(store, con, asset, window, prefix)
-        stale = store.partition_path(asset)  # a whole-table file from before the asset was partitioned
-        if not prefix and os.path.exists(stale):
-            os.remove(stale)
+        if not prefix:
+            store.remove_file(asset, None)  # a whole-table file from before the asset was partitioned
     run(con, "DROP VIEW _hourly_rows")
     return counts
 
@@ -122,19 +121,17 @@ def _write_partitioned(
         counts: dict[str, int] = {}
         for hour in window:
             key = hour_key(hour)
-            target = store.partition_path(asset, prefix + key)
             written = sorted((staging / f"_hour={hour.strftime(FILE_FORMAT)}").glob("*.parquet"))
             if not written:
-                if os.path.exists(target):
-                    os.remove(target)
+                store.remove_file(asset, prefix + key)
                 continue
             if len(written) > 1:  # DuckDB split the hour: merge its pieces into one file first
                 paths = ", ".join(f"'{p}'" for p in written)
                 merged = staging / f"{key.replace(':', '')}.merged.parquet"
                 run(con, f"COPY (SELECT * FROM read_parquet([{paths}])) TO '{merged}' (FORMAT parquet, COMPRESSION zstd)")
                 written = [merged]
-            os.replace(written[0], target)
-            counts[key] = _rows_in(con, target)
+            counts[key] = _rows_in(con, str(written[0]))
+            store.put_file(asset, prefix + key, str(written[0]))
         return counts
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -162,44 +159,23 @@ def _rows_in(con: duckdb.DuckDBPyConnection, path: str) -> int:
     return int(count)
 
 
-def event_time_span(files: list[Path], column: str) -> tuple[datetime, datetime] | None:
-    """The first and last event time in source files (values that do not parse as timestamps are left out)."""
-    if not files:
-        return None
-    paths = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in files) + "]"
-    if files[0].suffix == ".csv":
-        # text with an offset is converted to UTC, text without one is UTC (as the ingest reads it)
-        relation = f"read_csv({paths}, header = true, all_varchar = true, union_by_name = true)"
-        moment = f"timezone('UTC', TRY_CAST({column} AS TIMESTAMPTZ))"
-    else:
-        relation = f"read_parquet({paths}, union_by_name = true)"
-        moment = f"TRY_CAST({column} AS TIMESTAMP)"
-    con = duckdb.connect()
-    try:
-        run(con, "SET TimeZone = 'UTC'")
-        (first, last) = run(con, f"SELECT min(t), max(t) FROM (SELECT {moment} AS t FROM {relation})")[0]
-    finally:
-        con.close()
-    return None if first is None else (first, last)
-
-
 def source_hours(location: Path, first_partition: datetime, last_partition: datetime) -> tuple[datetime, datetime]:
     """The first and last partition hours that hold the event sources' rows in a source location.
 
-    Older events belong to the first partition; events in hours not closed yet wait for their hour. A location
-    without events gives the last partition.
+    Older events belong to the first partition; events after the last partition are future ones, which every
+    run's ingest quarantines, so they do not widen the range. A location
+    without events gives the last partition. The files are read by the ingest's reader (lib/ingest.py).
     """
     from recopipeline.lib.contract import SOURCES
-    from recopipeline.lib.sources import SourceError, source_files
+    from recopipeline.lib.ingest import event_time_span
+    from recopipeline.lib.sources import source_files
 
     spans = []
     for contract in SOURCES.values():
         if contract.event_time is None:
             continue
-        try:
-            span = event_time_span(source_files(location, contract), contract.event_time)
-        except (SourceError, duckdb.Error):  # no usable file: the source's ingest reports it in one line
-            continue
+        # a missing or unusable file fails here with the ingest's own one-line error, never as a shorter range
+        span = event_time_span(source_files(location, contract), contract, before=last_partition + HOUR)
         if span is not None:
             spans.append(span)
     if not spans:

@@ -66,17 +66,3 @@ def source_files(location: Path, contract: SourceContract) -> list[Path]:
     if len(kinds) > 1:
         raise SourceError(f"source '{contract.name}' mixes CSV and Parquet files in {location}")
     return files
-
-
-def raw_scan(files: list[Path]) -> str:
-    """A DuckDB table expression over the files, every column read as text for validation."""
-    paths = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in files) + "]"
-    if files[0].suffix == ".csv":
-        return f"read_csv({paths}, header = true, all_varchar = true, union_by_name = true)"
-    return f"read_parquet({paths}, union_by_name = true)"
-
-
-def typed_select(contract: SourceContract, relation: str) -> str:
-    """SELECT the contract's columns from a relation, cast to the contract's types."""
-    columns = ",\n       ".join(f"CAST({c.name} AS {c.type}) AS {c.name}" for c in contract.columns)
-    return f"SELECT {columns}\nFROM {relation}"

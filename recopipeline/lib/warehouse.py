@@ -6,6 +6,12 @@ upstream assets, and writes its output to a temporary file that is renamed into 
 never see a half-written file and parallel steps never share a database lock. On object storage
 (`s3://…`, `gs://…`) the object is written directly; a single object PUT is atomic there.
 
+A step writes its asset as a *candidate* (`Warehouse.stage`): the new files go to a hidden folder inside the
+asset's folder, the step's checks read the candidate, and only `publish()` moves the files into place. When a
+blocking check fails the step calls `discard()` instead, so the files downstream assets read are always the last
+ones that passed their audit (write, audit, publish). Leftovers of a killed step are removed by the next step
+that writes the same asset.
+
 `<root>/catalog.duckdb` holds one view per asset so a person can open everything with the DuckDB CLI.
 """
 
@@ -13,11 +19,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import duckdb
@@ -51,12 +59,57 @@ def _sql_literal(value) -> str:
     return _quote(str(value))
 
 
+CANDIDATE_PREFIX = ".candidate-"
+LEFTOVER_AGE_SECONDS = 24 * 3600  # a shared folder's temporary files older than this belong to no live step
+
+
+@dataclass
+class Candidate:
+    """A new version of one asset's files, written to a hidden folder and made current by `publish()`."""
+
+    asset: str
+    folder: str
+    staged: dict[str, str] = field(default_factory=dict)  # published path -> staged file
+    removed: set[str] = field(default_factory=set)  # published paths the new version no longer has
+
+    def path_for(self, target: str) -> str:
+        self.removed.discard(target)
+        self.staged[target] = f"{self.folder}/{os.path.basename(target)}"
+        return self.staged[target]
+
+    def remove(self, target: str) -> None:
+        if target in self.staged:
+            staged = self.staged.pop(target)
+            if os.path.exists(staged):
+                os.remove(staged)
+        self.removed.add(target)
+
+    def files(self, current: list[str]) -> list[str]:
+        """The asset's files as the candidate has them: current ones not replaced or removed, then the new ones."""
+        kept = [path for path in current if path not in self.staged and path not in self.removed]
+        return sorted(kept + list(self.staged.values()))
+
+    def publish(self) -> None:
+        for target, staged in sorted(self.staged.items()):
+            os.replace(staged, target)
+        for target in sorted(self.removed):
+            if os.path.exists(target):
+                os.remove(target)
+        self.discard()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.staged.clear()
+        self.removed.clear()
+
+
 @dataclass(frozen=True)
 class Warehouse:
     root: str
     memory_limit: str = "3GB"
     threads: int = 2
     temp_directory: str | None = None
+    candidate: Candidate | None = field(default=None, compare=False, repr=False)
 
     # ---- locations -------------------------------------------------------------------------------------
     def asset_dir(self, asset: str) -> str:
@@ -71,16 +124,63 @@ class Warehouse:
         return f"{self.asset_dir(asset)}/{partition.replace(':', '')}.parquet"
 
     def files(self, asset: str) -> list[str]:
-        """The Parquet files of an asset (local roots only)."""
+        """The Parquet files of an asset (local roots only); the candidate's, for the asset being staged."""
         folder = Path(self.asset_dir(asset))
-        return sorted(str(p) for p in folder.glob("*.parquet")) if folder.is_dir() else []
+        current = sorted(str(p) for p in folder.glob("*.parquet")) if folder.is_dir() else []
+        return self.candidate.files(current) if self._staging(asset) else current
 
     def exists(self, asset: str) -> bool:
         return bool(self.files(asset)) if not is_remote(self.root) else True
 
     def scan(self, asset: str) -> str:
-        """A DuckDB table expression that reads every file of the asset."""
+        """A DuckDB table expression that reads every file of the asset (of its candidate, while staged)."""
+        if self._staging(asset):
+            files = self.files(asset)
+            if not files:
+                raise MissingAssetError(f"the new version of '{asset}' has no files")
+            return f"read_parquet([{', '.join(_quote(f) for f in files)}], union_by_name = true)"
         return f"read_parquet({_quote(self.asset_dir(asset) + '/*.parquet')}, union_by_name = true)"
+
+    # ---- write, audit, publish -------------------------------------------------------------------------
+    def stage(self, asset: str) -> Warehouse:
+        """This warehouse with `asset` written as a candidate: its writes are invisible until `publish()`.
+
+        Object storage has no rename, so there the asset is written in place (see docs/deployment.md).
+        """
+        if is_remote(self.root):
+            return self
+        folder = self.asset_dir(asset)
+        os.makedirs(folder, exist_ok=True)
+        remove_leftovers(folder, older_than=0)  # one writer per asset at a time (pools): none is live
+        candidate = Candidate(asset, f"{folder}/{CANDIDATE_PREFIX}{uuid.uuid4().hex}")
+        os.makedirs(candidate.folder)
+        return replace(self, candidate=candidate)
+
+    def publish(self) -> None:
+        """Make the staged asset's new files current (each file replaced atomically)."""
+        if self.candidate is not None:
+            self.candidate.publish()
+
+    def discard(self) -> None:
+        """Drop the staged asset's new files; the current ones stay."""
+        if self.candidate is not None:
+            self.candidate.discard()
+
+    def _staging(self, asset: str) -> bool:
+        return self.candidate is not None and self.candidate.asset == asset
+
+    def put_file(self, asset: str, partition: str | None, local_file: str) -> None:
+        """Make a finished local Parquet file the asset's (partition) file."""
+        target = self.partition_path(asset, partition)
+        os.replace(local_file, self.candidate.path_for(target) if self._staging(asset) else target)
+
+    def remove_file(self, asset: str, partition: str | None) -> None:
+        """Drop the asset's (partition) file, if it has one."""
+        target = self.partition_path(asset, partition)
+        if self._staging(asset):
+            self.candidate.remove(target)
+        elif os.path.exists(target):
+            os.remove(target)
 
     # ---- computing -------------------------------------------------------------------------------------
     @contextmanager
@@ -126,16 +226,14 @@ class Warehouse:
         temp = f"{os.path.dirname(target)}/.{uuid.uuid4().hex}.tmp"
         try:
             (count,) = run(con, f"COPY ({ordered}) TO {_quote(temp)} (FORMAT parquet, COMPRESSION zstd)")[0]
-            os.replace(temp, target)
+            self.put_file(asset, partition, temp)
         finally:
             if os.path.exists(temp):
                 os.remove(temp)
         return int(count)
 
     def drop_partition(self, asset: str, partition: str) -> None:
-        path = self.partition_path(asset, partition)
-        if os.path.exists(path):
-            os.remove(path)
+        self.remove_file(asset, partition)
 
     def read(self, query: str, inputs: Iterable[str] = (), params: Mapping[str, object] | None = None) -> pd.DataFrame:
         """Run a query over the named assets and return a DataFrame (for metadata, tests and the CLI)."""
@@ -178,6 +276,20 @@ class Warehouse:
             return con.sql(query).df()
         finally:
             con.close()
+
+
+def remove_leftovers(folder: str, older_than: float = LEFTOVER_AGE_SECONDS) -> None:
+    """Remove the temporary files and candidate folders a killed step left in an asset's folder."""
+    if not os.path.isdir(folder):
+        return
+    cutoff = time.time() - older_than
+    for entry in os.scandir(folder):
+        if not entry.name.startswith(".") or entry.stat(follow_symlinks=False).st_mtime > cutoff:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            os.remove(entry.path)
 
 
 class MissingAssetError(RuntimeError):

@@ -19,7 +19,8 @@ from recopipeline.defs.automation.jobs import SNAPSHOT_SOURCES, ingest_sources_j
 from recopipeline.defs.partitions import EVENT_SOURCES, first_hour, hourly_partitions, range_tags
 from recopipeline.defs.resources import SourceResource
 from recopipeline.lib.contract import SOURCES
-from recopipeline.lib.hourly import event_time_span, floor_hour, parse_hour_key
+from recopipeline.lib.hourly import HOUR, floor_hour, parse_hour_key
+from recopipeline.lib.ingest import event_time_span
 from recopipeline.lib.sources import SourceError, source_files
 
 MINIMUM_INTERVAL_SECONDS = 60
@@ -42,9 +43,18 @@ def fingerprint(path: str) -> str:
 
 
 def event_hours(path: str, source: str, last_partition: datetime | None) -> tuple[datetime, datetime] | None:
-    """The first and last partition hour holding events of the file, or None when it holds none we can place."""
-    span = event_time_span([Path(path)], SOURCES[source].event_time)
-    if span is None or last_partition is None:
+    """The first and last partition hour holding events of the file, or None when it holds none we can place.
+
+    A file the reader cannot use gets the last partition: its run fails with the reader's one-line error, so
+    the file is never skipped in silence.
+    """
+    if last_partition is None:
+        return None
+    try:
+        span = event_time_span([Path(path)], SOURCES[source], before=last_partition + HOUR)
+    except SourceError:
+        return last_partition, last_partition
+    if span is None:
         return None
     start = max(floor_hour(span[0]), first_hour())  # older events belong to the first partition
     end = min(max(floor_hour(span[1]), first_hour()), last_partition)

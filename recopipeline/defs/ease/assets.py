@@ -6,7 +6,7 @@ import dagster as dg
 
 from recopipeline.defs.quality.derived_checks import derived_check_specs, run_derived_checks
 from recopipeline.defs.resources import TuningResource, WarehouseResource
-from recopipeline.defs.stage import KINDS, OWNERS, code_references, describe, resolve_as_of
+from recopipeline.defs.stage import KINDS, OWNERS, code_references, describe, publish_if_passed, resolve_as_of
 from recopipeline.lib import ease as ease_module
 from recopipeline.lib.ease import ASSET, INPUTS, write_ease_item_similarity
 
@@ -32,11 +32,18 @@ def ease_item_similarity(
     values = tuning.get()
     as_of = resolve_as_of(context, store)
     started = time.perf_counter()
-    write_ease_item_similarity(store, values, as_of)
-    seconds = time.perf_counter() - started
-    with store.session() as con:
-        metadata = describe(con, store, ASSET, "ease_weight")
-        (products,) = con.sql(f"SELECT count(DISTINCT product_id_1) FROM {store.scan(ASSET)}").fetchall()[0]
+    staged = store.stage(ASSET)  # written, audited, then published (see lib/warehouse.py)
+    try:
+        write_ease_item_similarity(staged, values, as_of)
+        seconds = time.perf_counter() - started
+        with staged.session() as con:
+            metadata = describe(con, staged, ASSET, "ease_weight")
+            (products,) = con.sql(f"SELECT count(DISTINCT product_id_1) FROM {staged.scan(ASSET)}").fetchall()[0]
+        checked = run_derived_checks(context, staged, values, ASSET, as_of)
+    except BaseException:
+        staged.discard()
+        raise
+    metadata |= publish_if_passed(staged, checked, context.log)
     store.refresh_catalog()
     return dg.MaterializeResult(
         metadata={
@@ -45,5 +52,5 @@ def ease_item_similarity(
             "fit_seconds": dg.MetadataValue.float(round(seconds, 3)),
             "as_of": dg.MetadataValue.text(as_of.isoformat()),
         },
-        check_results=run_derived_checks(context, store, values, ASSET, as_of),
+        check_results=checked,
     )

@@ -16,6 +16,11 @@ WARN = dg.AssetCheckSeverity.WARN
 ERROR = dg.AssetCheckSeverity.ERROR
 
 
+def blocking_failures(checked: list[dg.AssetCheckResult]) -> list[str]:
+    """The names of the failed checks that block: every ERROR-severity check of the pipeline is blocking."""
+    return [r.check_name for r in checked if not r.passed and r.severity == ERROR]
+
+
 def markdown(frame: pd.DataFrame) -> dg.MetadataValue:
     return dg.MetadataValue.md(frame.to_markdown(index=False) if len(frame) else "_none_")
 

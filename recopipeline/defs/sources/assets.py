@@ -17,13 +17,13 @@ from recopipeline.defs.quality.quarantine import QUARANTINE, quarantine_part, qu
 from recopipeline.defs.quality.source_checks import IngestCounts, run_source_checks, source_check_specs
 from recopipeline.defs.resources import SourceResource, TuningResource, WarehouseResource
 from recopipeline.defs.sources.hours import create_run_input, owned_rows, write_accepted, write_quarantine
-from recopipeline.defs.stage import KINDS, OWNERS, code_references, describe
+from recopipeline.defs.stage import KINDS, OWNERS, code_references, describe, publish_if_passed
 from recopipeline.lib.contract import SOURCES, SourceContract
-from recopipeline.lib.ingest import MALFORMED_LINES, RAW_INPUT, load_raw
+from recopipeline.lib.ingest import MALFORMED_LINES, RAW_INPUT, check_location, load_raw, raw_types
 from recopipeline.lib.sources import SourceError, source_files
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.validation import REFERENCES, Ingest, accepted_sql, classify_sql, quarantine_sql
-from recopipeline.lib.warehouse import MissingAssetError, Warehouse, run
+from recopipeline.lib.warehouse import MissingAssetError, Warehouse, remove_leftovers, run
 
 LIB = Path(__file__).parents[2] / "lib"
 
@@ -67,17 +67,24 @@ def source_asset(contract: SourceContract) -> dg.AssetsDefinition:
         store = warehouse.get()
         values: Tuning = tuning.get()
         window = run_window(context) if hourly else None  # the hours this run replaces
+        staged = store.stage(contract.name)  # written, audited, then published (see lib/warehouse.py)
         try:
-            files = source_files(source.location(), contract)
-            counts, metadata = ingest_source_files(store, contract, files, values, context.run.run_id, references, window)
+            location = source.location()
+            check_location(location)
+            files = source_files(location, contract)
+            counts, metadata = ingest_source_files(staged, contract, files, values, context.run.run_id, references, window)
+            checked = run_source_checks(
+                context, staged, contract, values, counts, quarantine_examples(store, contract),
+                table_rows=metadata["dagster/row_count"].value if window else None,
+            )
         except (SourceError, MissingAssetError) as error:
+            staged.discard()
             raise dg.Failure(description=str(error)) from None
+        except BaseException:
+            staged.discard()
+            raise
+        metadata |= publish_if_passed(staged, checked, context.log)
         store.refresh_catalog()
-        examples = store.read(
-            "SELECT reason, detail, raw_row, source_file, source_row "
-            f"FROM {store.scan(QUARANTINE)} WHERE source = $source ORDER BY source_file, source_row LIMIT 5",
-            params={"source": contract.name},
-        )
         quarantine_file = (
             store.partition_path(QUARANTINE, quarantine_part(contract.name)) if window is None
             else store.asset_dir(QUARANTINE)
@@ -97,13 +104,19 @@ def source_asset(contract: SourceContract) -> dg.AssetsDefinition:
         )
         return dg.MaterializeResult(
             metadata={**metadata, "source_files": dg.MetadataValue.text("\n".join(map(str, files)))},
-            check_results=run_source_checks(
-                context, store, contract, values, counts, examples,
-                table_rows=metadata["dagster/row_count"].value if window else None,
-            ),
+            check_results=checked,
         )
 
     return _asset
+
+
+def quarantine_examples(store: Warehouse, contract: SourceContract) -> pd.DataFrame:
+    """A few of the source's quarantined rows, for the quarantine_share check."""
+    return store.read(
+        "SELECT reason, detail, raw_row, source_file, source_row "
+        f"FROM {store.scan(QUARANTINE)} WHERE source = $source ORDER BY source_file, source_row LIMIT 5",
+        params={"source": contract.name},
+    )
 
 
 def ingest_source_files(
@@ -121,22 +134,23 @@ def ingest_source_files(
     written, hour by hour (see hours.py); the input count is theirs.
     """
     now = datetime.now(timezone.utc).replace(tzinfo=None)
+    remove_leftovers(store.asset_dir(QUARANTINE))  # temporary files of killed ingests (the folder is shared)
     ingest = Ingest(now=now, future_tolerance_hours=tuning.future_tolerance_hours, references=frozenset(references))
     with store.session(references) as con:
         run(con, "SET TimeZone = 'UTC'")
         raw = load_raw(con, contract, files)
         if raw.input_rows == 0 and contract.event_time is None:
             raise SourceError(f"source '{contract.name}' has no rows; customers and products must not be empty")
-        raw_types = {str(row[0]).lower(): row[1] for row in run(con, f"DESCRIBE {RAW_INPUT}")}
+        types = raw_types(con)
         relation, input_rows = RAW_INPUT, raw.input_rows
         if window is not None:
-            relation = create_run_input(con, contract, RAW_INPUT, raw_types, window, first_hour(), ingest.latest_allowed)
+            relation = create_run_input(con, contract, RAW_INPUT, types, window, first_hour(), ingest.latest_allowed)
             input_rows = owned_rows(con) + raw.malformed_lines
-        run(con, f"CREATE TEMP TABLE {REJECTED} AS {classify_sql(contract, ingest, raw_types, relation)}")
+        run(con, f"CREATE TEMP TABLE {REJECTED} AS {classify_sql(contract, ingest, types, relation)}")
         rejected = quarantine_sql(
             contract, relation, REJECTED, MALFORMED_LINES, run_id=run_id, ingested_at=now, partition_key=None
         )
-        accepted_rows = accepted_sql(contract, raw_types, relation, REJECTED)
+        accepted_rows = accepted_sql(contract, types, relation, REJECTED)
         if window is None:
             quarantined = store.write(
                 con, QUARANTINE, rejected, partition=quarantine_part(contract.name),

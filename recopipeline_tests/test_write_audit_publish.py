@@ -1,0 +1,76 @@
+"""Write, audit, publish: a table that fails a blocking check never becomes what downstream assets read."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from recopipeline.lib.contract import SOURCES
+from recopipeline.lib.warehouse import Warehouse
+from recopipeline_tests.conftest import materialize_assets, resources_for
+from recopipeline_tests.test_validation import HEADERS, write_sources
+
+ORDERS = [f"O{i},C1,P{1 + i % 2},2026-09-0{1 + i % 5} 10:00:00,1,4.5" for i in range(1, 11)]
+BAD_QUANTITIES = [f"X{i},C1,P1,2026-09-02 10:00:00,0,0" for i in range(1, 4)]
+
+
+def test_staged_files_are_invisible_until_published_and_discarded_on_failure(warehouse):
+    with warehouse.session() as con:
+        warehouse.write(con, "things", "SELECT 1 AS n")
+        staged = warehouse.stage("things")
+        staged.write(con, "things", "SELECT 2 AS n UNION ALL SELECT 3")
+        assert warehouse.read("SELECT sum(n) AS s FROM things", ["things"]).s.item() == 1  # readers: the current one
+        assert staged.read("SELECT sum(n) AS s FROM things", ["things"]).s.item() == 5  # the audit: the candidate
+        staged.discard()
+        assert warehouse.read("SELECT sum(n) AS s FROM things", ["things"]).s.item() == 1
+        staged = warehouse.stage("things")
+        staged.write(con, "things", "SELECT 7 AS n")
+        staged.publish()
+    assert warehouse.read("SELECT sum(n) AS s FROM things", ["things"]).s.item() == 7
+    assert sorted(os.listdir(warehouse.asset_dir("things"))) == ["data.parquet"]  # nothing left behind
+
+
+def test_a_killed_writers_leftovers_are_removed_by_the_next_write(warehouse):
+    folder = warehouse.asset_dir("things")
+    os.makedirs(f"{folder}/.candidate-dead")
+    open(f"{folder}/.0123.tmp", "w").close()
+    staged = warehouse.stage("things")
+    with warehouse.session() as con:
+        staged.write(con, "things", "SELECT 1 AS n")
+    staged.publish()
+    assert sorted(os.listdir(folder)) == ["data.parquet"]
+
+
+def test_a_failed_blocking_check_keeps_the_previous_table_for_downstream(definitions, tmp_path):
+    folder = write_sources(tmp_path / "input", {"orders": ORDERS})
+    store = Warehouse(str(tmp_path / "warehouse"), memory_limit="1GB", threads=2)
+    first = materialize_assets(
+        list(definitions.assets), selection=[*SOURCES, "product_repurchase_rates"],
+        resources=resources_for(store, source=str(folder)),
+    )
+    assert first.success
+    good_orders = store.read("SELECT * FROM orders ORDER BY order_id", inputs=["orders"])
+    assert len(good_orders) == 1 + len(ORDERS)
+
+    # new orders: most lines are good but 3 of 8 have quantity 0 (37.5% quarantined, the limit is 1%)
+    (folder / "orders.csv").write_text("\n".join([HEADERS["orders"], *ORDERS[:5], *BAD_QUANTITIES]) + "\n")
+    second = materialize_assets(
+        list(definitions.assets), selection=["orders", "product_repurchase_rates"],
+        resources=resources_for(store, source=str(folder)), raise_on_error=False,
+    )
+    assert not second.success
+    (check,) = [c for c in second.get_asset_check_evaluations() if c.check_name == "quarantine_share"]
+    assert not check.passed
+    pd.testing.assert_frame_equal(store.read("SELECT * FROM orders ORDER BY order_id", inputs=["orders"]), good_orders)
+    held = store.read("SELECT reason FROM quarantine WHERE source = 'orders'", inputs=["quarantine"])
+    assert held.reason.tolist() == ["non_positive_quantity"] * 3  # what was rejected stays visible
+
+    # a later run of a downstream asset alone builds on the last audited orders
+    third = materialize_assets(
+        list(definitions.assets), selection=["product_repurchase_rates"], resources=resources_for(store, source=str(folder)),
+    )
+    assert third.success
+    (buyers,) = store.read("SELECT sum(buyers) AS b FROM product_repurchase_rates", ["product_repurchase_rates"]).b
+    assert buyers == good_orders.groupby("product_id").customer_id.nunique().sum()
+    assert not [p for p in os.listdir(store.asset_dir("orders")) if p.startswith(".")]
