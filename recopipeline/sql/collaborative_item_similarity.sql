@@ -1,6 +1,7 @@
 -- collaborative_item_similarity: "customers who liked this also liked": cosine similarity between products
 -- over customers' affinities (log-damped), top-K neighbours per product. Each customer contributes only
 -- their `cf_items_per_customer` strongest products, which bounds the pairs one heavy customer can add.
+-- Sums run over DECIMAL, which is exact: a rerun gives the same bits however the threads split the rows.
 WITH strongest AS (
     SELECT customer_id, product_id, ln(1 + weighted_affinity_score) AS affinity
     FROM customer_product_affinity
@@ -10,13 +11,15 @@ WITH strongest AS (
     ) <= getvariable('cf_items_per_customer')
 ),
 norms AS (
-    SELECT product_id, sqrt(sum(affinity * affinity)) AS norm FROM strongest GROUP BY product_id
+    SELECT product_id, sqrt(sum((affinity * affinity)::DECIMAL(38, 12))::DOUBLE) AS norm
+    FROM strongest
+    GROUP BY product_id
 ),
 co_liked AS (
     SELECT x.product_id AS product_id_1,
            y.product_id AS product_id_2,
-           sum(x.affinity * y.affinity) AS dot,
-           count(*)                     AS common_customers
+           sum((x.affinity * y.affinity)::DECIMAL(38, 12))::DOUBLE AS dot,
+           count(*)                                                AS common_customers
     FROM strongest AS x
     JOIN strongest AS y ON x.customer_id = y.customer_id AND x.product_id <> y.product_id
     -- the anchor products of this pass: all of them, or one batch (defs/stage.py, compute_stage)

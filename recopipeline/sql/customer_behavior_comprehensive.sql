@@ -2,12 +2,13 @@
 -- segment, the product's attributes, order and cart context, and the event's score and recency weight.
 -- Order and cart context are aggregated to one row per (customer, product) before the join, so an event is
 -- never repeated (the tutorial joins raw orders and carts and multiplies rows).
+-- Sums run over DECIMAL, which is exact: a rerun gives the same bits however the threads split the rows.
 WITH order_context AS (
     SELECT customer_id, product_id,
-           count(*)             AS orders_with_product,
-           sum(quantity)        AS units_bought,
-           sum(line_value)      AS value_bought,
-           max(order_timestamp) AS last_ordered_at
+           count(*)                                 AS orders_with_product,
+           sum(quantity)                            AS units_bought,
+           sum(line_value::DECIMAL(38, 12))::DOUBLE AS value_bought,
+           max(order_timestamp)                     AS last_ordered_at
     FROM orders
     WHERE order_timestamp <= getvariable('as_of')
     GROUP BY customer_id, product_id

@@ -1,8 +1,9 @@
 -- customer_category_preferences: each customer's categories, ranked by recency-weighted interest.
 -- Revenue comes from the orders, aggregated per (customer, category) before the join (no fan-out).
 -- Ties rank by purchases, then category name, so the rank is deterministic.
+-- Sums run over DECIMAL, which is exact: a rerun gives the same bits however the threads split the rows.
 WITH category_revenue AS (
-    SELECT o.customer_id, p.category, sum(o.line_value) AS category_revenue
+    SELECT o.customer_id, p.category, sum(o.line_value::DECIMAL(38, 12))::DOUBLE AS category_revenue
     FROM orders AS o
     JOIN products AS p USING (product_id)
     WHERE o.order_timestamp <= getvariable('as_of')
@@ -11,10 +12,10 @@ WITH category_revenue AS (
 interest AS (
     SELECT customer_id,
            category,
-           count(DISTINCT product_id)                              AS products_interacted,
-           sum(interaction_score)                                  AS total_category_score,
-           round(sum(interaction_score * recency_score), 6)        AS weighted_category_score,
-           count(*) FILTER (WHERE interaction_type = 'purchase')   AS category_purchases
+           count(DISTINCT product_id)                                                   AS products_interacted,
+           sum(interaction_score::DECIMAL(38, 12))::DOUBLE                              AS total_category_score,
+           round(sum((interaction_score * recency_score)::DECIMAL(38, 12))::DOUBLE, 6) AS weighted_category_score,
+           count(*) FILTER (WHERE interaction_type = 'purchase')                        AS category_purchases
     FROM customer_behavior_comprehensive
     GROUP BY customer_id, category
 )

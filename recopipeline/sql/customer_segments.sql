@@ -4,6 +4,7 @@
 --   at_risk    no event and no order within `at_risk_after_days` (includes customers who never acted)
 --   vip        at least `vip_min_orders` orders within `vip_window_days`
 --   returning  everyone else
+-- Sums run over DECIMAL, which is exact: a rerun gives the same bits however the threads split the rows.
 WITH activity AS (
     SELECT customer_id,
            min(interaction_timestamp) AS first_event_at,
@@ -15,13 +16,13 @@ WITH activity AS (
 ),
 purchases AS (
     SELECT customer_id,
-           count(DISTINCT order_id) AS order_count,
-           sum(line_value)          AS order_value,
+           count(DISTINCT order_id)                 AS order_count,
+           sum(line_value::DECIMAL(38, 12))::DOUBLE AS order_value,
            count(DISTINCT order_id) FILTER (
                WHERE order_timestamp > getvariable('as_of') - to_days(getvariable('vip_window_days'))
-           )                        AS recent_order_count,
-           min(order_timestamp)     AS first_order_at,
-           max(order_timestamp)     AS last_order_at
+           )                                        AS recent_order_count,
+           min(order_timestamp)                     AS first_order_at,
+           max(order_timestamp)                     AS last_order_at
     FROM orders
     WHERE order_timestamp <= getvariable('as_of')
     GROUP BY customer_id

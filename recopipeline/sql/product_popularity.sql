@@ -2,6 +2,7 @@
 -- (segment = 'all') and one per customer segment. Popularity is the recency-weighted interaction score,
 -- so recent activity counts most ("trending"); a segment's list falls back to overall popularity for
 -- products its customers have not touched. Feeds the category-preference and cold-start strategies.
+-- Sums run over DECIMAL, which is exact: a rerun gives the same bits however the threads split the rows.
 WITH available AS (
     SELECT product_id, category
     FROM products
@@ -9,7 +10,7 @@ WITH available AS (
 ),
 overall AS (
     SELECT product_id,
-           sum(interaction_score * recency_score) AS popularity_score,
+           sum((interaction_score * recency_score)::DECIMAL(38, 12))::DOUBLE AS popularity_score,
            count(DISTINCT customer_id) FILTER (
                WHERE interaction_type = 'purchase'
                  AND interaction_timestamp > getvariable('as_of') - to_days(getvariable('popular_window_days'))
@@ -19,7 +20,7 @@ overall AS (
 ),
 by_segment AS (
     SELECT customer_segment AS segment, product_id,
-           sum(interaction_score * recency_score) AS popularity_score
+           sum((interaction_score * recency_score)::DECIMAL(38, 12))::DOUBLE AS popularity_score
     FROM customer_behavior_comprehensive
     GROUP BY customer_segment, product_id
 ),

@@ -8,6 +8,7 @@
 -- customer bought are dropped when `exclude_purchased` is set. Ties rank by product id.
 -- A/B testing: every customer belongs to one variant (`variant_buckets`, from a salted hash of the customer id,
 -- see lib/variants.py) and is blended with that variant's weights (`strategy_weights` has a row per variant).
+-- Sums run over DECIMAL, which is exact: a rerun gives the same bits however the threads split the rows.
 WITH available AS (
     SELECT product_id FROM products WHERE is_active AND stock_quantity > 0
 ),
@@ -58,7 +59,8 @@ seed_contributions AS (
 ),
 item_to_item AS (
     -- the evidence (source products) is listed later, only for the recommendations that are kept
-    SELECT customer_id, product_id, strategy, sum(contribution) AS raw_score, NULL::VARCHAR AS evidence
+    SELECT customer_id, product_id, strategy, sum(contribution::DECIMAL(38, 12))::DOUBLE AS raw_score,
+           NULL::VARCHAR AS evidence
     FROM seed_contributions
     GROUP BY customer_id, product_id, strategy
 ),
@@ -78,7 +80,8 @@ repurchase AS (
     -- repurchase_half_life_days), times the product's repurchase_factor (repeat-buyer rate and recent trend)
     SELECT o.customer_id, o.product_id, 'repurchase' AS strategy,
            sum(pow(0.5, date_diff('second', o.ordered_at, getvariable('as_of')) / 86400.0
-                        / getvariable('repurchase_half_life_days'))) * any_value(r.repurchase_factor) AS raw_score,
+                        / getvariable('repurchase_half_life_days'))::DECIMAL(38, 12))::DOUBLE
+               * any_value(r.repurchase_factor) AS raw_score,
            'bought:' || count(*) AS evidence
     FROM (
         SELECT customer_id, product_id, order_id, max(order_timestamp) AS ordered_at
@@ -145,13 +148,13 @@ weighted AS (
     WHERE w.weight > 0
 ),
 weight_totals AS (
-    SELECT variant, sum(weight) AS total_weight FROM strategy_weights GROUP BY variant
+    SELECT variant, sum(weight::DECIMAL(38, 12))::DOUBLE AS total_weight FROM strategy_weights GROUP BY variant
 ),
 blended AS (
     SELECT customer_id,
            product_id,
            variant,
-           sum(contribution) AS contribution,
+           sum(contribution::DECIMAL(38, 12))::DOUBLE AS contribution,
            max(strength) AS strength,
            arg_max(evidence, strength) AS evidence,     -- the strongest strategy's evidence
            bit_or(strategy_bit) AS strategy_bits        -- every contributing strategy
