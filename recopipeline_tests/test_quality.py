@@ -50,7 +50,8 @@ def frame(columns: str, *records) -> pd.DataFrame:
 def test_too_many_quarantined_rows_stop_everything_downstream(definitions, tmp_path):
     folder = write_sources(tmp_path / "input", {"customers": [",x@example.com,2026-01-01,GB"]})  # 1 of 3 rows
     store = Warehouse(str(tmp_path / "warehouse"))
-    result = run(definitions, store, [*SOURCES, "customer_segments", "product_similarity"], source=str(folder))
+    result = run(definitions, store, [*SOURCES, "customer_segments", "product_similarity"], source=str(folder),
+                 quarantine_share_min_rows=1)
 
     share = evaluation(result, "customers", sources.QUARANTINE_SHARE)
     assert not share.passed and share.severity == dg.AssetCheckSeverity.ERROR
@@ -65,8 +66,24 @@ def test_too_many_quarantined_rows_stop_everything_downstream(definitions, tmp_p
 def test_the_threshold_is_configurable(definitions, tmp_path):
     folder = write_sources(tmp_path / "input", {"customers": [",x@example.com,2026-01-01,GB"]})
     result = run(definitions, Warehouse(str(tmp_path / "warehouse")), ["customers"], source=str(folder),
-                 max_quarantine_share=0.5)
+                 max_quarantine_share=0.5, quarantine_share_min_rows=1)
     assert result.success and evaluation(result, "customers", sources.QUARANTINE_SHARE).passed
+
+
+def test_the_share_rule_applies_from_a_minimum_of_input_rows(definitions, tmp_path):
+    folder = write_sources(tmp_path / "input", {"customers": [",x@example.com,2026-01-01,GB"]})  # 1 of 3 rows
+    store = Warehouse(str(tmp_path / "warehouse"))
+    result = run(definitions, store, ["customers"], source=str(folder))
+
+    share = evaluation(result, "customers", sources.QUARANTINE_SHARE)
+    assert result.success and share.passed
+    assert share.description == "1 of 3 input rows quarantined (33.33%; the share rule applies from 100 input rows)"
+    assert share.metadata["quarantine_share_min_rows"].value == 100
+    assert "x@example.com" in share.metadata["examples"].value  # still quarantined, and shown
+    assert store.read("SELECT count(*) AS n FROM quarantine", inputs=["quarantine"]).n[0] == 1
+    # from the minimum on, the same share fails
+    result = run(definitions, store, ["customers"], source=str(folder), quarantine_share_min_rows=3)
+    assert not evaluation(result, "customers", sources.QUARANTINE_SHARE).passed
 
 
 def test_a_broken_invariant_blocks_downstream_and_shows_examples(definitions, warehouse):

@@ -75,6 +75,7 @@ class Tuning:
     batch_products: int = 20_000  # item-pair stages run over at most this many anchor products at a time
     # --- data quality (ingest validation and asset checks; see docs/data_quality.md) ---
     max_quarantine_share: float = 0.01  # a source fails its check when more of its rows are quarantined
+    quarantine_share_min_rows: int = 100  # the share rule applies to an ingest of at least this many input rows
     future_tolerance_hours: float = 1.0  # timestamps later than the ingest time plus this are quarantined
     row_count_drift_band: float = 0.5  # warn when a table's row count moves more than this share between runs
     gx_sample_rows: int = 10_000  # rows that Great Expectations validates per check (a reservoir sample)
@@ -131,6 +132,8 @@ class Tuning:
             raise ValueError("similarity_threshold must be > 0.42 so that similar products share a category")
         if not 0 <= self.max_quarantine_share <= 1:
             raise ValueError("max_quarantine_share must be between 0 and 1")
+        if self.quarantine_share_min_rows < 0:
+            raise ValueError("quarantine_share_min_rows must be >= 0")
         if self.future_tolerance_hours < 0 or self.row_count_drift_band <= 0 or self.gx_sample_rows < 1:
             raise ValueError("future_tolerance_hours must be >= 0, row_count_drift_band > 0 and gx_sample_rows >= 1")
         for variant, weights in self.variant_strategy_weights().items():

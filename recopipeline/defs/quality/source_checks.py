@@ -116,23 +116,27 @@ def run_source_checks(
     suite = validate(sample, f"{contract.name}_contract", contract_suite(contract))
     table = counts.accepted_rows if table_rows is None else table_rows
     return [
-        _quarantine_share(counts, tuning.max_quarantine_share, quarantined),
+        _quarantine_share(counts, tuning.max_quarantine_share, quarantined, tuning.quarantine_share_min_rows),
         unique,
         results.expectations(CONTRACT_EXPECTATIONS, suite, table),
         results.row_count_drift(context, ROW_COUNT_DRIFT, contract.name, table, tuning.row_count_drift_band),
     ]
 
 
-def _quarantine_share(counts: IngestCounts, limit: float, quarantined: pd.DataFrame) -> dg.AssetCheckResult:
+def _quarantine_share(
+    counts: IngestCounts, limit: float, quarantined: pd.DataFrame, min_rows: int = 0
+) -> dg.AssetCheckResult:
+    """The share rule, for an ingest of at least `min_rows` input rows (a smaller one passes, its rows listed)."""
     share = counts.quarantined_share
     reasons = pd.DataFrame(sorted(counts.by_reason.items(), key=lambda kv: -kv[1]), columns=["reason", "rows"])
+    applies = counts.input_rows >= min_rows
+    rule = f"allowed {limit:.2%}" if applies else f"the share rule applies from {min_rows:,} input rows"
     return dg.AssetCheckResult(
         check_name=QUARANTINE_SHARE,
-        passed=share <= limit,
+        passed=share <= limit or not applies,
         severity=results.ERROR,
         description=(
-            f"{counts.quarantined_rows:,} of {counts.input_rows:,} input rows quarantined ({share:.2%}; "
-            f"allowed {limit:.2%})"
+            f"{counts.quarantined_rows:,} of {counts.input_rows:,} input rows quarantined ({share:.2%}; {rule})"
         ),
         metadata={
             "input_rows": counts.input_rows,
@@ -140,6 +144,7 @@ def _quarantine_share(counts: IngestCounts, limit: float, quarantined: pd.DataFr
             "quarantined_rows": counts.quarantined_rows,
             "quarantined_share": dg.MetadataValue.float(round(share, 6)),
             "max_quarantine_share": dg.MetadataValue.float(limit),
+            "quarantine_share_min_rows": min_rows,
             "by_reason": results.markdown(reasons),
             "examples": results.markdown(quarantined),
         },
