@@ -58,6 +58,8 @@ class TrainedPipeline:
         return {c: group.product_id.tolist() for c, group in frame.groupby("customer_id", sort=False)}
 
     def catalogue_size(self) -> int:
-        frame = self.store.read("SELECT count(*) AS n FROM products WHERE is_active AND stock_quantity > 0",
-                                inputs=["products"])
+        frame = self.store.read(
+            "SELECT count(*) AS n FROM products WHERE is_active AND (stock_quantity > 0 OR stock_quantity IS NULL)",
+            inputs=["products"],
+        )
         return int(frame.n.iloc[0])

@@ -6,7 +6,7 @@
 WITH available AS (
     SELECT product_id, category
     FROM products
-    WHERE is_active AND stock_quantity > 0
+    WHERE is_active AND (stock_quantity > 0 OR stock_quantity IS NULL)  -- unknown stock counts as in stock
 ),
 overall AS (
     SELECT product_id,

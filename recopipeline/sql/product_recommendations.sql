@@ -4,13 +4,14 @@
 -- that strategy (0..1), multiplied by the strategy's weight, summed per (customer, product) and divided by
 -- the sum of weights, so recommendation_score is in 0..1. One row per (customer, product): the strategy that
 -- contributed most is its recommendation_type (ties go to the earlier strategy in `strategy_weights`) and its
--- source products are the evidence. Only available products (active, in stock) are kept; products the
--- customer bought are dropped when `exclude_purchased` is set. Ties rank by product id.
+-- source products are the evidence. Only available products (active, in stock or stock unknown) are kept;
+-- products the customer bought are dropped when `exclude_purchased` is set. Ties rank by product id.
 -- A/B testing: every customer belongs to one variant (`variant_buckets`, from a salted hash of the customer id,
 -- see lib/variants.py) and is blended with that variant's weights (`strategy_weights` has a row per variant).
 -- Sums run over DECIMAL, which is exact: a rerun gives the same bits however the threads split the rows.
 WITH available AS (
-    SELECT product_id FROM products WHERE is_active AND stock_quantity > 0
+    -- unknown stock (NULL) counts as in stock
+    SELECT product_id FROM products WHERE is_active AND (stock_quantity > 0 OR stock_quantity IS NULL)
 ),
 purchased AS (
     SELECT customer_id, product_id FROM customer_product_affinity WHERE purchase_count > 0

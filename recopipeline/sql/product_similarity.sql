@@ -3,7 +3,8 @@
 -- Without a category match the score is at most 0.42, below any allowed threshold (> 0.42), so only
 -- same-category pairs that also share a brand or a price band can qualify. We join exactly those
 -- candidates instead of the tutorial's N^2 cross join. Prices a, b are within the band when
--- |a - b| / max(a, b) < band, i.e. a(1 - band) < b < a / (1 - band).
+-- |a - b| / max(a, b) < band, i.e. a(1 - band) < b < a / (1 - band). An unknown (NULL) brand or price
+-- matches nothing: such a product is similar only through what is known.
 WITH catalogue AS (
     SELECT product_id, category, brand, price FROM products
 ),

@@ -18,7 +18,7 @@ cold_start AS (
            v.variant,
            p.popularity_rank AS rank,
            p.product_id,
-           c.product_name,
+           coalesce(c.product_name, c.product_id) AS product_name,
            'popular' AS recommendation_type,
            coalesce(round(p.popularity_score / nullif(max(p.popularity_score) OVER (PARTITION BY v.variant), 0), 9), 0)
                AS score,

@@ -2,7 +2,10 @@
 -- similarity), complementary (bought after or with it) and bought-together (co-purchase Jaccard) products,
 -- available ones only, re-ranked 1..k per list after unavailable products are dropped.
 WITH available AS (
-    SELECT product_id, product_name FROM products WHERE is_active AND stock_quantity > 0
+    -- unknown stock (NULL) counts as in stock; a product without a name is shown by its id
+    SELECT product_id, coalesce(product_name, product_id) AS product_name
+    FROM products
+    WHERE is_active AND (stock_quantity > 0 OR stock_quantity IS NULL)
 ),
 relations AS (
     -- each source keeps its own order: similarity_rank and complementary_rank already break ties

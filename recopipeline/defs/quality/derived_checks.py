@@ -84,12 +84,12 @@ def _recommendations(asset: str, max_rank: str) -> list[Invariant]:
         ),
         Invariant(
             ONLY_AVAILABLE_PRODUCTS,
-            "every recommended product is in the catalogue, active and in stock",
+            "every recommended product is in the catalogue, active and in stock (or its stock unknown)",
             f"""
             SELECT r.customer_id, r.product_id, p.is_active, p.stock_quantity
             FROM {asset} AS r
             LEFT JOIN products AS p USING (product_id)
-            WHERE p.product_id IS NULL OR NOT p.is_active OR p.stock_quantity <= 0
+            WHERE p.product_id IS NULL OR NOT p.is_active OR p.stock_quantity <= 0  -- NULL stock: unknown, in stock
             """,
             needs=("products",),
         ),
@@ -178,12 +178,12 @@ INVARIANTS: dict[str, list[Invariant]] = {
         ),
         Invariant(
             ONLY_AVAILABLE_PRODUCTS,
-            "every listed product is in the catalogue, active and in stock",
+            "every listed product is in the catalogue, active and in stock (or its stock unknown)",
             """
             SELECT r.segment, r.product_id, p.is_active, p.stock_quantity
             FROM product_popularity AS r
             LEFT JOIN products AS p USING (product_id)
-            WHERE p.product_id IS NULL OR NOT p.is_active OR p.stock_quantity <= 0
+            WHERE p.product_id IS NULL OR NOT p.is_active OR p.stock_quantity <= 0  -- NULL stock: unknown, in stock
             """,
             needs=("products",),
         ),
