@@ -1,4 +1,5 @@
-"""The docs stay in step with the code: every contract column and tuning value is documented."""
+"""The docs stay in step with the code: every contract column (type, nullability, length limit) and tuning value
+is documented."""
 
 from dataclasses import fields
 from pathlib import Path
@@ -16,7 +17,8 @@ def test_every_contract_column_is_documented(source):
     text = (DOCS / "data_contract.md").read_text()
     section = text.split(f"## {source} ")[1].split("\n## ")[0]
     for column in SOURCES[source].columns:
-        assert f"| {column.name} | {column.type} | {'yes' if column.nullable else 'no'} |" in section
+        null = "yes" if column.nullable else "no"
+        assert f"| {column.name} | {column.type} | {null} | {column.max_length or '—'} |" in section
 
 
 def test_every_tuning_value_is_documented():

@@ -1,8 +1,8 @@
-"""The data contract of the five sources: column names, DuckDB types, nullability and keys.
+"""The data contract of the five sources: column names, DuckDB types, nullability, length limits and keys.
 
 Every source file (CSV or Parquet) that the pipeline ingests, and every file the synthetic generator or the
-Online Retail adapter writes, follows this contract. `docs/data_contract.md` explains each column.
-Timestamps are naive and in UTC. Identifiers are strings.
+Online Retail adapter writes, follows this contract. `docs/data_contract.md` explains each column and what a
+missing optional value means. Timestamps are stored naive and in UTC. Identifiers are strings.
 """
 
 from __future__ import annotations
@@ -15,12 +15,21 @@ INTERACTION_TYPES = ("view", "click", "cart_add", "cart_remove", "purchase")
 CART_STATUSES = ("open", "abandoned", "checked_out")
 
 
+# Length limits of text values, in characters; a longer value is quarantined (value_too_long).
+ID_LENGTH = 64
+NAME_LENGTH = 200
+LABEL_LENGTH = 100  # category, brand, country
+EMAIL_LENGTH = 254  # the longest address SMTP can carry (RFC 5321)
+SESSION_LENGTH = 128
+
+
 @dataclass(frozen=True)
 class Column:
     name: str
     type: str
     nullable: bool
     description: str
+    max_length: int | None = None  # VARCHAR only: the most characters a value may have
 
 
 @dataclass(frozen=True)
@@ -44,10 +53,10 @@ CUSTOMERS = SourceContract(
     key=("customer_id",),
     description="Known customers of the shop; every customer here is served recommendations.",
     columns=(
-        Column("customer_id", "VARCHAR", False, "Stable customer identifier."),
-        Column("email", "VARCHAR", True, "Contact address; not used for scoring."),
+        Column("customer_id", "VARCHAR", False, "Stable customer identifier.", ID_LENGTH),
+        Column("email", "VARCHAR", True, "Contact address; not used for scoring.", EMAIL_LENGTH),
         Column("signup_date", "TIMESTAMP", True, "When the customer account was created."),
-        Column("country", "VARCHAR", True, "Customer country, free text."),
+        Column("country", "VARCHAR", True, "Customer country, free text.", LABEL_LENGTH),
     ),
 )
 
@@ -56,14 +65,16 @@ PRODUCTS = SourceContract(
     key=("product_id",),
     description="The product catalogue as it is now (a snapshot, not a history).",
     columns=(
-        Column("product_id", "VARCHAR", False, "Stable product identifier."),
-        Column("product_name", "VARCHAR", False, "Display name."),
-        Column("category", "VARCHAR", False, "Leaf category; products are compared within a category."),
-        Column("brand", "VARCHAR", True, "Brand; null when unknown (never matches another product's brand)."),
-        Column("price", "DOUBLE", False, "Current unit price, >= 0."),
-        Column("stock_quantity", "INTEGER", False, "Units in stock; 0 means out of stock."),
+        Column("product_id", "VARCHAR", False, "Stable product identifier.", ID_LENGTH),
+        Column("product_name", "VARCHAR", True, "Display name; null when unknown (the product id is shown).",
+               NAME_LENGTH),
+        Column("category", "VARCHAR", False, "Leaf category; products are compared within a category.", LABEL_LENGTH),
+        Column("brand", "VARCHAR", True, "Brand; null when unknown (never matches another product's brand).",
+               LABEL_LENGTH),
+        Column("price", "DOUBLE", True, "Current unit price, >= 0; null when unknown (matches no price band)."),
+        Column("stock_quantity", "INTEGER", True, "Units in stock; 0 is out of stock, null (unknown) is in stock."),
         Column("is_active", "BOOLEAN", False, "False for delisted products; they are never recommended."),
-        Column("created_at", "TIMESTAMP", False, "When the product was listed."),
+        Column("created_at", "TIMESTAMP", True, "When the product was listed; null when unknown (not scored)."),
     ),
 )
 
@@ -73,9 +84,9 @@ ORDERS = SourceContract(
     event_time="order_timestamp",
     description="Order lines: one row per product in an order (repeated lines of a product are summed).",
     columns=(
-        Column("order_id", "VARCHAR", False, "Order identifier, shared by the lines of one order."),
-        Column("customer_id", "VARCHAR", False, "Buyer."),
-        Column("product_id", "VARCHAR", False, "Product bought."),
+        Column("order_id", "VARCHAR", False, "Order identifier, shared by the lines of one order.", ID_LENGTH),
+        Column("customer_id", "VARCHAR", False, "Buyer.", ID_LENGTH),
+        Column("product_id", "VARCHAR", False, "Product bought.", ID_LENGTH),
         Column("order_timestamp", "TIMESTAMP", False, "When the order was placed (UTC)."),
         Column("quantity", "INTEGER", False, "Units bought, > 0."),
         Column("line_value", "DOUBLE", False, "Value of the line (quantity x unit price), >= 0."),
@@ -88,12 +99,12 @@ CUSTOMER_INTERACTIONS = SourceContract(
     event_time="interaction_timestamp",
     description="Behaviour events from the shop front-end: views, clicks, cart adds and removes, purchases.",
     columns=(
-        Column("event_id", "VARCHAR", False, "Unique event identifier (deduplication key)."),
-        Column("customer_id", "VARCHAR", False, "Customer who acted."),
-        Column("product_id", "VARCHAR", False, "Product acted on."),
+        Column("event_id", "VARCHAR", False, "Unique event identifier (deduplication key).", ID_LENGTH),
+        Column("customer_id", "VARCHAR", False, "Customer who acted.", ID_LENGTH),
+        Column("product_id", "VARCHAR", False, "Product acted on.", ID_LENGTH),
         Column("interaction_type", "VARCHAR", False, "One of view, click, cart_add, cart_remove, purchase."),
         Column("interaction_timestamp", "TIMESTAMP", False, "When it happened (UTC)."),
-        Column("session_id", "VARCHAR", True, "Browse session; null for events outside a session."),
+        Column("session_id", "VARCHAR", True, "Browse session; null for events outside a session.", SESSION_LENGTH),
     ),
 )
 
@@ -103,9 +114,9 @@ CART_ACTIVITY = SourceContract(
     event_time="added_at",
     description="Products placed in carts, with the cart's outcome.",
     columns=(
-        Column("cart_id", "VARCHAR", False, "Cart identifier."),
-        Column("customer_id", "VARCHAR", False, "Cart owner."),
-        Column("product_id", "VARCHAR", False, "Product in the cart."),
+        Column("cart_id", "VARCHAR", False, "Cart identifier.", ID_LENGTH),
+        Column("customer_id", "VARCHAR", False, "Cart owner.", ID_LENGTH),
+        Column("product_id", "VARCHAR", False, "Product in the cart.", ID_LENGTH),
         Column("added_at", "TIMESTAMP", False, "When the product was added (UTC)."),
         Column("cart_status", "VARCHAR", False, "open, abandoned or checked_out."),
     ),

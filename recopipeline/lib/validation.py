@@ -4,8 +4,10 @@ Every input row ends up in exactly one place: the source's table (accepted) or t
 so `input rows = accepted + quarantined`. A row gets the FIRST reason that applies, in this order:
 
   malformed_line           a CSV line that does not split into the header's columns (found while reading)
-  wrong_type               a value that does not parse as its contract type
+  wrong_type               a value that does not parse as its contract type (a number with a fraction is no
+                           INTEGER: 30.5 is not rounded to 31)
   missing_value            a required column (nullable = False in the contract) is NULL or blank
+  value_too_long           a text value longer than its column's `max_length` (in characters)
   unknown_<column>         a value outside its allowed set (interaction_type, cart_status)
   negative_<column>        a negative price, stock_quantity or line_value
   non_positive_quantity    an order line with quantity <= 0
@@ -29,6 +31,7 @@ REASONS = (
     "malformed_line",
     "wrong_type",
     "missing_value",
+    "value_too_long",
     "unknown_interaction_type",
     "unknown_cart_status",
     "negative_price",
@@ -47,6 +50,10 @@ MINIMUMS: dict[str, tuple[float, bool]] = {  # column -> (bound, whether the bou
     "stock_quantity": (0, True),
     "line_value": (0, True),
     "quantity": (0, False),
+}
+# Integer types that cast to INTEGER without rounding (a value out of range still fails the cast).
+_WHOLE_NUMBER_TYPES = {
+    "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT",
 }
 # Which reference source an id column must be found in, for the event sources.
 REFERENCES: dict[str, str] = {"customer_id": "customers", "product_id": "products"}
@@ -93,6 +100,13 @@ def rules(contract: SourceContract, ingest: Ingest) -> list[Rule]:
         if not c.nullable:
             blank = f" OR trim({c.name}) = ''" if c.type == "VARCHAR" else ""
             found.append(Rule("missing_value", f"{c.name} IS NULL{blank}", f"'{c.name} is missing'"))
+    for c in contract.columns:
+        if c.max_length is not None:
+            found.append(Rule(
+                "value_too_long",
+                f"length({c.name}) > {c.max_length}",
+                f"format('{c.name} is {{:,}} characters long; the limit is {c.max_length:,}', length({c.name}))",
+            ))
     for name, allowed in ALLOWED_VALUES.items():
         if name in contract.column_names:
             listed = ", ".join(allowed)
@@ -145,8 +159,13 @@ def typed_value(contract: SourceContract, name: str, raw_types: dict[str, str]) 
     if source_type == c.type:
         return c.name
     if c.type == "TIMESTAMP":
-        # text with an offset ("...+02:00", "...Z") is converted to UTC; text without one is taken as UTC
+        # text with an offset ("...+02:00", "...Z") and TIMESTAMPTZ values are converted to UTC; text without
+        # an offset is taken as UTC
         return f"timezone('UTC', TRY_CAST({c.name} AS TIMESTAMPTZ))"
+    if c.type == "INTEGER" and source_type not in _WHOLE_NUMBER_TYPES:
+        # CAST rounds 30.5 (or '30.5') to 31; only a whole number is an INTEGER
+        number = f"TRY_CAST({c.name} AS DOUBLE)"
+        return f"CASE WHEN {number} = trunc({number}) THEN TRY_CAST({c.name} AS INTEGER) END"
     return f"TRY_CAST({c.name} AS {c.type})"
 
 
@@ -250,8 +269,10 @@ def _raw(column: str) -> str:
 
 
 def _shown(expression: str) -> str:
-    """A value in a detail message: quoted text, or 'NULL'."""
-    return f"coalesce('''' || {expression}::VARCHAR || '''', 'NULL')"
+    """A value in a detail message: quoted text (its first 80 characters, then '…'), or 'NULL'."""
+    text = f"{expression}::VARCHAR"
+    shortened = f"CASE WHEN length({text}) > 80 THEN left({text}, 80) || '…' ELSE {text} END"
+    return f"coalesce('''' || {shortened} || '''', 'NULL')"
 
 
 def _literal(text: str) -> str:
