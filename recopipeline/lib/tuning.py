@@ -79,6 +79,8 @@ class Tuning:
     future_tolerance_hours: float = 1.0  # timestamps later than the ingest time plus this are quarantined
     row_count_drift_band: float = 0.5  # warn when a table's row count moves more than this share between runs
     gx_sample_rows: int = 10_000  # rows that Great Expectations validates per check (a reservoir sample)
+    purchase_match_hours: int = 24  # a purchase event matches an order line of its customer and product this close
+    max_unmatched_purchase_share: float = 0.001  # purchases_have_orders warns when more purchase events have none
     # --- A/B variants (each a blend configuration; see docs/serving.md) ---
     ab_variants: str = DEFAULT_VARIANTS  # JSON: name -> {"share": s, "weight_<strategy>": w, ...}
     ab_salt: str = "recopipeline-ab-1"  # a new salt reshuffles customers into variants
@@ -136,6 +138,8 @@ class Tuning:
             raise ValueError("quarantine_share_min_rows must be >= 0")
         if self.future_tolerance_hours < 0 or self.row_count_drift_band <= 0 or self.gx_sample_rows < 1:
             raise ValueError("future_tolerance_hours must be >= 0, row_count_drift_band > 0 and gx_sample_rows >= 1")
+        if self.purchase_match_hours < 0 or not 0 <= self.max_unmatched_purchase_share <= 1:
+            raise ValueError("purchase_match_hours must be >= 0 and max_unmatched_purchase_share between 0 and 1")
         for variant, weights in self.variant_strategy_weights().items():
             if sum(weights.values()) <= 0:
                 raise ValueError(f"variant {variant!r}: at least one strategy weight must be > 0")

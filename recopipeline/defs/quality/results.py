@@ -38,6 +38,29 @@ def violations(con: duckdb.DuckDBPyConnection, check_name: str, sql: str, descri
     )
 
 
+def share(
+    con: duckdb.DuckDBPyConnection, check_name: str, sql: str, population: str, limit: float, description: str
+) -> dg.AssetCheckResult:
+    """WARN when the rows `sql` selects are more than `limit` (a share) of the `population` rows; exact."""
+    found = con.sql(f"SELECT count(*) OVER () AS violations, * FROM ({sql}) LIMIT {EXAMPLES}").df()
+    count = int(found["violations"].iloc[0]) if len(found) else 0
+    ((total,),) = con.sql(f"SELECT count(*) FROM ({population})").fetchall()
+    measured = count / total if total else 0.0
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        passed=measured <= limit,
+        severity=WARN,
+        description=f"{count:,} of {total:,} {description} ({measured:.2%}; warns above {limit:.2%})",
+        metadata={
+            "violations": count,
+            "checked_rows": int(total),
+            "share": dg.MetadataValue.float(round(measured, 6)),
+            "max_share": dg.MetadataValue.float(limit),
+            "examples": markdown(found.drop(columns="violations")),
+        },
+    )
+
+
 def expectations(check_name: str, result: SuiteResult, sampled_from: int) -> dg.AssetCheckResult:
     """A Great Expectations suite run on a sample, summarised."""
     failed = result.failed
