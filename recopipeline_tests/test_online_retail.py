@@ -131,8 +131,8 @@ def test_customers_and_products(converted):
     ]
     # 85123A has two names once each: the tie goes to the alphabetically first.
     assert _rows(out / "products.parquet") == [
-        ("71053", "WHITE METAL LANTERN", "cat_710", None, 3.39, 100, True, _ts("2010-12-01 08:26:00")),
-        ("85123A", HEART_ALT, "cat_851", None, 2.75, 100, True, _ts("2010-12-01 08:26:00")),
+        ("71053", "WHITE METAL LANTERN", "cat_710", None, 3.39, None, True, _ts("2010-12-01 08:26:00")),
+        ("85123A", HEART_ALT, "cat_851", None, 2.75, None, True, _ts("2010-12-01 08:26:00")),
     ]
 
 

@@ -21,8 +21,8 @@ Mapping choices, because the data does not carry them:
   its products in blocks, so a block of 100 codes holds a product line or products introduced together
   (e.g. 901xx jewellery, 849xx cushion covers and towels). The rule does not depend on the other rows, so a
   product keeps its category in every slice. Codes without three leading digits get "cat_other".
-- brand and email are NULL; stock_quantity is 100 (stock is unknown, so every product counts as in stock);
-  is_active is true (every product in the table has a valid sale).
+- brand, email and stock_quantity are NULL (unknown; an unknown stock counts as in stock); is_active is true
+  (every product in the table has a valid sale); created_at is the product's first sale.
 - Timestamps are InvoiceDate as written (UK local time, at most one hour from UTC in summer). All lines of an
   invoice get the invoice's first time, because 43 invoices span a change of minute.
 """
@@ -220,7 +220,7 @@ SELECT s.product_id,
             ELSE 'cat_other' END AS category,
        NULL AS brand,
        s.price,
-       100 AS stock_quantity,
+       NULL::INTEGER AS stock_quantity,
        true AS is_active,
        s.created_at
 FROM sales AS s
