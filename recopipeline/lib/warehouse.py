@@ -255,6 +255,10 @@ class Warehouse:
         """Rebuild `catalog.duckdb` with one view per materialized asset; swapped in by rename."""
         if is_remote(self.root):
             return None
+        cutoff = time.time() - LEFTOVER_AGE_SECONDS
+        for left in Path(self.root).glob("catalog.duckdb.*.tmp*"):  # of a killed step
+            if left.stat().st_mtime < cutoff:
+                left.unlink(missing_ok=True)
         temp = f"{self.catalog_path}.{uuid.uuid4().hex}.tmp"
         con = duckdb.connect(temp)
         try:
