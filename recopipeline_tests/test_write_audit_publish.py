@@ -57,7 +57,7 @@ def test_a_failed_blocking_check_keeps_the_previous_table_for_downstream(definit
     (folder / "orders.csv").write_text("\n".join([HEADERS["orders"], *ORDERS[:5], *BAD_QUANTITIES]) + "\n")
     second = materialize_assets(
         list(definitions.assets), selection=["orders", "product_repurchase_rates"],
-        resources=resources_for(store, source=str(folder)), raise_on_error=False,
+        resources=resources_for(store, source=str(folder), quarantine_share_min_rows=1), raise_on_error=False,
     )
     assert not second.success
     (check,) = [c for c in second.get_asset_check_evaluations() if c.check_name == "quarantine_share"]
