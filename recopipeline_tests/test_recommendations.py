@@ -138,3 +138,20 @@ def test_top_recommendations_cut_at_n_with_display_fields(definitions, candidate
     top = table(candidates, "customer_top_recommendations", "customer_id, recommendation_rank")
     assert list(zip(top.customer_id, top.product_id)) == [("C1", "P3"), ("C1", "P5"), ("C2", "P8"), ("C2", "P3")]
     assert top.loc[0, "product_name"] == "name P3"
+
+
+def test_ease_evidence_names_the_strongest_bought_products_only(definitions, candidates):
+    # C1 bought P1 and P2; both point to P4 through EASE (0.5 and 0.3), and P2 also to P9 (0.2)
+    put(candidates, "customer_product_affinity", frame(
+        "customer_id product_id weighted_affinity_score purchase_count weighted_purchase_count",
+        ("C1", "P1", 10.0, 1, 1.0), ("C1", "P2", 5.0, 1, 1.0)))
+    put(candidates, "ease_item_similarity", frame(
+        "product_id_1 product_id_2 ease_weight ease_rank", ("P1", "P4", 0.5, 1), ("P2", "P4", 0.3, 1),
+        ("P2", "P9", 0.2, 2)))
+    weights = {f"weight_{s}": 0.0 for s in STRATEGIES} | {"weight_ease": 1.0, "weight_popular": 1.0}
+    stage(definitions, candidates, ["product_recommendations"], seeds_per_customer=1, **weights)
+    c1 = recommendations(candidates, "C1")
+    # EASE sums over every bought product: P4 = 0.5 + 0.3 = 0.8 (-> 1.0), P9 = 0.2 (-> 0.25); two weights of 1
+    assert c1.loc[["P4", "P9"]].recommendation_score.to_dict() == pytest.approx({"P4": 0.5, "P9": 0.125}, abs=1e-8)
+    # at most seeds_per_customer source products, strongest first
+    assert c1.loc[["P4", "P9"]].evidence.to_dict() == {"P4": "P1", "P9": "P2"}

@@ -190,9 +190,12 @@ strategy_sets AS (
     GROUP BY s.variant, s.strategy_bits
 ),
 seed_evidence AS (
-    -- source products of the kept item-to-item recommendations, strongest contribution first
+    -- source products of the kept item-to-item recommendations, strongest contribution first; at most
+    -- seeds_per_customer of them (ease sums over every bought product, so its list is cut to the strongest)
     SELECT r.customer_id, r.product_id,
-           string_agg(c.seed_id, ',' ORDER BY c.contribution DESC, c.seed_id) AS evidence
+           array_to_string(
+               list(c.seed_id ORDER BY c.contribution DESC, c.seed_id)[1:getvariable('seeds_per_customer')], ','
+           ) AS evidence
     FROM strongest AS r
     JOIN seed_contributions AS c
       ON c.customer_id = r.customer_id AND c.product_id = r.product_id AND c.strategy = r.strategy
