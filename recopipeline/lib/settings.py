@@ -39,6 +39,11 @@ def mcp_token() -> str | None:
     return os.environ.get("RECOPIPELINE_MCP_TOKEN") or None
 
 
+def run_config_file() -> str | None:
+    """RECOPIPELINE_RUN_CONFIG: a YAML run config (launchpad shape) for `materialize` and the schedules' runs."""
+    return os.environ.get("RECOPIPELINE_RUN_CONFIG") or None
+
+
 def pinned_as_of() -> datetime | None:
     """RECOPIPELINE_AS_OF: an optional pinned as-of time for unpartitioned runs (ISO 8601, UTC)."""
     value = os.environ.get("RECOPIPELINE_AS_OF")
