@@ -113,8 +113,11 @@ def source_range_tags(location: Path | None = None) -> dict[str, str]:
 
 
 def partition_tags(hours: str) -> dict[str, str]:
-    """Run tags for one hour (`2026-09-30-23:00`) or a range of hours (`2026-09-30-00:00...2026-09-30-23:00`)."""
-    from recopipeline.defs.partitions import range_tags
+    """Run tags for one hour (`2026-09-30-23:00`) or a range of hours (`2026-09-30-00:00...2026-09-30-23:00`).
+
+    Hours that are not partitions fail here, in one line, before a run starts (`check_hours`).
+    """
+    from recopipeline.defs.partitions import check_hours, range_tags
     from recopipeline.lib.hourly import hour_key, parse_hour_key
 
     keys = [key.strip() for key in hours.split("...")]
@@ -122,10 +125,11 @@ def partition_tags(hours: str) -> dict[str, str]:
         parsed = [parse_hour_key(key) for key in keys]
     except ValueError:
         raise ValueError(f"hours {hours!r} are not like 2026-09-30-23:00 or 2026-09-30-00:00...2026-09-30-23:00")
+    if len(parsed) > 2 or parsed[0] > parsed[-1]:
+        raise ValueError(f"hours {hours!r} are not a range first...last")
+    check_hours(parsed[0], parsed[-1])
     if len(parsed) == 1:
         return {"dagster/partition": hour_key(parsed[0])}
-    if len(parsed) != 2 or parsed[0] > parsed[1]:
-        raise ValueError(f"hours {hours!r} are not a range first...last")
     return range_tags(*parsed)
 
 

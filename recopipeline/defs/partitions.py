@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from recopipeline.lib import settings
-from recopipeline.lib.hourly import HOUR, KEY_FORMAT
+from recopipeline.lib.hourly import HOUR, KEY_FORMAT, floor_hour, hour_key, parse_hour_key
 
 TIMEZONE = "UTC"
 EVENT_SOURCES = ("customer_interactions", "cart_activity", "orders")
@@ -32,6 +32,28 @@ single_run_backfill = dg.BackfillPolicy.single_run()
 def first_hour() -> datetime:
     """The start of the first partition, naive UTC."""
     return hourly_partitions.start.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def check_hours(first: datetime, last: datetime) -> None:
+    """Raise a one-line ValueError unless every hour first .. last is a partition (naive UTC, whole hours).
+
+    The partitions run from `RECOPIPELINE_PARTITION_START` to the hour in progress; an older hour needs an
+    earlier start, set before the event sources are loaded (docs/refresh.md, *The first partition*).
+    """
+    for hour in (first, last):
+        if floor_hour(hour) != hour:
+            raise ValueError(f"hour {hour:%Y-%m-%d-%H:%M} does not start on a whole hour")
+    start = first_hour()
+    if first < start:
+        raise ValueError(
+            f"hour {hour_key(first)} is before the first hourly partition {hour_key(start)}; set "
+            f"RECOPIPELINE_PARTITION_START={first:%Y-%m-%d} (or earlier) and load the event sources again — "
+            "docs/refresh.md"
+        )
+    newest = hourly_partitions.get_last_partition_key()
+    if newest is None or last > parse_hour_key(newest):
+        newest_part = f" (the newest hourly partition is {newest})" if newest else ""
+        raise ValueError(f"hour {hour_key(last)} has not started yet{newest_part}")
 
 
 def run_window(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:

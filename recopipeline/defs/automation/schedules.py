@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from recopipeline.defs.automation.jobs import full_rebuild_job, hourly_refresh_job
-from recopipeline.defs.partitions import TIMEZONE, last_complete_hour, range_tags
+from recopipeline.defs.partitions import TIMEZONE, check_hours, first_hour, last_complete_hour, range_tags
 from recopipeline.defs.stage import AS_OF_TAG
 from recopipeline.lib.hourly import HOUR, hour_key
 
@@ -30,19 +30,31 @@ NIGHTLY_CRON = "30 0 * * *"
     execution_timezone=TIMEZONE,
     description="Every hour at minute 5 (UTC): ingest and refresh the hour that just ended.",
 )
-def hourly_refresh_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    hour = hour_key(last_complete_hour(context.scheduled_execution_time))
+def hourly_refresh_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    ended = last_complete_hour(context.scheduled_execution_time)
+    try:
+        check_hours(ended, ended)
+    except ValueError as error:  # the hour precedes the first partition: nothing to refresh yet
+        return dg.SkipReason(str(error))
+    hour = hour_key(ended)
     return dg.RunRequest(run_key=hour, partition_key=hour)
 
 
-def nightly_run_request(tick: datetime) -> dg.RunRequest:
-    """The nightly run of a tick: the previous day's 24 hours, rebuilt as of the day's end (midnight UTC)."""
+def nightly_run_request(tick: datetime) -> dg.RunRequest | dg.SkipReason:
+    """The nightly run of a tick: the previous day's 24 hours, rebuilt as of the day's end (midnight UTC).
+
+    Of a day that began before the first partition, the run re-ingests the hours from the first partition on
+    (which holds the older events); a day that ended before it is skipped.
+    """
     tick_utc = tick.astimezone(timezone.utc).replace(tzinfo=None) if tick.tzinfo else tick
     midnight = tick_utc.replace(hour=0, minute=0, second=0, microsecond=0)
     day = midnight - timedelta(days=1)
+    if midnight <= first_hour():
+        first = hour_key(first_hour())
+        return dg.SkipReason(f"the day {day:%Y-%m-%d} ended before the first hourly partition {first}")
     return dg.RunRequest(
         run_key=f"nightly-{day:%Y-%m-%d}",
-        tags={**range_tags(day, midnight - HOUR), AS_OF_TAG: midnight.isoformat()},
+        tags={**range_tags(max(day, first_hour()), midnight - HOUR), AS_OF_TAG: midnight.isoformat()},
     )
 
 
@@ -53,5 +65,5 @@ def nightly_run_request(tick: datetime) -> dg.RunRequest:
     execution_timezone=TIMEZONE,
     description="Every day at 00:30 UTC: re-ingest the day that ended, rebuild everything as of midnight, publish.",
 )
-def nightly_rebuild_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+def nightly_rebuild_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
     return nightly_run_request(context.scheduled_execution_time)
