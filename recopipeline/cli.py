@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import duckdb
 
@@ -12,13 +16,34 @@ from recopipeline.lib import settings
 from recopipeline.lib.sources import SourceError
 from recopipeline.lib.warehouse import MissingAssetError, Warehouse
 
+JOBS = ("full_rebuild", "hourly_refresh")
+MAX_LIMIT = 50  # the read API's largest answer
+
 
 class CommandError(RuntimeError):
     """An error worth one line to the user."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors are one line on standard error with exit code 2, like every other error."""
+
+    def error(self, message: str):
+        print(f"recopipeline: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def _warehouse() -> Warehouse:
     return Warehouse(settings.warehouse_root(), settings.duckdb_memory_limit(), settings.duckdb_threads())
+
+
+def _check_writable(folder: Path, name: str) -> None:
+    """Raise a one-line error when `folder` cannot be created or written (read-only, no permission, a file)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise CommandError(f"{name} {folder} is not writable: {error.strerror or error}") from None
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -26,6 +51,10 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
     if args.scale not in SCALES:
         raise CommandError(f"unknown scale {args.scale!r}; choose one of {', '.join(SCALES)}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out {out} is a file; name a directory (it is created if missing)")
+    _check_writable(out, "--out")
     started = time.perf_counter()
     counts = generate(args.scale, args.out, seed=args.seed, progress=lambda line: print(line, flush=True))
     total = ", ".join(f"{name} {rows:,}" for name, rows in counts.items())
@@ -34,46 +63,132 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 def cmd_materialize(args: argparse.Namespace) -> None:
     from recopipeline.defs.stage import AS_OF_TAG
-    from recopipeline.runner import materialize
+    from recopipeline.lib.run_config import load_run_config
+    from recopipeline.runner import check_run_config, check_selection, materialize, partition_tags
 
-    selection = [name.strip() for name in args.select.split(",")] if args.select else None
-    tags = {AS_OF_TAG: settings.parse_as_of(args.as_of).isoformat()} if args.as_of else None
-    print(f"materializing {'the whole graph' if not selection else ', '.join(selection)} "
-          f"(source {settings.source_spec()}, warehouse {settings.warehouse_root()})", flush=True)
-    job, hour = getattr(args, "job", None) or "full_rebuild", getattr(args, "hour", None)
-    if job == "hourly_refresh" and not hour:
+    job = args.job or "full_rebuild"
+    if job not in JOBS:
+        raise CommandError(f"unknown job {job!r}; choose one of {', '.join(JOBS)}")
+    if job == "hourly_refresh" and not args.hour:
         raise CommandError("the hourly_refresh job needs --hour (e.g. 2026-09-30-23:00)")
-    summary = materialize(selection, tags=tags, log_level="WARNING", job=job, partition=hour)
-    for asset, rows in summary.materialized.items():
-        seconds = summary.seconds.get(asset)
-        print(f"  {asset:<34} {rows if rows is not None else '-':>12,} rows  {seconds or 0:6.2f} s")
+    selection = [name.strip() for name in args.select.split(",") if name.strip()] if args.select else None
+    as_of = settings.parse_as_of(args.as_of) if args.as_of else None
+    config_file = args.config or settings.run_config_file()
+    run_config = load_run_config(config_file) if config_file else None
+    _check_writable(settings.LOCAL_HOME, "RECOPIPELINE_HOME")
+    # everything a user can get wrong fails here, on one line, before the run starts
+    if selection:
+        check_selection(job, selection)
+    if args.hour:
+        partition_tags(args.hour)
+    if run_config:
+        try:
+            check_run_config(job, run_config)
+        except ValueError as error:
+            raise CommandError(f"{config_file}: {error}") from None
+    print(f"materializing {_describe(job, selection, args.hour, as_of, config_file)} "
+          f"(source {settings.source_spec()}, warehouse {settings.warehouse_root()})", flush=True)
+    started = time.perf_counter()
+    summary = materialize(selection, tags={AS_OF_TAG: as_of.isoformat()} if as_of else None, log_level="CRITICAL",
+                          job=job, partition=args.hour, run_config=run_config, progress=_print_step)
     if not summary.success:
         raise CommandError(f"run {summary.run_id} failed: " + "; ".join(summary.failures or ["see the Dagster UI"]))
-    print(f"run {summary.run_id} succeeded: {len(summary.materialized)} assets")
+    print(f"run {summary.run_id} succeeded: {len(summary.materialized)} assets in "
+          f"{time.perf_counter() - started:.1f} s", flush=True)
+
+
+def _describe(job: str, selection: list[str] | None, hour: str | None, as_of, config_file: str | None) -> str:
+    """What a materialize run does, for its first line: assets, job, hours, as-of time, run config."""
+    what = ", ".join(selection) if selection else "every asset"
+    hours = (f"hours {hour}" if "..." in hour else f"hour {hour}") if hour else "every hour that holds source data"
+    text = f"{what} of job {job} for {hours}"
+    if as_of:
+        text += f", as of {as_of.isoformat()}"
+    if config_file:
+        text += f", with run config {config_file}"
+    return text
+
+
+def _print_step(done) -> None:
+    """One line per finished step: its asset, rows and seconds, then what else it wrote (a source's quarantine)."""
+    if not done.assets and done.seconds is not None:
+        return
+    name = done.step if done.step in done.assets else next(iter(done.assets), done.step)
+    rows = done.assets.get(name)
+    took = f"{done.seconds:6.2f} s" if done.seconds is not None else "failed"
+    also = ", ".join(f"{other} {_rows(count)}".strip() for other, count in done.assets.items() if other != name)
+    print(f"  {name:<34} {_rows(rows):>17}  {took}" + (f"  (and {also})" if also else ""), flush=True)
+
+
+def _rows(count: int | None) -> str:
+    return "" if count is None else f"{count:,} row{'' if count == 1 else 's'}"
+
+
+@contextmanager
+def _serving() -> Iterator:
+    """The configured serving database; its errors (unreachable, refused) become one line."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from recopipeline.serving import ServingDatabase, ServingError
+
+    url = settings.serving_url()
+    try:
+        database = ServingDatabase(url, schema=settings.serving_schema())
+        try:
+            yield database
+        finally:
+            database.dispose()
+    except ServingError as error:
+        raise CommandError(str(error)) from None
+    except SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        shown = make_url(url).render_as_string(hide_password=True)
+        raise CommandError(f"serving database {shown}: {reason}") from None
 
 
 def cmd_recommend(args: argparse.Namespace) -> None:
-    frame = _warehouse().read(
-        "SELECT recommendation_rank AS rank, product_id, product_name, recommendation_type AS type, "
-        "round(recommendation_score, 4) AS score, evidence FROM customer_top_recommendations "
-        "WHERE customer_id = $customer ORDER BY recommendation_rank LIMIT $limit",
-        inputs=["customer_top_recommendations"],
-        params={"customer": args.customer_id, "limit": args.limit},
-    )
-    if frame.empty:
-        raise CommandError(f"no recommendations for customer {args.customer_id!r}")
-    print(f"top {len(frame)} recommendations for customer {args.customer_id}:")
-    print(frame.to_string(index=False))
+    from recopipeline.serving import Recommender
+
+    with _serving() as database:
+        answer = Recommender(database, cache_ttl=0).recommend(args.customer_id, limit=args.limit)
+    where = f"serving version {answer['version']}, variant {answer['variant']}"
+    if answer["cold_start"]:
+        print(f"customer {args.customer_id!r} has no recommendations of its own; it is served the cold-start "
+              f"list ({where}):")
+    else:
+        print(f"top {len(answer['recommendations'])} recommendations for customer {args.customer_id} ({where}):")
+    table, fills = _recommendation_table(answer)
+    print(table)
+    if fills:
+        print("fill: a popular product of the customer's segment that completes the list; its blend score is "
+              "tiny by design (docs/serving.md)")
+
+
+def _recommendation_table(answer: dict) -> tuple[str, int]:
+    """The answer as a table, and how many of its rows are popular fills (shown as `fill`, not as a score)."""
+    import pandas as pd
+
+    rows, fills = [], 0
+    for item in answer["recommendations"]:
+        fill = item["recommendation_type"] == "popular" and not answer["cold_start"]
+        fills += fill
+        rows.append({"rank": item["rank"], "product_id": item["product_id"], "product_name": item["product_name"],
+                     "type": item["recommendation_type"], "score": "fill" if fill else f"{item['score']:.4g}",
+                     "evidence": item["evidence"] or ""})
+    columns = ["rank", "product_id", "product_name", "type", "score", "evidence"]
+    return pd.DataFrame(rows, columns=columns).to_string(index=False), fills
 
 
 def cmd_sql(args: argparse.Namespace) -> None:
-    print(_warehouse().query_catalog(args.query).to_string(index=False))
+    from recopipeline.lib.readonly_sql import query
+
+    print(query(_warehouse(), args.query).to_string(index=False))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    cmd_materialize(argparse.Namespace(select=None, as_of=None))
-    store = _warehouse()
-    customers = store.read(
+    cmd_materialize(argparse.Namespace(select=None, as_of=None, job=None, hour=None, config=args.config))
+    customers = _warehouse().read(
         "SELECT customer_id FROM customer_top_recommendations GROUP BY customer_id ORDER BY customer_id LIMIT $n",
         inputs=["customer_top_recommendations"],
         params={"n": args.customers},
@@ -86,14 +201,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_rollback(args: argparse.Namespace) -> None:
-    from recopipeline.serving import ServingDatabase, ServingError, rollback
+    from recopipeline.serving import rollback
 
-    try:
-        database = ServingDatabase(settings.serving_url(), schema=settings.serving_schema())
+    with _serving() as database:
         before, now = rollback(database)
-    except ServingError as error:
-        raise CommandError(str(error)) from None
-    print(f"serving version {now} again; version {before} is rolled back ({database.describe()})")
+        shown = database.describe()
+    print(f"serving version {now} again; version {before} is rolled back ({shown})")
 
 
 def cmd_mcp(args: argparse.Namespace) -> None:
@@ -105,8 +218,18 @@ def cmd_mcp(args: argparse.Namespace) -> None:
         raise CommandError(str(error)) from None
 
 
+def _limit(value: str) -> int:
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_LIMIT}, got {value!r}")
+    return limit
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recopipeline", description=__doc__)
+    parser = OneLineParser(prog="recopipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     generate = commands.add_parser("generate", help="write a synthetic data set that follows the contract")
@@ -121,19 +244,22 @@ def build_parser() -> argparse.ArgumentParser:
     materialize.add_argument("--job", help="full_rebuild (default) or hourly_refresh")
     materialize.add_argument("--hour", help="the hour to run, e.g. 2026-09-30-23:00, or a range of hours "
                              "2026-09-30-00:00...2026-09-30-23:00 (default: every hour that holds source data)")
+    materialize.add_argument("--config", help="YAML run config in the launchpad's shape, e.g. resources: tuning: "
+                             "config: {...} (default: RECOPIPELINE_RUN_CONFIG)")
     materialize.set_defaults(func=cmd_materialize)
 
-    recommend = commands.add_parser("recommend", help="print a customer's top recommendations")
+    recommend = commands.add_parser("recommend", help="print what the serving database serves a customer")
     recommend.add_argument("customer_id")
-    recommend.add_argument("--limit", type=int, default=20)
+    recommend.add_argument("--limit", type=_limit, default=20, help=f"1 to {MAX_LIMIT} (default %(default)s)")
     recommend.set_defaults(func=cmd_recommend)
 
-    sql = commands.add_parser("sql", help="run a query against the warehouse catalog")
+    sql = commands.add_parser("sql", help="run one read-only query (SELECT) over the warehouse, a view per asset")
     sql.add_argument("query")
     sql.set_defaults(func=cmd_sql)
 
     demo = commands.add_parser("demo", help="materialize everything and print a few customers' recommendations")
     demo.add_argument("--customers", type=int, default=3)
+    demo.add_argument("--config", help="YAML run config, as for materialize")
     demo.set_defaults(func=cmd_demo)
 
     rollback = commands.add_parser("rollback", help="serve the previous published version again")
@@ -155,13 +281,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help, or a usage error already printed on one line
+        return int(stop.code or 0)
     try:
         args.func(args)
-    except (CommandError, SourceError, MissingAssetError, ValueError, duckdb.Error) as error:
-        print(f"recopipeline: error: {str(error).strip().splitlines()[0]}", file=sys.stderr)
+    except (CommandError, SourceError, MissingAssetError, ValueError, duckdb.Error, OSError) as error:
+        print(f"recopipeline: error: {_one_line(error)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _one_line(error: Exception) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 if __name__ == "__main__":

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import dagster as dg
 
 from recopipeline.lib import settings
+from recopipeline.lib.run_config import merge
+from recopipeline.run_progress import Progress, RunSummary, RunWatcher, condense
 
 REPO_INSTANCE_CONFIG = Path(__file__).parents[1] / "dagster.yaml"
 LAUNCHED_BY_TAG = "recopipeline/launched_by"  # host:pid of the process that executes a run outside the daemon
@@ -35,7 +37,13 @@ JOBS = {"full_rebuild": full_rebuild, "hourly_refresh": hourly_refresh}
 
 
 def instance_from_env() -> dg.DagsterInstance:
-    """The instance in DAGSTER_HOME; by default a local one that uses the repository's dagster.yaml."""
+    """The instance in DAGSTER_HOME; by default a local one that uses the repository's dagster.yaml.
+
+    Unless the instance's configuration sets `python_logs.python_log_level`, runs started here log at INFO:
+    the step processes' default console logger would otherwise print a DEBUG line per step.
+    """
+    from dagster._core.instance.ref import InstanceRef  # the public API has no instance overrides
+
     home = os.environ.get("DAGSTER_HOME")
     if not home:
         home = str(settings.LOCAL_HOME / "dagster_home")
@@ -44,16 +52,10 @@ def instance_from_env() -> dg.DagsterInstance:
     config = Path(home) / "dagster.yaml"
     if not config.exists() and REPO_INSTANCE_CONFIG.exists():
         shutil.copyfile(REPO_INSTANCE_CONFIG, config)
-    return dg.DagsterInstance.get()
-
-
-@dataclass
-class RunSummary:
-    run_id: str
-    success: bool
-    materialized: dict[str, int | None] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
-    failures: list[str] = field(default_factory=list)
+    ref = InstanceRef.from_dir(home)
+    if not (ref.settings.get("python_logs") or {}).get("python_log_level"):
+        ref = InstanceRef.from_dir(home, overrides={"python_logs": {"python_log_level": "INFO"}})
+    return dg.DagsterInstance.from_ref(ref)
 
 
 def materialize(
@@ -63,40 +65,59 @@ def materialize(
     log_level: str = "INFO",
     job: str = "full_rebuild",
     partition: str | None = None,
+    run_config: Mapping | None = None,
+    progress: Progress | None = None,
 ) -> RunSummary:
     """Materialize the whole graph (or the named assets) with the multiprocess executor.
 
     The event sources are ingested for every hour that holds source data, in the same run (single-run backfill),
     unless `partition` (an hour or a range of hours, see `partition_tags`) or the tags name the hours.
+    `run_config` (the launchpad's shape, e.g. `resources.tuning.config`) is laid over the console logger's
+    level. `progress` is called as each step ends, while the run goes on.
     """
     if job not in JOBS:
         raise ValueError(f"unknown job {job!r}; choose one of {', '.join(JOBS)}")
+    if selection:
+        check_selection(job, selection)
+    config = merge({"loggers": {"console": {"config": {"log_level": log_level}}}}, run_config or {})
+    check_run_config(job, config)
+    keys = [dg.AssetKey(name) for name in selection] if selection else None
     instance = instance or instance_from_env()
     release_abandoned_runs(instance)
-    keys = [dg.AssetKey(name) for name in selection] if selection else None
     tags = dict(tags or {})
     if partition:
         tags |= partition_tags(partition)
     elif not names_partitions(tags):
         tags = {**source_range_tags(), **tags}
     tags[LAUNCHED_BY_TAG] = _this_process()
-    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
-    with dg.execute_job(
-        dg.reconstructable(JOBS[job]), instance=instance, run_config=run_config, tags=tags,
-        asset_selection=keys,
-    ) as result:
-        summary = RunSummary(run_id=result.run_id, success=result.success)
-        for event in result.all_events:
-            if event.event_type_value == "ASSET_MATERIALIZATION":
-                materialization = event.event_specific_data.materialization
-                rows = materialization.metadata.get("dagster/row_count")
-                summary.materialized[materialization.asset_key.to_user_string()] = rows.value if rows else None
-            elif event.event_type_value == "STEP_SUCCESS":
-                summary.seconds[event.step_key] = event.event_specific_data.duration_ms / 1000
-            elif event.event_type_value == "STEP_FAILURE":
-                error = event.event_specific_data.error
-                summary.failures.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
-    return summary
+    watcher = RunWatcher(instance, {LAUNCHED_BY_TAG: tags[LAUNCHED_BY_TAG]}, progress)
+    watcher.start()
+    try:
+        with dg.execute_job(
+            dg.reconstructable(JOBS[job]), instance=instance, run_config=config, tags=tags, asset_selection=keys,
+        ) as result:
+            run_id, success = result.run_id, result.success
+    finally:
+        watcher.stop()
+    return watcher.finish(run_id, success)
+
+
+def check_selection(job: str, names: Sequence[str]) -> None:
+    """Raise ValueError naming the selected assets that the job does not hold."""
+    known = {key.to_user_string() for key in JOBS[job]().asset_layer.selected_asset_keys}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"job {job} has no asset {', '.join(repr(name) for name in unknown)}")
+
+
+def check_run_config(job: str, run_config: Mapping) -> None:
+    """Raise ValueError, on one line, when the run config does not fit the job (unknown key, wrong type)."""
+    try:
+        dg.validate_run_config(JOBS[job](), run_config)
+    except dg.DagsterInvalidConfigError as error:
+        reasons = [re.sub(r"^Error \d+: ", "", line.strip()).split(". Expected:")[0]
+                   for line in str(error).splitlines() if re.match(r"\s*Error \d+: ", line)]
+        raise ValueError(f"run config does not fit job {job}: " + "; ".join(reasons or [condense(str(error))]))
 
 
 def source_range_tags(location: Path | None = None) -> dict[str, str]:

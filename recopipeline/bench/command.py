@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 
@@ -30,11 +31,31 @@ def cmd_report(args: argparse.Namespace) -> None:
     from recopipeline.bench.plot import plot_bench
     from recopipeline.evaluation.plot import plot_evaluation
 
+    if not args.bench and not args.evaluation:
+        raise ValueError("nothing to draw: name result files with --bench and/or --evaluation "
+                         "(e.g. recopipeline report --bench docs/benchmarks/bench-*.json)")
+    bench = [_result_file(name, "bench", ("scale", "paths")) for name in args.bench]
+    evaluation = [_result_file(name, "evaluate", ("rows", "data")) for name in args.evaluation]
     out = Path(args.out)
-    for path in (plot_bench([Path(p) for p in args.bench], out) if args.bench else []):
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; name a directory")
+    for path in [*plot_bench(bench, out), *plot_evaluation(evaluation, out)]:
         print(f"wrote {path}")
-    for path in (plot_evaluation([Path(p) for p in args.evaluation], out) if args.evaluation else []):
-        print(f"wrote {path}")
+
+
+def _result_file(name: str, command: str, keys: tuple[str, ...]) -> Path:
+    """A readable JSON file written by `recopipeline <command> --json` (it has the given keys)."""
+    path = Path(name)
+    try:
+        result = json.loads(path.read_text())
+    except OSError as error:
+        raise ValueError(f"{path}: {error.strerror or error}") from None
+    except ValueError as error:
+        raise ValueError(f"{path} is not JSON: {error}") from None
+    missing = [key for key in keys if not isinstance(result, dict) or key not in result]
+    if missing:
+        raise ValueError(f"{path} is not a result of recopipeline {command} --json (no {', '.join(missing)})")
+    return path
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -52,7 +73,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--keep", action="store_true", help="keep the scratch warehouse")
     bench.set_defaults(func=cmd_bench)
 
-    report = commands.add_parser("report", help="draw the benchmark and evaluation PNGs from their JSON files")
+    report = commands.add_parser("report", help="draw the benchmark and evaluation PNGs from their JSON files "
+                                 "(at least one file)")
     report.add_argument("--bench", nargs="*", default=[], help="bench JSON files (one per scale)")
     report.add_argument("--evaluation", nargs="*", default=[], help="evaluation JSON files")
     report.add_argument("--out", default="docs/images")
