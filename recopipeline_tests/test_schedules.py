@@ -169,3 +169,36 @@ def test_the_jobs_select_what_docs_refresh_md_says(definitions):
     assert not nightly & incremental
     for job in ("full_rebuild", "hourly_refresh", "ingest_sources"):
         assert definitions.resolve_job_def(job).partitions_def.timezone == "UTC"
+
+
+# ---- the run config of scheduled and sensed runs (RECOPIPELINE_RUN_CONFIG) -------------------------------------
+
+REORDER = Path(__file__).parents[1] / "recopipeline" / "deploy" / "reorder.yaml"
+
+
+def test_scheduled_and_sensed_runs_take_the_run_config_file_read_at_each_tick(definitions, monkeypatch, inbox):
+    from recopipeline.lib.run_config import load_run_config
+
+    moment = datetime(2026, 10, 1, 0, 30, tzinfo=timezone.utc)
+    monkeypatch.delenv("RECOPIPELINE_RUN_CONFIG", raising=False)
+    assert [r.run_config for r in tick(definitions, "nightly_rebuild_schedule", moment)] == [{}]
+    monkeypatch.setenv("RECOPIPELINE_RUN_CONFIG", str(REORDER))  # after the definitions were loaded
+    expected = load_run_config(REORDER)
+    assert expected["resources"]["tuning"]["config"]["weight_repurchase"] == 1.0
+    for name in ("nightly_rebuild_schedule", "hourly_refresh_schedule"):
+        (request,) = tick(definitions, name, moment)
+        assert request.run_config == expected
+        job = definitions.resolve_job_def(definitions.resolve_schedule_def(name).job_name)
+        dg.validate_run_config(job, request.run_config)
+    requests, _, _ = evaluate(definitions, inbox, None)
+    assert requests and all(r.run_config == expected for r in requests)
+
+
+def test_a_broken_run_config_file_fails_the_tick_with_its_cause(definitions, monkeypatch, tmp_path):
+    broken = tmp_path / "tuning.yaml"
+    broken.write_text("resources:\n  tuning:\n    config:\n      weight_eaze: 1.0\n")
+    monkeypatch.setenv("RECOPIPELINE_RUN_CONFIG", str(broken))
+    with pytest.raises(dg.DagsterError, match="evaluation of schedule nightly_rebuild_schedule") as failed:
+        tick(definitions, "nightly_rebuild_schedule", datetime(2026, 10, 1, 0, 30, tzinfo=timezone.utc))
+    cause = str(failed.value.__cause__)
+    assert cause == f"run config {broken}: unknown tuning value weight_eaze (see docs/configuration.md)"

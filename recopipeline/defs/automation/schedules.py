@@ -6,7 +6,8 @@
   and rebuilds everything as of midnight, the tick's day boundary. A run for a past day (the launchpad, with the
   same tags) rebuilds that day's result.
 
-Both start stopped; turn them on in the UI or with `dagster schedule start`.
+Both start stopped; turn them on in the UI or with `dagster schedule start`. Their runs take the run config in
+the YAML file that `RECOPIPELINE_RUN_CONFIG` names (e.g. tuning values), read at each tick.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from recopipeline.defs.automation.jobs import full_rebuild_job, hourly_refresh_j
 from recopipeline.defs.partitions import TIMEZONE, check_hours, first_hour, last_complete_hour, range_tags
 from recopipeline.defs.stage import AS_OF_TAG
 from recopipeline.lib.hourly import HOUR, hour_key
+from recopipeline.lib.run_config import configured_run_config
 
 HOURLY_MINUTE = 5
 NIGHTLY_CRON = "30 0 * * *"
+
 
 @dg.schedule(
     name="hourly_refresh_schedule",
@@ -37,10 +40,10 @@ def hourly_refresh_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequ
     except ValueError as error:  # the hour precedes the first partition: nothing to refresh yet
         return dg.SkipReason(str(error))
     hour = hour_key(ended)
-    return dg.RunRequest(run_key=hour, partition_key=hour)
+    return dg.RunRequest(run_key=hour, partition_key=hour, run_config=configured_run_config())
 
 
-def nightly_run_request(tick: datetime) -> dg.RunRequest | dg.SkipReason:
+def nightly_run_request(tick: datetime, run_config: dict | None = None) -> dg.RunRequest | dg.SkipReason:
     """The nightly run of a tick: the previous day's 24 hours, rebuilt as of the day's end (midnight UTC).
 
     Of a day that began before the first partition, the run re-ingests the hours from the first partition on
@@ -55,6 +58,7 @@ def nightly_run_request(tick: datetime) -> dg.RunRequest | dg.SkipReason:
     return dg.RunRequest(
         run_key=f"nightly-{day:%Y-%m-%d}",
         tags={**range_tags(max(day, first_hour()), midnight - HOUR), AS_OF_TAG: midnight.isoformat()},
+        run_config=run_config or {},
     )
 
 
@@ -66,4 +70,4 @@ def nightly_run_request(tick: datetime) -> dg.RunRequest | dg.SkipReason:
     description="Every day at 00:30 UTC: re-ingest the day that ended, rebuild everything as of midnight, publish.",
 )
 def nightly_rebuild_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    return nightly_run_request(context.scheduled_execution_time)
+    return nightly_run_request(context.scheduled_execution_time, configured_run_config())

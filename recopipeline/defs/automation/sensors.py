@@ -21,6 +21,7 @@ from recopipeline.defs.resources import SourceResource
 from recopipeline.lib.contract import SOURCES
 from recopipeline.lib.hourly import HOUR, floor_hour, parse_hour_key
 from recopipeline.lib.ingest import event_time_span
+from recopipeline.lib.run_config import configured_run_config
 from recopipeline.lib.sources import SourceError, source_files
 
 MINIMUM_INTERVAL_SECONDS = 60
@@ -61,10 +62,13 @@ def event_hours(path: str, source: str, last_partition: datetime | None) -> tupl
     return (start, end) if start <= end else None
 
 
-def file_run_request(path: str, source: str, last_partition: datetime | None) -> dg.RunRequest | None:
+def file_run_request(
+    path: str, source: str, last_partition: datetime | None, run_config: dict | None = None
+) -> dg.RunRequest | None:
     key = f"{path}@{fingerprint(path)}"
     if source in SNAPSHOT_SOURCES:
-        return dg.RunRequest(run_key=key, asset_selection=[dg.AssetKey(source)], tags={"recopipeline/file": path})
+        return dg.RunRequest(run_key=key, asset_selection=[dg.AssetKey(source)], tags={"recopipeline/file": path},
+                             run_config=run_config or {})
     window = event_hours(path, source, last_partition)
     if window is None:
         return None
@@ -72,6 +76,7 @@ def file_run_request(path: str, source: str, last_partition: datetime | None) ->
         run_key=key,
         asset_selection=[dg.AssetKey(source)],
         tags={**range_tags(*window), "recopipeline/file": path},
+        run_config=run_config or {},
     )
 
 
@@ -93,8 +98,9 @@ def source_files_sensor(context: dg.SensorEvaluationContext, source: SourceResou
     last_key = hourly_partitions.get_last_partition_key()
     last_partition = parse_hour_key(last_key) if last_key else None
     requests = []
+    run_config = configured_run_config()  # RECOPIPELINE_RUN_CONFIG, as for the schedules
     for path, name in changed.items():
-        request = file_run_request(path, name, last_partition)
+        request = file_run_request(path, name, last_partition, run_config)
         if request is None:
             context.log.info(f"{path}: no events in an hour that has started; the hourly refresh will ingest them")
         else:
