@@ -2,6 +2,9 @@
 
 The rebuild ingests every hour that holds data and rebuilds (and publishes) everything as of the start of the
 busiest hour of the last day, so that hour can then be refreshed as the hourly job would.
+
+Tests get it through the session fixture `nightly` (conftest.py). They may read the base itself; a test or module
+that writes tables, the serving database or source files works on a copy (`copy_to`).
 """
 
 from __future__ import annotations
@@ -34,14 +37,40 @@ class NightlyBase:
     def input_cache(self) -> str:
         return str(self.root / "input")
 
-    def copy_to(self, target: Path) -> Warehouse:
-        """A copy of the warehouse and its serving database under `target` (the input is shared)."""
+    @property
+    def store(self) -> Warehouse:
+        """The base's own warehouse: read it, never write it."""
+        return Warehouse(str(self.root / "warehouse"), memory_limit="1GB", threads=2)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """The run tags of the rebuild: every hour with data, as of the start of `hour`."""
+        return {**range_tags(self.first, self.last), AS_OF_TAG: self.hour.isoformat()}
+
+    def copy_to(self, target: Path, serving: bool = True, inputs: bool = False) -> Warehouse:
+        """A copy of the warehouse under `target`, with a copy of its serving database unless `serving` is false
+        (the copy then publishes into a new one). The input is shared unless `inputs` asks for a copy of it too:
+        tests whose runs write source files (feedback clicks) need their own, at `target / "input"`."""
         shutil.copytree(self.root / "warehouse", target / "warehouse")
-        shutil.copyfile(self.root / "warehouse-serving.db", target / "warehouse-serving.db")
+        if serving:
+            shutil.copyfile(self.root / "warehouse-serving.db", target / "warehouse-serving.db")
+        if inputs:
+            shutil.copytree(self.root / "input", target / "input")
         return Warehouse(str(target / "warehouse"), memory_limit="1GB", threads=2)
 
-    def resources(self, store: Warehouse) -> dict:
-        return resources_for(store, SOURCE, self.input_cache)
+    def resources(self, store: Warehouse, input_cache: str | None = None, **tuning) -> dict:
+        """The resources of a run over `store`, reading the base's input unless given another copy of it."""
+        return resources_for(store, SOURCE, input_cache or self.input_cache, **tuning)
+
+    def rebuild(self, definitions: dg.Definitions, root: Path) -> Warehouse:
+        """The same nightly rebuild again, from the same input, into a new warehouse under `root`."""
+        store = Warehouse(str(root / "warehouse"), memory_limit="1GB", threads=2)
+        result = dg.materialize(
+            list(definitions.assets), selection=job_selection(definitions, "full_rebuild"),
+            resources=resources_for(store, SOURCE, self.input_cache), tags=self.tags,
+        )
+        assert result.success
+        return store
 
 
 def job_selection(definitions: dg.Definitions, job: str) -> list[str]:
@@ -49,30 +78,14 @@ def job_selection(definitions: dg.Definitions, job: str) -> list[str]:
     return sorted(key.to_user_string() for key in keys)
 
 
-_BUILT: dict[Path, NightlyBase] = {}
-
-
-def nightly_base(definitions: dg.Definitions, root: Path) -> NightlyBase:
-    """The base under `root`, built on first use in this test session."""
-    if root not in _BUILT:
-        _BUILT[root] = _build(definitions, root)
-    return _BUILT[root]
-
-
-def _build(definitions: dg.Definitions, root: Path) -> NightlyBase:
+def build_nightly_base(definitions: dg.Definitions, root: Path) -> NightlyBase:
+    """The base under `root` (the session fixture `nightly` builds it once per test session)."""
     root.mkdir(parents=True, exist_ok=True)
-    store = Warehouse(str(root / "warehouse"), memory_limit="1GB", threads=2)
     location = SourceResource(source=SOURCE, cache_dir=str(root / "input")).location()
     first, last = source_hours(location, first_hour(), datetime(2100, 1, 1))
-    hour = busiest_hour(location, first + HOUR)
-    result = dg.materialize(
-        list(definitions.assets),
-        selection=job_selection(definitions, "full_rebuild"),
-        resources=resources_for(store, SOURCE, str(root / "input")),
-        tags={**range_tags(first, last), AS_OF_TAG: hour.isoformat()},
-    )
-    assert result.success
-    return NightlyBase(root=root, first=first, last=last, hour=hour)
+    base = NightlyBase(root=root, first=first, last=last, hour=busiest_hour(location, first + HOUR))
+    base.rebuild(definitions, root)
+    return base
 
 
 def busiest_hour(location: Path, after: datetime) -> datetime:

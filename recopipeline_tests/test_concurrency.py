@@ -17,6 +17,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pytest
 from dagster_graphql import DagsterGraphQLClient
 from sqlalchemy import select
 
@@ -28,7 +29,9 @@ from recopipeline.runner import release_abandoned_runs
 from recopipeline.serving.database import ServingDatabase
 from recopipeline.serving.schema import customer_recommendations
 from recopipeline_tests.dagster_dev import REPOSITORY, dagster_dev
-from recopipeline_tests.nightly_base import SOURCE, NightlyBase, nightly_base
+from recopipeline_tests.nightly_base import SOURCE, NightlyBase
+
+pytestmark = pytest.mark.slow  # `dagster dev` and command-line runs with the multiprocess executor
 
 RUN_DEADLINE_SECONDS = 240
 # run-specific columns: who ingested and when
@@ -117,8 +120,10 @@ def served(url: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["version", "customer_id", "rank", "product_id", "score"])
 
 
-def test_overlapping_runs_succeed_serialise_writers_and_equal_a_sequential_run(definitions, tmp_path_factory):
-    base = nightly_base(definitions, tmp_path_factory.getbasetemp() / "nightly_base")
+def test_overlapping_runs_succeed_serialise_writers_and_equal_a_sequential_run(
+    definitions, tmp_path_factory, nightly: NightlyBase
+):
+    base = nightly
     root = tmp_path_factory.mktemp("concurrency")
     store = base.copy_to(root / "concurrent")
     env = {
@@ -176,9 +181,9 @@ def test_overlapping_runs_succeed_serialise_writers_and_equal_a_sequential_run(d
     )
 
 
-def test_a_killed_command_line_run_gives_back_its_pool_slots(definitions, tmp_path_factory):
+def test_a_killed_command_line_run_gives_back_its_pool_slots(tmp_path_factory, nightly: NightlyBase):
     """`recopipeline materialize` executes its run itself; killed, it would hold its steps' slots for ever."""
-    base = nightly_base(definitions, tmp_path_factory.getbasetemp() / "nightly_base")
+    base = nightly
     root = tmp_path_factory.mktemp("killed")
     home, dagster_home = root / "home", root / "dagster_home"
     home.mkdir()

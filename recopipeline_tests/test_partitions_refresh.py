@@ -18,12 +18,12 @@ from recopipeline.lib.warehouse import Warehouse
 from recopipeline.serving.database import ServingDatabase
 from recopipeline.serving.schema import customer_recommendations, serving_state
 from recopipeline_tests.conftest import stage
-from recopipeline_tests.nightly_base import job_selection, nightly_base
+from recopipeline_tests.nightly_base import job_selection
 
 @pytest.fixture(scope="module")
-def refreshed(definitions, tmp_path_factory):
+def refreshed(definitions, tmp_path_factory, nightly):
     """The nightly rebuild as of an hour's start, then the hourly refresh of that hour."""
-    base = nightly_base(definitions, tmp_path_factory.getbasetemp() / "nightly_base")
+    base = nightly
     store = base.copy_to(tmp_path_factory.mktemp("refresh"))
     resources = base.resources(store)
     hourly = dg.materialize(
@@ -31,7 +31,7 @@ def refreshed(definitions, tmp_path_factory):
         partition_key=hour_key(base.hour),
     )
     assert hourly.success
-    return {"store": store, "hour": base.hour, "resources": resources, "nightly": Warehouse(str(base.root / "warehouse"))}
+    return {"store": store, "hour": base.hour, "resources": resources, "nightly": base.store}
 
 
 def refreshed_rows(store: Warehouse, hour: datetime) -> pd.DataFrame:

@@ -15,7 +15,7 @@ from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import Warehouse
 from recopipeline.serving import Recommender, ServingDatabase, record_impressions
 from recopipeline.serving.feedback import record_feedback
-from recopipeline_tests.conftest import AS_OF, materialize_assets, resources_for
+from recopipeline_tests.conftest import materialize_assets, resources_for
 from recopipeline_tests.serving_support import POSTGRES_URL, drop_schema, fresh_schema
 
 VARIANTS = json.dumps({"control": {"share": 0.5}, "popular_heavy": {"share": 0.5, "weight_popular": 50.0}})
@@ -23,9 +23,6 @@ SALT = "test-experiment"
 TUNING = {"ab_variants": VARIANTS, "ab_salt": SALT}
 EXPERIMENT = Tuning(**TUNING).experiment()
 REPOSITORY = Path(__file__).parents[1]
-SERVED = dg.AssetSelection.assets(
-    "published_recommendations", "recommendation_feedback_metrics", "feedback_clicks"
-).upstream()
 PUBLISH_AND_TOP = ["product_recommendations", "customer_top_recommendations", "published_recommendations"]
 
 
@@ -37,20 +34,25 @@ def materialized(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def built(definitions, tmp_path_factory):
-    """The whole graph on synthetic xs data with two A/B variants, published to a SQLite serving database."""
+def built(definitions, tmp_path_factory, nightly):
+    """The whole graph on synthetic xs data with two A/B variants, published to a new SQLite serving database.
+
+    A copy of the session's nightly rebuild (its input too: feedback clicks are written into it), blended again
+    with the variants as of the same time.
+    """
     root = tmp_path_factory.mktemp("publish")
-    store = Warehouse(root=str(root / "warehouse"), memory_limit="2GB", threads=2)
-    resources = resources_for(store, "synthetic:xs", str(root / "input"), **TUNING)
-    result = materialize_assets(
-        list(definitions.assets), selection=SERVED, resources=resources, tags={AS_OF_TAG: AS_OF.isoformat()}
+    store = nightly.copy_to(root, serving=False, inputs=True)
+    resources = nightly.resources(store, str(root / "input"), **TUNING)
+    result = dg.materialize(
+        list(definitions.assets), selection=PUBLISH_AND_TOP, resources=resources,
+        tags={AS_OF_TAG: nightly.hour.isoformat()},
     )
     assert result.success
-    return store, resources, materialized(result)
+    return store, resources, materialized(result), nightly.hour
 
 
 def test_each_customer_is_blended_with_the_variant_its_hash_assigns(built):
-    store, _, _ = built
+    store, _, _, _ = built
     top = store.read(
         "SELECT customer_id, variant, count(*) FILTER (WHERE recommendation_type = 'popular') / count(*) AS popular "
         "FROM customer_top_recommendations GROUP BY ALL",
@@ -64,7 +66,7 @@ def test_each_customer_is_blended_with_the_variant_its_hash_assigns(built):
 
 
 def test_published_answers_equal_the_warehouse_tables(built):
-    store, resources, metadata = built
+    store, resources, metadata, _ = built
     published = metadata["published_recommendations"]
     assert published["serving_version"] == 1 and "False" not in published["audit"]
     reader = Recommender(resources["serving"].database(), cache_ttl=0)
@@ -102,7 +104,7 @@ def test_published_answers_equal_the_warehouse_tables(built):
 
 
 def test_a_failing_blocking_check_skips_publishing(built, definitions, tmp_path):
-    store, _, _ = built
+    store, _, _, as_of = built
     copy = Warehouse(root=str(tmp_path / "warehouse"), memory_limit="2GB", threads=2)
     shutil.copytree(store.root, copy.root)
     good = resources_for(copy, **TUNING)
@@ -114,7 +116,7 @@ def test_a_failing_blocking_check_skips_publishing(built, definitions, tmp_path)
     starving = resources_for(copy, weight_popular=0.0)
     result = dg.materialize(
         list(definitions.assets), selection=PUBLISH_AND_TOP, resources=starving, raise_on_error=False,
-        tags={AS_OF_TAG: AS_OF.isoformat()},
+        tags={AS_OF_TAG: as_of.isoformat()},
     )
     failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
     assert failed and all(e.asset_key.to_user_string() in PUBLISH_AND_TOP for e in failed)
@@ -123,7 +125,7 @@ def test_a_failing_blocking_check_skips_publishing(built, definitions, tmp_path)
 
 
 def test_feedback_metrics_and_clicks_flowing_back_as_interactions(built, definitions):
-    store, resources, _ = built
+    store, resources, _, _ = built
     database = resources["serving"].database()
     reader = Recommender(database, cache_ttl=0)
     customers = store.read("SELECT customer_id FROM customers ORDER BY customer_id LIMIT 4", inputs=["customers"])
@@ -160,7 +162,7 @@ def test_feedback_metrics_and_clicks_flowing_back_as_interactions(built, definit
 
 def test_dagster_instance_and_serving_database_on_postgres(built, definitions, tmp_path, monkeypatch):
     """The deployment configuration: Dagster's storage and the serving tables in the local Postgres."""
-    store, _, _ = built
+    store, _, _, _ = built
     schema = fresh_schema()
     engine = create_engine(POSTGRES_URL)
     with engine.begin() as conn:
