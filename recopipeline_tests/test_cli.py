@@ -255,3 +255,5 @@ def test_the_documented_reorder_run_config_is_the_shipped_file_and_the_evaluated
     assert yaml.safe_load(block) == shipped
     for job in ("full_rebuild", "hourly_refresh"):
         dg.validate_run_config(definitions.resolve_job_def(job), shipped)
+    readme = (REPOSITORY / "README.md").read_text()
+    assert "[--config FILE]" in readme and "| `RECOPIPELINE_RUN_CONFIG` |" in readme
