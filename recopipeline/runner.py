@@ -97,6 +97,8 @@ def materialize(
             dg.reconstructable(JOBS[job]), instance=instance, run_config=config, tags=tags, asset_selection=keys,
         ) as result:
             run_id, success = result.run_id, result.success
+        # the run has ended: a step that failed before it started must not keep its pool slot (no daemon here)
+        instance.event_log_storage.free_concurrency_slots_for_run(run_id)
     finally:
         watcher.stop()
     return watcher.finish(run_id, success)

@@ -46,7 +46,8 @@ def source_check_specs(contract: SourceContract) -> list[dg.AssetCheckSpec]:
     return [
         dg.AssetCheckSpec(
             QUARANTINE_SHARE, asset=contract.name, blocking=True,
-            description="At most max_quarantine_share (default 1%) of the input rows are quarantined.",
+            description="At most max_quarantine_share (default 1%) of the input rows are quarantined, for an "
+            "ingest of at least quarantine_share_min_rows (default 100) input rows.",
         ),
         dg.AssetCheckSpec(
             UNIQUE_KEY, asset=contract.name, blocking=True,
