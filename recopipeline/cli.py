@@ -116,7 +116,10 @@ def _print_step(done) -> None:
     name = done.step if done.step in done.assets else next(iter(done.assets), done.step)
     rows = done.assets.get(name)
     took = f"{done.seconds:6.2f} s" if done.seconds is not None else "failed"
-    also = ", ".join(f"{other} {_rows(count)}".strip() for other, count in done.assets.items() if other != name)
+    also = ", ".join(
+        f"{_rows(count)} quarantined" if other == "quarantine" else f"{other} {_rows(count)}".strip()
+        for other, count in done.assets.items() if other != name
+    )
     print(f"  {name:<34} {_rows(rows):>17}  {took}" + (f"  (and {also})" if also else ""), flush=True)
 
 

@@ -108,7 +108,8 @@ class RunWatcher:
         if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
             materialization = data.materialization
             name = materialization.asset_key.to_user_string()
-            rows = materialization.metadata.get("dagster/row_count")
+            # a source's step also records the quarantine: what that step quarantined, not the whole table
+            rows = materialization.metadata.get("quarantined_rows") or materialization.metadata.get("dagster/row_count")
             self.summary.materialized[name] = rows.value if rows else None
             self._pending.setdefault(step, []).append(name)
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION and not data.passed:

@@ -207,7 +207,7 @@ def test_a_failed_blocking_check_is_named(tmp_path):
     (line,) = result.stderr.splitlines()
     assert line.startswith("recopipeline: error: run ") and " failed: customers: blocking check failed: " in line
     assert line.endswith("customers: quarantine_share (1 of 3 input rows quarantined (33.33%; allowed 0.00%))")
-    assert "customers" in result.stdout.splitlines()[1] and "failed  (and quarantine 1 row)" in result.stdout
+    assert "customers" in result.stdout.splitlines()[1] and "failed  (and 1 row quarantined)" in result.stdout
 
 
 @pytest.fixture
