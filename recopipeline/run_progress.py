@@ -109,7 +109,8 @@ class RunWatcher:
             materialization = data.materialization
             name = materialization.asset_key.to_user_string()
             # a source's step also records the quarantine: what that step quarantined, not the whole table
-            rows = materialization.metadata.get("quarantined_rows") or materialization.metadata.get("dagster/row_count")
+            count_key = "quarantined_rows" if name == "quarantine" else "dagster/row_count"
+            rows = materialization.metadata.get(count_key)
             self.summary.materialized[name] = rows.value if rows else None
             self._pending.setdefault(step, []).append(name)
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION and not data.passed:

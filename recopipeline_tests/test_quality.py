@@ -77,12 +77,18 @@ def test_the_share_rule_applies_from_a_minimum_of_input_rows(definitions, tmp_pa
 
     share = evaluation(result, "customers", sources.QUARANTINE_SHARE)
     assert result.success and share.passed
-    assert share.description == "1 of 3 input rows quarantined (33.33%; the share rule applies from 100 input rows)"
+    assert share.description == (
+        "1 of 3 input rows quarantined (33.33%; the share rule applies from 100 input rows; below, at most 1 row(s))"
+    )
     assert share.metadata["quarantine_share_min_rows"].value == 100
     assert "x@example.com" in share.metadata["examples"].value  # still quarantined, and shown
     assert store.read("SELECT count(*) AS n FROM quarantine", inputs=["quarantine"]).n[0] == 1
     # from the minimum on, the same share fails
     result = run(definitions, store, ["customers"], source=str(folder), quarantine_share_min_rows=3)
+    assert not evaluation(result, "customers", sources.QUARANTINE_SHARE).passed
+    # below it, a small ingest that is mostly bad fails: 2 of 4 rows is more than the 1 row the share allows
+    folder = write_sources(tmp_path / "input2", {"customers": [",x@example.com,2026-01-01,GB", ",y@example.com,,GB"]})
+    result = run(definitions, Warehouse(str(tmp_path / "warehouse2")), ["customers"], source=str(folder))
     assert not evaluation(result, "customers", sources.QUARANTINE_SHARE).passed
 
 

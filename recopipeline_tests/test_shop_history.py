@@ -73,7 +73,7 @@ def test_a_nightly_and_an_hourly_run_on_history_before_the_default_start(tmp_pat
     checks = {(e.asset_key.to_user_string(), e.check_name): e for e in evaluations}
     share = checks[("orders", "quarantine_share")]
     assert share.passed
-    assert share.description == "1 of 2 input rows quarantined (50.00%; the share rule applies from 100 input rows)"
+    assert share.description == "1 of 2 input rows quarantined (50.00%; the share rule applies from 100 input rows; below, at most 1 row(s))"
     # the bad line is quarantined in its hour, the good one accepted, and the hour's customers refreshed
     quarantined = pd.read_parquet(warehouse / "quarantine" / "orders__2018-01-01-0300.parquet")
     assert quarantined.reason.tolist() == ["negative_line_value"]

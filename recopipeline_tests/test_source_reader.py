@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from recopipeline.defs.partitions import first_hour
+from recopipeline.defs.partitions import first_hour, range_tags
 from recopipeline.lib.contract import SOURCES
 from recopipeline.lib.hourly import source_hours
 from recopipeline.lib.ingest import event_time_span
+from recopipeline.lib.sources import SourceError
 from recopipeline.lib.warehouse import Warehouse
 from recopipeline_tests.conftest import materialize_assets, resources_for
 from recopipeline_tests.test_validation import GOOD, HEADERS, write_sources
@@ -58,3 +59,26 @@ def test_a_damaged_line_is_quarantined_and_every_valid_row_is_accepted(definitio
     assert held.reason.tolist() == ["malformed_line"]
     input_lines = len((folder / "customer_interactions.csv").read_text().rstrip("\n").split("\n")) - 1
     assert len(accepted) + len(held) == input_lines
+
+
+def test_a_quote_that_is_never_closed_fails_the_file_instead_of_swallowing_its_rows(definitions, tmp_path):
+    folder = write_sources(tmp_path / "input")
+    lines = [HEADERS["customer_interactions"], 'E1,C1,P1,view,2026-09-01 09:00:00,"S1', *HOURLY_EVENTS]
+    (folder / "customer_interactions.csv").write_text("\n".join(lines) + "\n")
+    store = Warehouse(str(tmp_path / "warehouse"), memory_limit="1GB", threads=2)
+    result = materialize_assets(
+        list(definitions.assets), selection=list(SOURCES), raise_on_error=False,
+        resources=resources_for(store, source=str(folder)), tags=range_tags(first_hour(), first_hour()),
+    )
+    (failure,) = [e.event_specific_data.error.message for e in result.all_events
+                  if e.event_type_value == "STEP_FAILURE"]
+    assert "the record from line 2 runs over several lines" in failure and len(failure.strip().splitlines()) == 1
+    assert not store.exists("customer_interactions")
+
+
+@pytest.mark.parametrize("header", ["event_id,customer_id,,product_id", "event_id,event_id,customer_id"])
+def test_an_empty_or_repeated_header_name_is_one_clear_line(tmp_path, header):
+    path = tmp_path / "customer_interactions.csv"
+    path.write_text(header + "\n")
+    with pytest.raises(SourceError, match="has an empty or repeated column name"):
+        event_time_span([path], SOURCES["customer_interactions"])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import time
 
+import dagster as dg
 import pandas as pd
 
 from recopipeline.lib.contract import SOURCES
-from recopipeline.lib.warehouse import Warehouse
+from recopipeline.lib.warehouse import LEFTOVER_AGE_SECONDS, Warehouse
 from recopipeline_tests.conftest import materialize_assets, resources_for
 from recopipeline_tests.test_validation import HEADERS, write_sources
 
@@ -35,19 +37,25 @@ def test_a_killed_writers_leftovers_are_removed_by_the_next_write(warehouse):
     folder = warehouse.asset_dir("things")
     os.makedirs(f"{folder}/.candidate-dead")
     open(f"{folder}/.0123.tmp", "w").close()
+    open(f"{folder}/.4567.tmp", "w").close()
+    hour_ago = time.time() - LEFTOVER_AGE_SECONDS - 1
+    for name in (".candidate-dead", ".0123.tmp"):
+        os.utime(f"{folder}/{name}", (hour_ago, hour_ago))
     staged = warehouse.stage("things")
     with warehouse.session() as con:
         staged.write(con, "things", "SELECT 1 AS n")
     staged.publish()
-    assert sorted(os.listdir(folder)) == ["data.parquet"]
+    # the killed step's files go; a file touched within the hour may be a live step's and stays
+    assert sorted(os.listdir(folder)) == [".4567.tmp", "data.parquet"]
 
 
 def test_a_failed_blocking_check_keeps_the_previous_table_for_downstream(definitions, tmp_path):
     folder = write_sources(tmp_path / "input", {"orders": ORDERS})
     store = Warehouse(str(tmp_path / "warehouse"), memory_limit="1GB", threads=2)
+    instance = dg.DagsterInstance.ephemeral()  # one instance: the runs see each other's materializations
     first = materialize_assets(
         list(definitions.assets), selection=[*SOURCES, "product_repurchase_rates"],
-        resources=resources_for(store, source=str(folder)),
+        resources=resources_for(store, source=str(folder)), instance=instance,
     )
     assert first.success
     good_orders = store.read("SELECT * FROM orders ORDER BY order_id", inputs=["orders"])
@@ -58,6 +66,7 @@ def test_a_failed_blocking_check_keeps_the_previous_table_for_downstream(definit
     second = materialize_assets(
         list(definitions.assets), selection=["orders", "product_repurchase_rates"],
         resources=resources_for(store, source=str(folder), quarantine_share_min_rows=1), raise_on_error=False,
+        instance=instance,
     )
     assert not second.success
     (check,) = [c for c in second.get_asset_check_evaluations() if c.check_name == "quarantine_share"]
@@ -69,8 +78,18 @@ def test_a_failed_blocking_check_keeps_the_previous_table_for_downstream(definit
     # a later run of a downstream asset alone builds on the last audited orders
     third = materialize_assets(
         list(definitions.assets), selection=["product_repurchase_rates"], resources=resources_for(store, source=str(folder)),
+        instance=instance,
     )
     assert third.success
     (buyers,) = store.read("SELECT sum(buyers) AS b FROM product_repurchase_rates", ["product_repurchase_rates"]).b
     assert buyers == good_orders.groupby("product_id").customer_id.nunique().sum()
     assert not [p for p in os.listdir(store.asset_dir("orders")) if p.startswith(".")]
+
+    # the rejected version is not what the next ingest's drift is measured against
+    (folder / "orders.csv").write_text("\n".join([HEADERS["orders"], *ORDERS]) + "\n")
+    fourth = materialize_assets(
+        list(definitions.assets), selection=["orders"], resources=resources_for(store, source=str(folder)),
+        instance=instance,
+    )
+    (drift,) = [c for c in fourth.get_asset_check_evaluations() if c.check_name == "row_count_drift"]
+    assert drift.metadata["previous_rows"].value == len(good_orders)

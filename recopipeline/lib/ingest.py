@@ -8,8 +8,9 @@ duplicates" well defined. CSV lines that DuckDB cannot split into the header's c
 DuckDB's reject tables (`store_rejects`) collect them, with DuckDB's reason, in `malformed_lines`, so they
 can be quarantined.
 
-A file that cannot hold rows at all (zero bytes, unreadable, or missing a required contract column) is a
-`SourceError`. An optional (nullable) contract column may be absent from a file: it is read as NULL. Columns
+A file that cannot hold rows at all (zero bytes, unreadable, an empty or repeated header name, or missing a
+required contract column) is a `SourceError`, and so is one whose lines cannot be told apart (a quote that is
+never closed swallows the lines after it: quarantining them as one line would lose rows). An optional (nullable) contract column may be absent from a file: it is read as NULL. Columns
 beyond the contract are ignored.
 """
 
@@ -107,7 +108,12 @@ def event_time_span(
     con = duckdb.connect()
     try:
         run(con, "SET TimeZone = 'UTC'")
-        load_raw(con, contract, files)
+        if files[0].suffix == ".csv":  # the ingest's read, aggregated as it streams (no copy of the rows)
+            present = [_check_columns(con, contract, path) for path in files]
+            selects = [f"SELECT {_columns(contract, kept)} FROM {_csv_reader(path)}" for path, kept in zip(files, present)]
+            run(con, f"CREATE TEMP VIEW {RAW_INPUT} AS {' UNION ALL '.join(selects)}")
+        else:
+            load_raw(con, contract, files)
         moment = typed_value(contract, contract.event_time, raw_types(con))
         bound = f"WHERE t < TIMESTAMP '{before:%Y-%m-%d %H:%M:%S}'" if before else ""
         (first, last) = run(con, f"SELECT min(t), max(t) FROM (SELECT {moment} AS t FROM {RAW_INPUT}) {bound}")[0]
@@ -122,7 +128,12 @@ def _check_columns(con: duckdb.DuckDBPyConnection, contract: SourceContract, pat
         raise SourceError(f"source file {path} is empty (0 bytes); a file needs at least its header")
     try:
         if path.suffix == ".csv":
-            present = {name.lower() for name in _csv_header(path)}
+            header = [name.lower() for name in _csv_header(path)]
+            unusable = [name for name in header if not name or header.count(name) > 1]
+            if unusable:
+                names = ", ".join(sorted({repr(name) for name in unusable}))
+                raise SourceError(f"source file {path} has an empty or repeated column name in its header ({names})")
+            present = set(header)
         else:
             described = run(con, f"DESCRIBE SELECT * FROM read_parquet({_quote(str(path))})")
             present = {str(row[0]).lower() for row in described}
@@ -168,6 +179,17 @@ def _load_csv(
         GROUP BY s.file_path, e.line
         """,
     )
+    spans = run(
+        con,
+        f"SELECT _file, line FROM {MALFORMED_LINES} "
+        "WHERE contains(error, 'UNQUOTED VALUE') AND contains(csv_line, chr(10)) ORDER BY ALL LIMIT 1",
+    )
+    if spans:
+        (path, line) = spans[0]
+        raise SourceError(
+            f"source file {path}: the record from line {line} runs over several lines (a quote that is never "
+            "closed?); its lines cannot be told apart, so nothing of the file is ingested"
+        )
 
 
 def _load_parquet(

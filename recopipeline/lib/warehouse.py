@@ -60,7 +60,9 @@ def _sql_literal(value) -> str:
 
 
 CANDIDATE_PREFIX = ".candidate-"
-LEFTOVER_AGE_SECONDS = 24 * 3600  # a shared folder's temporary files older than this belong to no live step
+# A temporary file or candidate folder untouched for this long belongs to no live step (a writing step touches
+# its files continuously; one writer per asset at a time is dagster.yaml's pools rule).
+LEFTOVER_AGE_SECONDS = 3600
 
 
 @dataclass
@@ -90,6 +92,9 @@ class Candidate:
         return sorted(kept + list(self.staged.values()))
 
     def publish(self) -> None:
+        missing = [staged for staged in self.staged.values() if not os.path.exists(staged)]
+        if missing:  # never publish part of a version
+            raise RuntimeError(f"the new version of '{self.asset}' lost {len(missing)} file(s) before publishing")
         for target, staged in sorted(self.staged.items()):
             os.replace(staged, target)
         for target in sorted(self.removed):
@@ -151,7 +156,7 @@ class Warehouse:
             return self
         folder = self.asset_dir(asset)
         os.makedirs(folder, exist_ok=True)
-        remove_leftovers(folder, older_than=0)  # one writer per asset at a time (pools): none is live
+        remove_leftovers(folder)
         candidate = Candidate(asset, f"{folder}/{CANDIDATE_PREFIX}{uuid.uuid4().hex}")
         os.makedirs(candidate.folder)
         return replace(self, candidate=candidate)
@@ -223,6 +228,8 @@ class Warehouse:
             (count,) = run(con, f"COPY ({ordered}) TO {_quote(target)} (FORMAT parquet, COMPRESSION zstd)")[0]
             return int(count)
         os.makedirs(os.path.dirname(target), exist_ok=True)
+        if not self._staging(asset):
+            remove_leftovers(os.path.dirname(target))
         temp = f"{os.path.dirname(target)}/.{uuid.uuid4().hex}.tmp"
         try:
             (count,) = run(con, f"COPY ({ordered}) TO {_quote(temp)} (FORMAT parquet, COMPRESSION zstd)")[0]
@@ -255,10 +262,7 @@ class Warehouse:
         """Rebuild `catalog.duckdb` with one view per materialized asset; swapped in by rename."""
         if is_remote(self.root):
             return None
-        cutoff = time.time() - LEFTOVER_AGE_SECONDS
-        for left in Path(self.root).glob("catalog.duckdb.*.tmp*"):  # of a killed step
-            if left.stat().st_mtime < cutoff:
-                left.unlink(missing_ok=True)
+        remove_leftovers(self.root, prefix="catalog.duckdb.")
         temp = f"{self.catalog_path}.{uuid.uuid4().hex}.tmp"
         con = duckdb.connect(temp)
         try:
@@ -282,18 +286,26 @@ class Warehouse:
             con.close()
 
 
-def remove_leftovers(folder: str, older_than: float = LEFTOVER_AGE_SECONDS) -> None:
-    """Remove the temporary files and candidate folders a killed step left in an asset's folder."""
+def remove_leftovers(folder: str, older_than: float = LEFTOVER_AGE_SECONDS, prefix: str = ".") -> None:
+    """Remove the temporary files and candidate folders a killed step left in a folder (names from `prefix`).
+
+    Steps of other assets may clean the same folder at the same time: a file that is already gone is skipped.
+    """
     if not os.path.isdir(folder):
         return
     cutoff = time.time() - older_than
     for entry in os.scandir(folder):
-        if not entry.name.startswith(".") or entry.stat(follow_symlinks=False).st_mtime > cutoff:
+        if not entry.name.startswith(prefix) or entry.name == "catalog.duckdb":
             continue
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path, ignore_errors=True)
-        else:
-            os.remove(entry.path)
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime > cutoff:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.remove(entry.path)
+        except FileNotFoundError:
+            continue
 
 
 class MissingAssetError(RuntimeError):

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 
 from recopipeline.defs.automation.jobs import SNAPSHOT_SOURCES, ingest_sources_job
 from recopipeline.defs.partitions import EVENT_SOURCES, first_hour, hourly_partitions, range_tags
@@ -53,7 +54,7 @@ def event_hours(path: str, source: str, last_partition: datetime | None) -> tupl
         return None
     try:
         span = event_time_span([Path(path)], SOURCES[source], before=last_partition + HOUR)
-    except SourceError:
+    except (SourceError, duckdb.Error):
         return last_partition, last_partition
     if span is None:
         return None

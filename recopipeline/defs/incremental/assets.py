@@ -14,6 +14,7 @@ from recopipeline.defs.incremental.refresh import (
 from recopipeline.defs.incremental.publish import newest_published_hour_end, publish_hour, serving_rows
 from recopipeline.defs.partitions import hourly_partitions, run_window, single_run_backfill
 from recopipeline.defs.publish.assets import serving_kind
+from recopipeline.defs.quality.results import published_materialization
 from recopipeline.defs.resources import ServingResource, TuningResource, WarehouseResource
 from recopipeline.defs.stage import KINDS, OWNERS, code_references
 from recopipeline.lib import settings
@@ -124,7 +125,7 @@ def hourly_customer_publish(
 
 
 def _nightly_as_of(context: dg.AssetExecutionContext) -> datetime | None:
-    """The as-of time of the nightly top-N table, from its latest materialization."""
-    event = context.instance.get_latest_materialization_event(dg.AssetKey(NIGHTLY_TOP_N))
-    value = event.asset_materialization.metadata.get("as_of") if event and event.asset_materialization else None
+    """The as-of time of the nightly top-N table, from its latest published materialization."""
+    materialization = published_materialization(context.instance, NIGHTLY_TOP_N)
+    value = materialization.metadata.get("as_of") if materialization else None
     return parse_as_of(value.value) if value is not None else None

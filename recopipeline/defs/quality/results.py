@@ -109,13 +109,27 @@ def row_count_drift(
     )
 
 
+def published_materialization(
+    instance: dg.DagsterInstance, asset: str, partition: str | None = None, look_back: int = 20
+) -> dg.AssetMaterialization | None:
+    """The asset's (partition's) latest recorded materialization whose table became current.
+
+    A materialization whose blocking check failed says `published: false` (its table was discarded): it is not
+    what downstream reads, so it is passed over.
+    """
+    wanted = dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None)
+    for record in instance.fetch_materializations(wanted, limit=look_back, ascending=False).records:
+        materialization = record.asset_materialization
+        published = materialization.metadata.get("published") if materialization else None
+        if materialization is not None and (published is None or published.value):
+            return materialization
+    return None
+
+
 def _previous_row_count(context: dg.AssetExecutionContext, asset: str) -> int | None:
-    """The row count of the asset's (partition's) latest recorded materialization; the current one is not
+    """The row count of the asset's (partition's) latest published materialization; the current one is not
     recorded yet while the step runs."""
-    partitions = [context.partition_key] if context.has_partition_key else None
-    wanted = dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=partitions)
-    records = context.instance.fetch_materializations(wanted, limit=1).records
-    if not records or records[0].asset_materialization is None:
-        return None
-    value = records[0].asset_materialization.metadata.get("dagster/row_count")
+    partition = context.partition_key if context.has_partition_key else None
+    materialization = published_materialization(context.instance, asset, partition)
+    value = materialization.metadata.get("dagster/row_count") if materialization else None
     return int(value.value) if value is not None else None

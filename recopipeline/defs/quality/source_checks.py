@@ -47,7 +47,8 @@ def source_check_specs(contract: SourceContract) -> list[dg.AssetCheckSpec]:
         dg.AssetCheckSpec(
             QUARANTINE_SHARE, asset=contract.name, blocking=True,
             description="At most max_quarantine_share (default 1%) of the input rows are quarantined, for an "
-            "ingest of at least quarantine_share_min_rows (default 100) input rows.",
+            "ingest of at least quarantine_share_min_rows (default 100) input rows; a smaller one may quarantine "
+            "as many rows as the share allows of that minimum (at least one).",
         ),
         dg.AssetCheckSpec(
             UNIQUE_KEY, asset=contract.name, blocking=True,
@@ -127,14 +128,22 @@ def run_source_checks(
 def _quarantine_share(
     counts: IngestCounts, limit: float, quarantined: pd.DataFrame, min_rows: int = 0
 ) -> dg.AssetCheckResult:
-    """The share rule, for an ingest of at least `min_rows` input rows (a smaller one passes, its rows listed)."""
+    """The share rule, for an ingest of at least `min_rows` input rows.
+
+    A smaller ingest may quarantine as many rows as the share allows of `min_rows` (at least one): one bad line
+    of an hour's two passes, an hour of nothing but bad lines does not.
+    """
     share = counts.quarantined_share
     reasons = pd.DataFrame(sorted(counts.by_reason.items(), key=lambda kv: -kv[1]), columns=["reason", "rows"])
     applies = counts.input_rows >= min_rows
-    rule = f"allowed {limit:.2%}" if applies else f"the share rule applies from {min_rows:,} input rows"
+    allowed_rows = max(1, int(limit * min_rows))
+    rule = (
+        f"allowed {limit:.2%}" if applies
+        else f"the share rule applies from {min_rows:,} input rows; below, at most {allowed_rows:,} row(s)"
+    )
     return dg.AssetCheckResult(
         check_name=QUARANTINE_SHARE,
-        passed=share <= limit or not applies,
+        passed=share <= limit if applies else counts.quarantined_rows <= allowed_rows,
         severity=results.ERROR,
         description=(
             f"{counts.quarantined_rows:,} of {counts.input_rows:,} input rows quarantined ({share:.2%}; {rule})"

@@ -23,7 +23,7 @@ from recopipeline.lib.ingest import MALFORMED_LINES, RAW_INPUT, check_location, 
 from recopipeline.lib.sources import SourceError, source_files
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.validation import REFERENCES, Ingest, accepted_sql, classify_sql, quarantine_sql
-from recopipeline.lib.warehouse import MissingAssetError, Warehouse, remove_leftovers, run
+from recopipeline.lib.warehouse import MissingAssetError, Warehouse, is_remote, remove_leftovers, run
 
 LIB = Path(__file__).parents[2] / "lib"
 
@@ -111,11 +111,19 @@ def source_asset(contract: SourceContract) -> dg.AssetsDefinition:
 
 
 def quarantine_examples(store: Warehouse, contract: SourceContract) -> pd.DataFrame:
-    """A few of the source's quarantined rows, for the quarantine_share check."""
+    """A few of the source's quarantined rows, for the quarantine_share check (from its own files only: the
+    other sources' ingests may be replacing theirs at the same time)."""
+    columns = "reason, detail, raw_row, source_file, source_row"
+    if is_remote(store.root):
+        return store.read(f"SELECT {columns} FROM {store.scan(QUARANTINE)} WHERE source = $source "
+                          "ORDER BY source_file, source_row LIMIT 5", params={"source": contract.name})
+    own = [path for path in store.files(QUARANTINE)
+           if Path(path).stem == contract.name or Path(path).stem.startswith(quarantine_part(contract.name, ""))]
+    if not own:
+        return pd.DataFrame(columns=columns.split(", "))
+    paths = ", ".join("'" + path.replace("'", "''") + "'" for path in own)
     return store.read(
-        "SELECT reason, detail, raw_row, source_file, source_row "
-        f"FROM {store.scan(QUARANTINE)} WHERE source = $source ORDER BY source_file, source_row LIMIT 5",
-        params={"source": contract.name},
+        f"SELECT {columns} FROM read_parquet([{paths}], union_by_name = true) ORDER BY source_file, source_row LIMIT 5"
     )
 
 
