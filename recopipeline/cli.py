@@ -17,6 +17,7 @@ from recopipeline.lib.sources import SourceError
 from recopipeline.lib.warehouse import MissingAssetError, Warehouse
 
 JOBS = ("full_rebuild", "hourly_refresh")
+EXECUTORS = ("auto", "in_process", "multiprocess")
 MAX_LIMIT = 50  # the read API's largest answer
 
 
@@ -64,11 +65,14 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_materialize(args: argparse.Namespace) -> None:
     from recopipeline.defs.stage import AS_OF_TAG
     from recopipeline.lib.run_config import load_run_config
-    from recopipeline.runner import check_run_config, check_selection, materialize, partition_tags
+    from recopipeline.runner import check_run_config, check_selection, choose_executor, materialize, partition_tags
 
     job = args.job or "full_rebuild"
     if job not in JOBS:
         raise CommandError(f"unknown job {job!r}; choose one of {', '.join(JOBS)}")
+    executor = args.executor or "auto"
+    if executor not in EXECUTORS:
+        raise CommandError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     if job == "hourly_refresh" and not args.hour:
         raise CommandError("the hourly_refresh job needs --hour (e.g. 2026-09-30-23:00)")
     selection = [name.strip() for name in args.select.split(",") if name.strip()] if args.select else None
@@ -86,11 +90,17 @@ def cmd_materialize(args: argparse.Namespace) -> None:
             check_run_config(job, run_config)
         except ValueError as error:
             raise CommandError(f"{config_file}: {error}") from None
+    if executor == "auto" and "execution" in (run_config or {}):
+        steps = "steps as the run config's execution section says"
+    else:
+        steps = {"in_process": "steps in this process", "multiprocess": "a process per step"}[
+            choose_executor(job, executor)]
     print(f"materializing {_describe(job, selection, args.hour, as_of, config_file)} "
-          f"(source {settings.source_spec()}, warehouse {settings.warehouse_root()})", flush=True)
+          f"(source {settings.source_spec()}, warehouse {settings.warehouse_root()}, {steps})", flush=True)
     started = time.perf_counter()
     summary = materialize(selection, tags={AS_OF_TAG: as_of.isoformat()} if as_of else None, log_level="CRITICAL",
-                          job=job, partition=args.hour, run_config=run_config, progress=_print_step)
+                          job=job, partition=args.hour, run_config=run_config, progress=_print_step,
+                          executor=executor)
     if not summary.success:
         raise CommandError(f"run {summary.run_id} failed: " + "; ".join(summary.failures or ["see the Dagster UI"]))
     print(f"run {summary.run_id} succeeded: {len(summary.materialized)} assets in "
@@ -190,7 +200,8 @@ def cmd_sql(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    cmd_materialize(argparse.Namespace(select=None, as_of=None, job=None, hour=None, config=args.config))
+    cmd_materialize(argparse.Namespace(select=None, as_of=None, job=None, hour=None, config=args.config,
+                                       executor=None))
     customers = _warehouse().read(
         "SELECT customer_id FROM customer_top_recommendations GROUP BY customer_id ORDER BY customer_id LIMIT $n",
         inputs=["customer_top_recommendations"],
@@ -249,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "2026-09-30-00:00...2026-09-30-23:00 (default: every hour that holds source data)")
     materialize.add_argument("--config", help="YAML run config in the launchpad's shape, e.g. resources: tuning: "
                              "config: {...} (default: RECOPIPELINE_RUN_CONFIG)")
+    materialize.add_argument("--executor", help="in_process (steps one after another in this process), "
+                             "multiprocess (a process per step, independent steps in parallel) or auto (default: "
+                             "in process for the hourly refresh and for sources under 64 MB)")
     materialize.set_defaults(func=cmd_materialize)
 
     recommend = commands.add_parser("recommend", help="print what the serving database serves a customer")

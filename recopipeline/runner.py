@@ -35,6 +35,13 @@ def hourly_refresh() -> dg.JobDefinition:
 
 JOBS = {"full_rebuild": full_rebuild, "hourly_refresh": hourly_refresh}
 
+EXECUTORS = ("auto", "in_process", "multiprocess")
+# `auto` runs the steps of a small run in this process, one after another: a step process costs more than a
+# small step's work (docs/benchmarks.md, "A cheap Dagster run"). Above this much source data, and always with
+# `multiprocess`, every step runs in a process of its own, forked from a server that has imported the code
+# location (`FORKSERVER` in defs/automation/jobs.py), and independent steps run in parallel.
+IN_PROCESS_BELOW_BYTES = 64 * 2**20
+
 
 def instance_from_env() -> dg.DagsterInstance:
     """The instance in DAGSTER_HOME; by default a local one that uses the repository's dagster.yaml.
@@ -67,19 +74,26 @@ def materialize(
     partition: str | None = None,
     run_config: Mapping | None = None,
     progress: Progress | None = None,
+    executor: str = "auto",
 ) -> RunSummary:
-    """Materialize the whole graph (or the named assets) with the multiprocess executor.
+    """Materialize the whole graph (or the named assets).
 
     The event sources are ingested for every hour that holds source data, in the same run (single-run backfill),
     unless `partition` (an hour or a range of hours, see `partition_tags`) or the tags name the hours.
     `run_config` (the launchpad's shape, e.g. `resources.tuning.config`) is laid over the console logger's
-    level. `progress` is called as each step ends, while the run goes on.
+    level. `progress` is called as each step ends, while the run goes on. `executor` is `in_process`,
+    `multiprocess` or `auto` (`choose_executor`); `auto` keeps an `execution` section of `run_config`.
     """
     if job not in JOBS:
         raise ValueError(f"unknown job {job!r}; choose one of {', '.join(JOBS)}")
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     if selection:
         check_selection(job, selection)
     config = merge({"loggers": {"console": {"config": {"log_level": log_level}}}}, run_config or {})
+    if executor != "auto" or "execution" not in config:
+        config = {key: value for key, value in config.items() if key != "execution"}
+        config |= execution_config(choose_executor(job, executor))
     check_run_config(job, config)
     keys = [dg.AssetKey(name) for name in selection] if selection else None
     instance = instance or instance_from_env()
@@ -102,6 +116,38 @@ def materialize(
     finally:
         watcher.stop()
     return watcher.finish(run_id, success)
+
+
+def choose_executor(job: str, executor: str = "auto", location: Path | None = None) -> str:
+    """`in_process` or `multiprocess`: what `auto` means for this job and the configured source.
+
+    The hourly refresh reads one hour: in process. The full rebuild runs in process while the source's files
+    (default: the configured location) hold less than IN_PROCESS_BELOW_BYTES.
+    """
+    if executor != "auto":
+        return executor
+    if job == "hourly_refresh":
+        return "in_process"
+    return "in_process" if source_bytes(location) < IN_PROCESS_BELOW_BYTES else "multiprocess"
+
+
+def execution_config(executor: str) -> dict:
+    """The run config's `execution` section for `in_process` or `multiprocess` (forked from a preloaded server)."""
+    if executor == "in_process":
+        return {"execution": {"config": {"in_process": {}}}}
+    from recopipeline.defs.automation.jobs import FORKSERVER
+
+    return FORKSERVER
+
+
+def source_bytes(location: Path | None = None) -> int:
+    """The size of the source's files (default: the configured location)."""
+    from recopipeline.defs.resources import default_resources
+
+    location = location or default_resources()["source"].location()
+    if location.is_file():
+        return location.stat().st_size
+    return sum(path.stat().st_size for path in location.rglob("*") if path.is_file())
 
 
 def check_selection(job: str, names: Sequence[str]) -> None:

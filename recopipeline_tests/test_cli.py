@@ -223,7 +223,8 @@ def test_an_hourly_refresh_from_the_command_line(nightly, tmp_path_factory):
                                   f"config {REORDER} (source synthetic:xs, ")
     steps = [(moment, line.split()[0]) for moment, line in lines[1:-1]]
     assert [name for _, name in steps][-2:] == ["hourly_customer_refresh", "hourly_customer_publish"]
-    assert steps[-1][0] - steps[0][0] > 2  # printed as each step ended, not all at the end
+    # printed as each step ended (the steps run in this process here, about 2 s in all), not all at the end
+    assert steps[-1][0] - steps[0][0] > 0.5
     assert lines[-1][1].startswith("run ") and " succeeded: " in lines[-1][1]
 
     with dg.DagsterInstance.from_config(str(root / "dagster_home")) as instance:

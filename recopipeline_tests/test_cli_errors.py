@@ -53,6 +53,8 @@ def test_an_unknown_asset_is_named_before_anything_runs(home, capsys):
     (["materialize", "--job", "nightly"], "unknown job 'nightly'; choose one of full_rebuild, hourly_refresh"),
     (["materialize", "--job", "hourly_refresh"], "the hourly_refresh job needs --hour"),
     (["materialize", "--hour", "yesterday"], "hours 'yesterday' are not like 2026-09-30-23:00"),
+    (["materialize", "--executor", "threads"], "unknown executor 'threads'; choose one of auto, in_process, "
+                                               "multiprocess"),
     (["report"], "nothing to draw: name result files with --bench and/or --evaluation"),
     (["report", "--bench", "missing.json"], "missing.json: No such file or directory"),
 ])

@@ -108,7 +108,7 @@ def test_multiprocess_run_executes_steps_in_parallel(tmp_path, monkeypatch):
     monkeypatch.setenv("RECOPIPELINE_SOURCE", "synthetic:xs")
     monkeypatch.setenv("RECOPIPELINE_HOME", str(tmp_path / "home"))
     instance = instance_from_env()
-    summary = materialize(instance=instance)
+    summary = materialize(instance=instance, executor="multiprocess")  # `auto` would run xs in process
     assert summary.success, summary.failures
     assert len(summary.materialized) >= 19  # the 16 pipeline assets and the publish group's 3, at least
     assert {"customer_top_recommendations", "published_recommendations"} <= set(summary.materialized)
