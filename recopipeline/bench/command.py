@@ -11,6 +11,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from recopipeline.bench.run import run_bench, summary_table, write_json
     from recopipeline.lib import settings
 
+    if args.similarity:
+        _bench_similarity(args)
+        return
     result = run_bench(
         args.scale,
         Path(args.home) if args.home else settings.LOCAL_HOME,
@@ -25,6 +28,20 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.json:
         write_json(result, Path(args.json))
         print(f"\nwrote {args.json}")
+
+
+def _bench_similarity(args: argparse.Namespace) -> None:
+    from recopipeline.bench.run import write_json
+    from recopipeline.bench.similarity import time_similarity
+    from recopipeline.lib import settings
+
+    result = time_similarity(Path(args.home) if args.home else settings.LOCAL_HOME,
+                             memory_limit=args.memory_limit, threads=args.threads)
+    print(f"{result['asset']}: {result['products']:,} products in {result['categories']} categories of up to "
+          f"{result['largest_category']:,}: {result['rows']:,} rows in {result['seconds']:.2f} s")
+    if args.json:
+        write_json(result, Path(args.json))
+        print(f"wrote {args.json}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -71,6 +88,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--home", help="where data is cached and the scratch warehouse lives "
                                       "(default: RECOPIPELINE_HOME)")
     bench.add_argument("--keep", action="store_true", help="keep the scratch warehouse")
+    bench.add_argument("--similarity", action="store_true",
+                       help="time only product_similarity, on a wide catalogue: 100,000 products in categories of "
+                            "up to 20,000, two brands (--scale is not used)")
     bench.set_defaults(func=cmd_bench)
 
     report = commands.add_parser("report", help="draw the benchmark and evaluation PNGs from their JSON files "
