@@ -65,7 +65,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_materialize(args: argparse.Namespace) -> None:
     from recopipeline.defs.stage import AS_OF_TAG
     from recopipeline.lib.run_config import load_run_config
-    from recopipeline.runner import check_run_config, check_selection, choose_executor, materialize, partition_tags
+    from recopipeline.runner import check_run_config, check_selection, materialize, partition_tags, planned_executor
 
     job = args.job or "full_rebuild"
     if job not in JOBS:
@@ -90,17 +90,15 @@ def cmd_materialize(args: argparse.Namespace) -> None:
             check_run_config(job, run_config)
         except ValueError as error:
             raise CommandError(f"{config_file}: {error}") from None
-    if executor == "auto" and "execution" in (run_config or {}):
-        steps = "steps as the run config's execution section says"
-    else:
-        steps = {"in_process": "steps in this process", "multiprocess": "a process per step"}[
-            choose_executor(job, executor)]
+    planned = planned_executor(job, executor, run_config)
+    steps = {None: "steps as the run config's execution section says", "in_process": "steps in this process",
+             "multiprocess": "a process per step"}[planned]
     print(f"materializing {_describe(job, selection, args.hour, as_of, config_file)} "
           f"(source {settings.source_spec()}, warehouse {settings.warehouse_root()}, {steps})", flush=True)
     started = time.perf_counter()
     summary = materialize(selection, tags={AS_OF_TAG: as_of.isoformat()} if as_of else None, log_level="CRITICAL",
                           job=job, partition=args.hour, run_config=run_config, progress=_print_step,
-                          executor=executor)
+                          executor=planned or "auto")
     if not summary.success:
         raise CommandError(f"run {summary.run_id} failed: " + "; ".join(summary.failures or ["see the Dagster UI"]))
     print(f"run {summary.run_id} succeeded: {len(summary.materialized)} assets in "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -91,9 +92,9 @@ def materialize(
     if selection:
         check_selection(job, selection)
     config = merge({"loggers": {"console": {"config": {"log_level": log_level}}}}, run_config or {})
-    if executor != "auto" or "execution" not in config:
-        config = {key: value for key, value in config.items() if key != "execution"}
-        config |= execution_config(choose_executor(job, executor))
+    planned = planned_executor(job, executor, config)
+    if planned is not None:
+        config = {key: value for key, value in config.items() if key != "execution"} | execution_config(planned)
     check_run_config(job, config)
     keys = [dg.AssetKey(name) for name in selection] if selection else None
     instance = instance or instance_from_env()
@@ -116,6 +117,13 @@ def materialize(
     finally:
         watcher.stop()
     return watcher.finish(run_id, success)
+
+
+def planned_executor(job: str, executor: str = "auto", run_config: Mapping | None = None) -> str | None:
+    """The executor a run gets (`choose_executor`), or None where `auto` keeps the run config's own `execution`."""
+    if executor == "auto" and "execution" in (run_config or {}):
+        return None
+    return choose_executor(job, executor)
 
 
 def choose_executor(job: str, executor: str = "auto", location: Path | None = None) -> str:
@@ -150,9 +158,15 @@ def source_bytes(location: Path | None = None) -> int:
     return sum(path.stat().st_size for path in location.rglob("*") if path.is_file())
 
 
+@functools.cache
+def job_definition(job: str) -> dg.JobDefinition:
+    """The job, built once per process for the checks before a run (the run itself reconstructs it)."""
+    return JOBS[job]()
+
+
 def check_selection(job: str, names: Sequence[str]) -> None:
     """Raise ValueError naming the selected assets that the job does not hold."""
-    known = {key.to_user_string() for key in JOBS[job]().asset_layer.selected_asset_keys}
+    known = {key.to_user_string() for key in job_definition(job).asset_layer.selected_asset_keys}
     unknown = [name for name in names if name not in known]
     if unknown:
         raise ValueError(f"job {job} has no asset {', '.join(repr(name) for name in unknown)}")
@@ -161,7 +175,7 @@ def check_selection(job: str, names: Sequence[str]) -> None:
 def check_run_config(job: str, run_config: Mapping) -> None:
     """Raise ValueError, on one line, when the run config does not fit the job (unknown key, wrong type)."""
     try:
-        dg.validate_run_config(JOBS[job](), run_config)
+        dg.validate_run_config(job_definition(job), run_config)
     except dg.DagsterInvalidConfigError as error:
         reasons = [re.sub(r"^Error \d+: ", "", line.strip()).split(". Expected:")[0]
                    for line in str(error).splitlines() if re.match(r"\s*Error \d+: ", line)]
