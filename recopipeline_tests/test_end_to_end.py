@@ -12,10 +12,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-import recopipeline.defs.behavior.assets  # noqa: F401  (registers the SQL stages)
-import recopipeline.defs.recommendations.assets  # noqa: F401
-import recopipeline.defs.similarity.assets  # noqa: F401
-from recopipeline.defs.stage import SQL_STAGES, compute_stage, latest_event_time, stage_batches
+from recopipeline.lib.stages import STAGES, latest_event_time, stage, stage_batches, write_stage
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import Warehouse
 from recopipeline_tests.conftest import NOT_NIGHTLY, materialize_assets, resources_for
@@ -123,7 +120,7 @@ def test_multiprocess_run_executes_steps_in_parallel(tmp_path, monkeypatch):
     assert instance.get_run_by_id(summary.run_id).status == dg.DagsterRunStatus.SUCCESS
 
 
-BATCHED_STAGES = sorted(name for name, stage in SQL_STAGES.items() if stage.customer_inputs or stage.anchor_products)
+BATCHED_STAGES = sorted(spec.name for spec in STAGES if spec.batched)
 
 
 def test_the_batched_stages_are_the_blend_the_affinity_and_the_item_pairs():
@@ -133,18 +130,18 @@ def test_the_batched_stages_are_the_blend_the_affinity_and_the_item_pairs():
 @pytest.mark.parametrize("name", BATCHED_STAGES)
 def test_a_stage_in_customer_batches_equals_one_pass(built, tmp_path, name):
     """`batch_customers` and `batch_products` bound a stage's memory; its table must not depend on them."""
-    stage = SQL_STAGES[name]
+    spec = stage(name)
     batched = Warehouse(root=str(tmp_path / "batched"), memory_limit="1GB", threads=2)
-    for asset in stage.inputs:
+    for asset in spec.inputs:
         (tmp_path / "batched" / asset).mkdir(parents=True)
         for file in Path(built.store.asset_dir(asset)).glob("*.parquet"):
             (tmp_path / "batched" / asset / file.name).write_bytes(file.read_bytes())
     tuning = Tuning(**BATCH_SIZES[built.source])
-    with batched.session(stage.inputs, variables={**tuning.as_dict(), "as_of": built.as_of}) as con:
-        assert len(stage_batches(con, stage, tuning)) > 5
-        compute_stage(batched, con, stage, tuning)
+    with batched.session(spec.inputs, variables={**tuning.as_dict(), "as_of": built.as_of}) as con:
+        assert len(stage_batches(con, spec, tuning)) > 5
+        write_stage(batched, con, spec, tuning)
     one_pass, in_batches = (
-        store.read(f"SELECT * FROM {name} ORDER BY {stage.order_by}", inputs=[name])
+        store.read(f"SELECT * FROM {name} ORDER BY {spec.order_by}", inputs=[name])
         for store in (built.store, batched)
     )
     pd.testing.assert_frame_equal(one_pass, in_batches)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from recopipeline.evaluation.baselines import baseline_lists, fill, own_purchases, popularity_ranking
-from recopipeline.evaluation.pipeline import stages_to_rerun
+from recopipeline.lib.stages import stages_to_rerun
 from recopipeline.evaluation.split import ground_truth
 from recopipeline.lib.ease import ease_weights, fit_item_neighbours
 from recopipeline.lib.tuning import Tuning

@@ -10,9 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from recopipeline.defs.incremental.assets import HOURLY_CUSTOMER_REFRESH
-from recopipeline.defs.incremental.refresh import PER_CUSTOMER_STAGES, shared_tables
 from recopipeline.defs.partitions import EVENT_SOURCES
-from recopipeline.defs.stage import SQL_STAGES
+from recopipeline.lib.stages import per_customer_stages, shared_tables
 from recopipeline.lib.hourly import HOUR, hour_key
 from recopipeline.lib.warehouse import Warehouse
 from recopipeline.serving.database import ServingDatabase
@@ -64,7 +63,7 @@ def test_the_refresh_equals_a_full_rebuild_with_the_same_product_tables(definiti
     before = {name: store.read(f"SELECT * FROM {name}", inputs=[name]) for name in shared_tables()
               if name not in ("products",)}
     # the full rebuild of every per-customer stage over all the data, as of the hour's end, same product tables
-    stage(definitions, store, PER_CUSTOMER_STAGES, as_of=hour + HOUR)
+    stage(definitions, store, [spec.name for spec in per_customer_stages()], as_of=hour + HOUR)
     for name, frame in before.items():  # the product tables were not rebuilt
         pd.testing.assert_frame_equal(store.read(f"SELECT * FROM {name}", inputs=[name]), frame, obj=name)
     full = store.read(
@@ -77,8 +76,9 @@ def test_the_refresh_equals_a_full_rebuild_with_the_same_product_tables(definiti
 
 
 def test_the_refresh_reruns_every_per_customer_stage_and_nothing_else():
-    for name in PER_CUSTOMER_STAGES:
-        assert name in SQL_STAGES
+    assert [spec.name for spec in per_customer_stages()] == [
+        "customer_segments", "customer_behavior_comprehensive", "customer_category_preferences",
+        "customer_product_affinity", "product_recommendations", "customer_top_recommendations"]
     # everything a per-customer stage reads is recomputed, restricted to the customers, or a shared table
     assert "product_popularity" in shared_tables() and "collaborative_item_similarity" in shared_tables()
     assert not set(shared_tables()) & {"customer_segments", "customer_product_affinity", "customer_interactions"}

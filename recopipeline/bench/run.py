@@ -17,14 +17,14 @@ import duckdb
 
 from recopipeline.bench.floor import measure_floor
 from recopipeline.bench.memory import RssSampler, lifetime_peak_rss
-from recopipeline.bench.pipeline import ingest_validated, run_stage, stage_order
-from recopipeline.defs.incremental.refresh import refresh_hour
-from recopipeline.defs.partitions import first_hour
-from recopipeline.defs.stage import latest_event_time
+from recopipeline.bench.pipeline import ingest_validated
 from recopipeline.lib.contract import SOURCES
 from recopipeline.lib.generator import SCALES
 from recopipeline.lib.hourly import HOUR, floor_hour, hour_key, source_hours
+from recopipeline.lib.refresh import refresh_hour
+from recopipeline.lib.settings import first_partition_hour
 from recopipeline.lib.sources import resolve_location
+from recopipeline.lib.stages import latest_event_time, run_stage, stage_order
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import Warehouse
 
@@ -116,7 +116,7 @@ def run_bench(
     spill = home / "bench" / "spill"
     store = Warehouse(root=str(root), memory_limit=memory_limit, threads=threads, temp_directory=str(spill))
 
-    first, last = source_hours(location, first_hour(), floor_hour(datetime.now(timezone.utc).replace(tzinfo=None)))
+    first, last = source_hours(location, first_partition_hour(), floor_hour(datetime.now(timezone.utc).replace(tzinfo=None)))
     stages: list[StageTiming] = []
     with RssSampler() as sampler:
         say(f"nightly path: ingest (hours {hour_key(first)} .. {hour_key(last)}):")

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from recopipeline.bench.pipeline import all_stages, run_stage
 from recopipeline.lib.contract import arrow_schema
+from recopipeline.lib.stages import run_stage, stage
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import Warehouse
 
@@ -83,7 +83,7 @@ def time_similarity(
         con.register("catalogue", catalogue)
         store.write(con, "products", "SELECT * FROM catalogue", order_by="product_id")
     started = time.perf_counter()
-    rows = run_stage(store, all_stages()[ASSET], tuning, datetime(2026, 1, 1))
+    rows = run_stage(store, stage(ASSET), tuning, datetime(2026, 1, 1))
     seconds = time.perf_counter() - started
     shutil.rmtree(root, ignore_errors=True)
     return {

@@ -1,32 +1,21 @@
 """The pipeline trained on the split's training sources, re-run per configuration only where it changes.
 
 The training warehouse is built once with the pipeline's own stages (as of the cut). A configuration that
-differs from the last one only re-runs the stages that read a changed tuning value, and everything downstream.
+differs from the last one only re-runs the stages that read a changed tuning value, and everything downstream
+(`lib/stages.stages_to_rerun`).
 """
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 
-from recopipeline.bench.pipeline import ingest_source, run_stage, stage_order
+from recopipeline.bench.pipeline import ingest_source
 from recopipeline.lib.contract import SOURCES
+from recopipeline.lib.stages import run_stage, stage_order, stages_to_rerun
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import Warehouse
-
-def stages_to_rerun(before: Tuning | None, after: Tuning) -> list[str]:
-    """The stages (in run order) whose output can change between two configurations."""
-    ordered = stage_order()
-    if before is None:
-        return [s.name for s in ordered]
-    changed = {f.name for f in fields(Tuning) if getattr(before, f.name) != getattr(after, f.name)}
-    dirty: set[str] = set()
-    for stage in ordered:
-        if stage.reads & changed or dirty & set(stage.inputs):
-            dirty.add(stage.name)
-    return [s.name for s in ordered if s.name in dirty]
 
 
 class TrainedPipeline:

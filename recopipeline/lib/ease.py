@@ -72,10 +72,9 @@ INPUTS = ("orders",)
 ASSET = "ease_item_similarity"
 
 
-def write_ease_item_similarity(store, tuning, as_of) -> int:
-    """Fit EASE on the purchases up to `as_of` and write the asset `ease_item_similarity`; returns its rows."""
-    with store.session(INPUTS, variables={"as_of": as_of}) as con:
-        purchases = con.sql(PURCHASES_SQL).df()
-        neighbours = fit_item_neighbours(purchases, tuning.ease_l2, tuning.ease_max_items, tuning.ease_top_k)
-        con.register("neighbours", neighbours)
-        return store.write(con, ASSET, "SELECT * FROM neighbours", order_by="product_id_1, ease_rank")
+def ease_item_similarity(con, tuning) -> str:
+    """The stage's compute: fit EASE on the purchases up to the as-of time; returns the SQL of its rows."""
+    purchases = con.sql(PURCHASES_SQL).df()
+    neighbours = fit_item_neighbours(purchases, tuning.ease_l2, tuning.ease_max_items, tuning.ease_top_k)
+    con.register("ease_neighbours", neighbours)
+    return "SELECT * FROM ease_neighbours"

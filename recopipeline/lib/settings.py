@@ -75,6 +75,11 @@ def partition_start() -> str:
     return start.strftime("%Y-%m-%d-%H:%M")
 
 
+def first_partition_hour() -> datetime:
+    """The start of the first hourly partition, naive UTC (see `partition_start`)."""
+    return datetime.strptime(partition_start(), "%Y-%m-%d-%H:%M")
+
+
 def duckdb_memory_limit() -> str:
     """RECOPIPELINE_DUCKDB_MEMORY: memory limit of each step's DuckDB (it spills to disk beyond it)."""
     return os.environ.get("RECOPIPELINE_DUCKDB_MEMORY") or "3GB"

@@ -22,7 +22,7 @@ co_liked AS (
            count(*)                                                AS common_customers
     FROM strongest AS x
     JOIN strongest AS y ON x.customer_id = y.customer_id AND x.product_id <> y.product_id
-    -- the anchor products of this pass: all of them, or one batch (defs/stage.py, compute_stage)
+    -- the anchor products of this pass: all of them, or one batch (lib/stages.py, write_stage)
     WHERE x.product_id IN (SELECT product_id FROM anchor_products)
     GROUP BY x.product_id, y.product_id
     HAVING count(*) >= getvariable('cf_min_common_customers')

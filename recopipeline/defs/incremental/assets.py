@@ -5,12 +5,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from recopipeline.defs.incremental.refresh import (
-    CUSTOMER_SOURCES,
-    OUTPUT_ORDER,
-    refresh_hour,
-    shared_tables,
-)
 from recopipeline.defs.incremental.publish import newest_published_hour_end, publish_hour, serving_rows
 from recopipeline.defs.partitions import hourly_partitions, run_window, single_run_backfill
 from recopipeline.defs.publish.assets import serving_kind
@@ -19,7 +13,9 @@ from recopipeline.defs.resources import ServingResource, TuningResource, Warehou
 from recopipeline.defs.stage import KINDS, OWNERS, code_references
 from recopipeline.lib import settings
 from recopipeline.lib.hourly import HOUR, hour_key, hours
+from recopipeline.lib.refresh import OUTPUT_ORDER, refresh_hour
 from recopipeline.lib.settings import parse_as_of
+from recopipeline.lib.stages import CUSTOMER_SOURCES, shared_tables
 from recopipeline.serving.publish import PublishError
 
 GROUP = "incremental"
@@ -27,6 +23,7 @@ HOURLY_CUSTOMER_REFRESH = "hourly_customer_refresh"
 HOURLY_CUSTOMER_PUBLISH = "hourly_customer_publish"
 NIGHTLY_TOP_N = "customer_top_recommendations"
 HERE = Path(__file__).parent
+LIB = Path(__file__).parents[2] / "lib"
 
 
 @dg.asset(
@@ -38,7 +35,7 @@ HERE = Path(__file__).parent
     pool=HOURLY_CUSTOMER_REFRESH,
     kinds=KINDS,
     owners=OWNERS,
-    metadata=code_references(__file__, HERE / "refresh.py"),
+    metadata=code_references(__file__, LIB / "refresh.py"),
     description=(
         "The top-N recommendations of the customers active in the hour (an event, order or cart in it), "
         "recomputed with the nightly SQL over their whole history, as of the hour's end, against the last "

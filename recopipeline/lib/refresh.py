@@ -1,12 +1,13 @@
-"""The hourly refresh: recompute the recommendations of the customers active in one hour, with the nightly SQL.
+"""The hourly refresh: recompute the recommendations of the customers active in one hour, with the nightly stages.
 
-The per-customer stages (segments -> behaviour -> affinity -> category preferences -> blended candidates ->
-top N) are the same SQL files the nightly rebuild runs, executed in one in-memory DuckDB whose inputs hold only
-the touched customers: their customer row, events, orders and carts (their whole history up to the as-of
-time). The tables that describe products across all customers (popularity, attribute, co-purchase and
-collaborative similarity) are read as the last nightly rebuild left them. Every row of a per-customer stage
-depends only on its own customer's rows and those product tables, so the touched customers get exactly the
-rows a full rebuild over the same data would give them with the same product tables.
+The per-customer stages (`Split.CUSTOMERS` in lib/stages.py: segments -> behaviour -> affinity -> category
+preferences -> blended candidates -> top N) run through the same engine as the nightly rebuild, in one
+in-memory DuckDB whose inputs hold only the touched customers: their customer row, events, orders and carts
+(their whole history up to the as-of time). The tables that describe products across all customers
+(popularity, attribute, co-purchase and collaborative similarity) are read as the last nightly rebuild left
+them. Every row of a per-customer stage depends only on its own customer's rows and those product tables, so
+the touched customers get exactly the rows a full rebuild over the same data would give them with the same
+product tables.
 """
 
 from __future__ import annotations
@@ -17,26 +18,13 @@ from datetime import datetime
 
 import duckdb
 
-# The layer modules register their SQL stages in SQL_STAGES when they load.
-import recopipeline.defs.behavior.assets  # noqa: F401
-import recopipeline.defs.recommendations.assets  # noqa: F401
-from recopipeline.defs.partitions import EVENT_SOURCES
-from recopipeline.defs.stage import SQL_STAGES
+from recopipeline.lib.contract import SOURCES
 from recopipeline.lib.hourly import hour_key
+from recopipeline.lib.stages import CUSTOMER_SOURCES, compute_into, per_customer_stages, shared_tables, variables
 from recopipeline.lib.tuning import Tuning
-from recopipeline.lib.warehouse import Warehouse, load_sql, run
+from recopipeline.lib.warehouse import Warehouse, run
 
-# Recomputed for the touched customers, in this order.
-PER_CUSTOMER_STAGES = (
-    "customer_segments",
-    "customer_behavior_comprehensive",
-    "customer_product_affinity",
-    "customer_category_preferences",
-    "product_recommendations",
-    "customer_top_recommendations",
-)
-# Read restricted to the touched customers.
-CUSTOMER_SOURCES = ("customers", "customer_interactions", "orders", "cart_activity")
+EVENT_SOURCES = tuple(name for name, contract in SOURCES.items() if contract.event_time is not None)
 OUTPUT_ORDER = "customer_id, recommendation_rank"
 
 
@@ -45,12 +33,6 @@ class Refresh:
     touched_customers: int
     rows: int
     seconds: float
-
-
-def shared_tables() -> list[str]:
-    """Inputs of the per-customer stages read as they are: the catalogue and the nightly product tables."""
-    inputs = {name for stage in PER_CUSTOMER_STAGES for name in SQL_STAGES[stage].inputs}
-    return sorted(inputs - set(PER_CUSTOMER_STAGES) - set(CUSTOMER_SOURCES))
 
 
 def refresh_customers(store: Warehouse, con: duckdb.DuckDBPyConnection, touched: str, tuning: Tuning) -> None:
@@ -65,11 +47,8 @@ def refresh_customers(store: Warehouse, con: duckdb.DuckDBPyConnection, touched:
             f"CREATE TEMP TABLE {source} AS SELECT * FROM {store.scan(source)} "
             f"WHERE customer_id IN (SELECT customer_id FROM {touched})",
         )
-    for name in PER_CUSTOMER_STAGES:
-        stage = SQL_STAGES[name]
-        if stage.prepare:
-            stage.prepare(con, tuning)
-        run(con, f"CREATE TEMP TABLE {name} AS {load_sql(name)}")
+    for spec in per_customer_stages():
+        compute_into(con, spec, tuning)
 
 
 def touched_in_hour(store: Warehouse, con: duckdb.DuckDBPyConnection, hour: datetime) -> str:
@@ -92,7 +71,7 @@ def touched_in_hour(store: Warehouse, con: duckdb.DuckDBPyConnection, hour: date
 def refresh_hour(store: Warehouse, asset: str, hour: datetime, tuning: Tuning, as_of: datetime) -> Refresh:
     """Write the top-N rows of the customers active in `hour` as the asset's partition of that hour."""
     started = time.perf_counter()
-    with store.session(shared_tables(), variables={**tuning.as_dict(), "as_of": as_of}) as con:
+    with store.session(shared_tables(), variables=variables(tuning, as_of)) as con:
         run(con, f"CREATE TEMP TABLE touched AS {touched_in_hour(store, con, hour)}")
         (touched,) = run(con, "SELECT count(*) FROM touched")[0]
         refresh_customers(store, con, "touched", tuning)

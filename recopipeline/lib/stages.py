@@ -1,0 +1,341 @@
+"""The stage engine: every derived table of the warehouse as a spec, the order they run in, and one way to run one.
+
+A stage reads its inputs (sources or other stages) as views named after them in one in-memory DuckDB session,
+with every tuning value and the as-of time as `getvariable()` values, and writes one Parquet table in its row
+order. Its compute is either `sql/<name>.sql` or a Python function `(con, tuning) -> SQL of the result`.
+
+How a stage may be split is part of its spec:
+- `Split.CUSTOMERS`: every output row belongs to one customer and depends only on that customer's rows of the
+  customer-keyed inputs (the customer sources and the other per-customer stages) and on whole product-side
+  tables. The hourly refresh recomputes exactly these stages for the customers of an hour; with `batched`, the
+  nightly run computes the stage per range of at most `batch_customers` customers (bounded memory).
+- `Split.PRODUCTS`: every output row belongs to one anchor product (the SQL reads the view `anchor_products`);
+  with `batched`, the stage runs per range of at most `batch_products` products.
+Either way the batches' union is exactly the table one pass would write.
+
+Everything that runs stages — the Dagster assets, the hourly refresh, `bench` and `evaluate` — calls `run_stage`
+(or, for the hourly refresh, `compute_into`); the run order and "what must re-run after a tuning change" come
+from the specs.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+
+import duckdb
+
+from recopipeline.lib import blend_weights, ease
+from recopipeline.lib.contract import SOURCES
+from recopipeline.lib.tuning import STRATEGIES, Tuning
+from recopipeline.lib.warehouse import SQL_DIR, Warehouse, load_sql, run
+
+Compute = Callable[[duckdb.DuckDBPyConnection, Tuning], str]
+
+# Sources keyed by customer: a per-customer stage reads only the touched customers' rows of these.
+CUSTOMER_SOURCES = ("customers", "customer_interactions", "orders", "cart_activity")
+
+
+class Split(Enum):
+    NONE = "none"
+    CUSTOMERS = "per customer range"
+    PRODUCTS = "per product range"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    group: str
+    inputs: tuple[str, ...]
+    description: str
+    order_by: str  # the row order the table is written in
+    score_column: str | None = None  # summarised in the asset's metadata
+    compute: Compute | None = None  # None: the SQL file sql/<name>.sql
+    split: Split = Split.NONE
+    batched: bool = False  # the nightly run computes it in batches of its split
+    reads: frozenset[str] = frozenset()  # tuning values read outside getvariable() (Python computes)
+    kinds: frozenset[str] = frozenset()  # engines besides DuckDB, as the UI shows them
+
+    @property
+    def source_files(self) -> tuple[Path, ...]:
+        """Where the computation is written: its SQL file, its Python function's module, or both."""
+        files = [SQL_DIR / f"{self.name}.sql"] if (SQL_DIR / f"{self.name}.sql").exists() else []
+        if self.compute is not None:
+            files.append(Path(sys.modules[self.compute.__module__].__file__))
+        return tuple(files)
+
+    def tuning_read(self) -> frozenset[str]:
+        """Every tuning value the stage's result can depend on."""
+        return (sql_reads(self.name) if self.compute is None else frozenset()) | self.reads
+
+    def sql(self, con: duckdb.DuckDBPyConnection, tuning: Tuning) -> str:
+        """The SQL of the stage's result in `con`, where its inputs are views and the variables are set."""
+        return load_sql(self.name) if self.compute is None else self.compute(con, tuning)
+
+
+_VARIABLE = re.compile(r"getvariable\('([a-z_0-9]+)'\)")
+
+
+def sql_reads(name: str) -> frozenset[str]:
+    """The tuning values `sql/<name>.sql` reads with getvariable()."""
+    return frozenset(set(_VARIABLE.findall(load_sql(name))) & {f.name for f in fields(Tuning)})
+
+_BLEND_WEIGHTS = frozenset({f"weight_{strategy}" for strategy in STRATEGIES} | {"ab_variants", "ab_salt"})
+
+STAGES: tuple[Stage, ...] = (
+    # behaviour
+    Stage(
+        "customer_segments", "behavior", ("customers", "customer_interactions", "orders"),
+        "One row per known customer: activity summary and segment (new, returning, vip, at_risk).",
+        order_by="customer_id", split=Split.CUSTOMERS,
+    ),
+    Stage(
+        "customer_behavior_comprehensive", "behavior",
+        ("customer_interactions", "products", "customer_segments", "orders", "cart_activity"),
+        "Every interaction up to the as-of time, once, with customer segment, product attributes, "
+        "order and cart context, event score and recency weight.",
+        order_by="customer_id, interaction_timestamp, event_id", score_column="recency_score",
+        split=Split.CUSTOMERS,
+    ),
+    Stage(
+        "customer_product_affinity", "behavior", ("customer_behavior_comprehensive",),
+        "How much each customer likes each product: event counts and recency-weighted affinity.",
+        order_by="customer_id, product_id", score_column="weighted_affinity_score",
+        split=Split.CUSTOMERS, batched=True,  # its input is sorted by customer: a batch reads its row groups
+    ),
+    Stage(
+        "customer_category_preferences", "behavior", ("customer_behavior_comprehensive", "orders", "products"),
+        "Each customer's categories ranked by recency-weighted interest (deterministic rank).",
+        order_by="customer_id, category_rank", score_column="weighted_category_score", split=Split.CUSTOMERS,
+    ),
+    Stage(
+        "product_popularity", "behavior", ("customer_behavior_comprehensive", "products"),
+        "Ranked popular available products, overall and per customer segment (trending weighted).",
+        order_by="segment, popularity_rank, product_id", score_column="popularity_score",
+    ),
+    Stage(
+        "product_repurchase_rates", "behavior", ("orders",),
+        "How likely each bought product is to be bought again: smoothed repeat-buyer rate and recent sales "
+        "trend, combined into the factor the repurchase strategy weighs a customer's own orders by.",
+        order_by="product_id", score_column="repurchase_factor",
+    ),
+    # similarity
+    Stage(
+        "product_similarity", "similarity", ("products",),
+        "Attribute similarity (category, brand, price band), both directions, top-K per product.",
+        order_by="product_id_1, similarity_rank", score_column="attribute_similarity_score",
+    ),
+    Stage(
+        "products_bought_together", "similarity", ("orders",),
+        "Pairs in the same order at least min_support times, both directions, with a correct Jaccard.",
+        order_by="product_id_1, product_id_2", score_column="co_purchase_similarity",
+    ),
+    Stage(
+        "complementary_products", "similarity", ("products_bought_together", "orders"),
+        "Directional A -> B complements from co-purchase similarity and sequential purchase.",
+        order_by="product_id_1, complementary_rank", score_column="complementary_score",
+    ),
+    Stage(
+        "collaborative_item_similarity", "similarity", ("customer_product_affinity",),
+        "Item-to-item cosine similarity over customers' affinities, top-K neighbours per product.",
+        order_by="product_id_1, cf_rank", score_column="cf_similarity",
+        split=Split.PRODUCTS, batched=True,  # the item pairs are aggregated per batch of anchor products
+    ),
+    Stage(
+        ease.ASSET, "similarity", ease.INPUTS,
+        "EASE (Steck 2019) item-item weights from purchases, fitted in closed form over the most-bought "
+        "products (ease_max_items); the top ease_top_k positive weights per product. Feeds the 'ease' strategy.",
+        order_by="product_id_1, ease_rank", score_column="ease_weight",
+        compute=ease.ease_item_similarity, reads=frozenset({"ease_l2", "ease_max_items", "ease_top_k"}),
+        kinds=frozenset({"numpy"}),
+    ),
+    # recommendations
+    Stage(
+        "product_recommendations", "recommendations",
+        ("products", "orders", "customer_segments", "customer_product_affinity", "customer_category_preferences",
+         "product_popularity", "product_repurchase_rates", "product_similarity", "complementary_products",
+         "collaborative_item_similarity", "ease_item_similarity"),
+        "Every strategy's candidates, normalised and blended into one row per (customer, product), "
+        "available and not yet purchased, ranked with a deterministic tie-break.",
+        order_by="customer_id, recommendation_rank", score_column="recommendation_score",
+        compute=blend_weights.blend_sql, reads=sql_reads("product_recommendations") | _BLEND_WEIGHTS,
+        split=Split.CUSTOMERS, batched=True,
+    ),
+    Stage(
+        "customer_top_recommendations", "recommendations", ("product_recommendations", "products"),
+        "Each customer's top N recommendations with type, score and evidence.",
+        order_by="customer_id, recommendation_rank", score_column="recommendation_score", split=Split.CUSTOMERS,
+    ),
+)
+STAGES_BY_NAME = {stage.name: stage for stage in STAGES}
+
+
+def stage(name: str) -> Stage:
+    return STAGES_BY_NAME[name]
+
+
+def stage_order(stages: Iterable[Stage] = STAGES) -> list[Stage]:
+    """The stages in an order where every stage comes after its inputs (ties by name)."""
+    done: set[str] = set(SOURCES)
+    ordered: list[Stage] = []
+    pending = {s.name: s for s in sorted(stages, key=lambda s: s.name)}
+    while pending:
+        ready = [s for s in pending.values() if set(s.inputs) <= done]
+        if not ready:
+            raise ValueError(f"stages with unmet inputs: {', '.join(pending)}")
+        for ready_stage in ready:
+            ordered.append(ready_stage)
+            done.add(ready_stage.name)
+            del pending[ready_stage.name]
+    return ordered
+
+
+def per_customer_stages() -> list[Stage]:
+    """The stages the hourly refresh recomputes for the customers of an hour, in run order."""
+    return [s for s in stage_order() if s.split is Split.CUSTOMERS]
+
+
+def customer_keyed(name: str) -> bool:
+    """Whether the table's rows each belong to one customer (a customer source or a per-customer stage)."""
+    return name in CUSTOMER_SOURCES or (name in STAGES_BY_NAME and STAGES_BY_NAME[name].split is Split.CUSTOMERS)
+
+
+def shared_tables() -> list[str]:
+    """Inputs of the per-customer stages read whole: the catalogue and the product-side tables."""
+    inputs = {name for s in per_customer_stages() for name in s.inputs}
+    return sorted(name for name in inputs if not customer_keyed(name))
+
+
+def stages_to_rerun(before: Tuning | None, after: Tuning) -> list[str]:
+    """The stages (in run order) whose output can change between two configurations."""
+    ordered = stage_order()
+    if before is None:
+        return [s.name for s in ordered]
+    changed = {f.name for f in fields(Tuning) if getattr(before, f.name) != getattr(after, f.name)}
+    dirty: set[str] = set()
+    for s in ordered:
+        if s.tuning_read() & changed or dirty & set(s.inputs):
+            dirty.add(s.name)
+    return [s.name for s in ordered if s.name in dirty]
+
+
+def variables(tuning: Tuning, as_of: datetime) -> dict:
+    """The `getvariable()` values of a stage session."""
+    return {**tuning.as_dict(), "as_of": as_of}
+
+
+def run_stage(store: Warehouse, spec: Stage, tuning: Tuning, as_of: datetime) -> int:
+    """Compute one stage over the warehouse and write its table; returns the rows written."""
+    with store.session(spec.inputs, variables=variables(tuning, as_of)) as con:
+        return write_stage(store, con, spec, tuning)
+
+
+def run_stages(store: Warehouse, tuning: Tuning, as_of: datetime, names: Iterable[str] | None = None) -> dict[str, int]:
+    """Run the named stages (default: all) in dependency order; returns rows written per stage."""
+    wanted = set(names) if names is not None else None
+    return {
+        s.name: run_stage(store, s, tuning, as_of) for s in stage_order() if wanted is None or s.name in wanted
+    }
+
+
+def write_stage(store: Warehouse, con: duckdb.DuckDBPyConnection, spec: Stage, tuning: Tuning) -> int:
+    """Write the stage's table from `con` (a session over its inputs); returns the rows written.
+
+    A batched stage is computed once per batch of its split; the batches are appended and written at once.
+    """
+    batches = stage_batches(con, spec, tuning) if spec.batched else ["TRUE"]
+    if len(batches) == 1:
+        if spec.split is Split.PRODUCTS:
+            _narrow(store, con, spec, "TRUE")  # the SQL reads `anchor_products`
+        return store.write(con, spec.name, spec.sql(con, tuning), order_by=spec.order_by)
+    for number, condition in enumerate(batches):
+        _narrow(store, con, spec, condition)
+        verb = "CREATE TEMP TABLE stage_batches AS" if number == 0 else "INSERT INTO stage_batches"
+        run(con, f"{verb} {spec.sql(con, tuning)}")
+    _narrow(store, con, spec, "TRUE")
+    rows = store.write(con, spec.name, "SELECT * FROM stage_batches", order_by=spec.order_by)
+    run(con, "DROP TABLE stage_batches")
+    return rows
+
+
+def compute_into(con: duckdb.DuckDBPyConnection, spec: Stage, tuning: Tuning) -> None:
+    """Create the stage's result as the temp table `<name>` in `con` (whose tables hold the stage's inputs)."""
+    run(con, f"CREATE TEMP TABLE {spec.name} AS {spec.sql(con, tuning)}")
+
+
+def stage_batches(con: duckdb.DuckDBPyConnection, spec: Stage, tuning: Tuning) -> list[str]:
+    """The SQL condition of each batch the stage runs in (`TRUE` alone for one pass)."""
+    if spec.split is Split.PRODUCTS:
+        return id_ranges(con, "product_id", spec.inputs[0], tuning.batch_products)
+    if spec.split is Split.CUSTOMERS:
+        return id_ranges(con, "customer_id", _batched_inputs(spec)[0], tuning.batch_customers)
+    return ["TRUE"]
+
+
+def _batched_inputs(spec: Stage) -> list[str]:
+    """The inputs a customer batch narrows; the first (a per-customer stage if there is one) sets the ranges."""
+    return sorted((name for name in spec.inputs if customer_keyed(name)), key=lambda name: name in CUSTOMER_SOURCES)
+
+
+def _narrow(store: Warehouse, con: duckdb.DuckDBPyConnection, spec: Stage, condition: str) -> None:
+    """Point the stage's split inputs at the rows of one batch (`TRUE`: every row)."""
+    if spec.split is Split.PRODUCTS:
+        run(
+            con,
+            f"CREATE OR REPLACE TEMP TABLE anchor_products AS "
+            f"SELECT DISTINCT product_id FROM {spec.inputs[0]} WHERE {condition}",
+        )
+    elif spec.split is Split.CUSTOMERS:
+        for name in _batched_inputs(spec):
+            run(con, f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {store.scan(name)} WHERE {condition}")
+
+
+def id_ranges(con: duckdb.DuckDBPyConnection, column: str, relation: str, size: int) -> list[str]:
+    """SQL conditions on `column`, one per range of at most `size` of its distinct values in `relation`."""
+    starts = [
+        row[0]
+        for row in run(
+            con,
+            f"SELECT {column} FROM (SELECT DISTINCT {column} FROM {relation}) "
+            f"QUALIFY (row_number() OVER (ORDER BY {column}) - 1) % {int(size)} = 0 ORDER BY {column}",
+        )
+    ]
+    if len(starts) <= 1:
+        return ["TRUE"]
+    bounds = [_literal(value) for value in starts[1:]]
+    return (
+        [f"{column} < {bounds[0]}"]
+        + [f"{column} >= {low} AND {column} < {high}" for low, high in zip(bounds, bounds[1:])]
+        + [f"{column} >= {bounds[-1]}"]
+    )
+
+
+def _literal(value) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+class NoEventsError(ValueError):
+    """There is no event to measure recency from."""
+
+
+def latest_event_time(store: Warehouse) -> datetime:
+    """The newest interaction or order in the warehouse: the default as-of time."""
+    parts = [
+        f"SELECT max({column}) AS t FROM {store.scan(asset)}"
+        for asset, column in (("customer_interactions", "interaction_timestamp"), ("orders", "order_timestamp"))
+        if store.exists(asset)
+    ]
+    if not parts:
+        raise NoEventsError("no events to measure recency from: materialize the sources first")
+    with store.session() as con:
+        (latest,) = con.sql(f"SELECT max(t) FROM ({' UNION ALL '.join(parts)})").fetchall()[0]
+    if latest is None:
+        raise NoEventsError("the event sources are empty: set RECOPIPELINE_AS_OF to build from no events")
+    return latest
