@@ -239,9 +239,6 @@ class Warehouse:
                 os.remove(temp)
         return int(count)
 
-    def drop_partition(self, asset: str, partition: str) -> None:
-        self.remove_file(asset, partition)
-
     def read(self, query: str, inputs: Iterable[str] = (), params: Mapping[str, object] | None = None) -> pd.DataFrame:
         """Run a query over the named assets and return a DataFrame (for metadata, tests and the CLI)."""
         with self.session(inputs) as con:
