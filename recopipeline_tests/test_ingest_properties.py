@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recopipeline.defs.partitions import first_hour
-from recopipeline.defs.sources.assets import ingest_source_files, source_references
 from recopipeline.lib.contract import CART_STATUSES, INTERACTION_TYPES, SOURCES, Column, SourceContract
+from recopipeline.lib.source_ingest import ingest_source_files, source_references
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import Warehouse
 from recopipeline_tests.conftest import put, rows
@@ -249,11 +249,10 @@ def test_ingest_loses_nothing_and_accepts_only_valid_rows(tmp_path, source, fmt,
     else:
         write_parquet(path, contract, made, style)
     store = Warehouse(str(root / "warehouse"), memory_limit="1GB", threads=2)
-    references = source_references(contract)
-    if references:
+    if source_references(contract):
         reference_tables(store, style)
     window = WINDOW if contract.event_time is not None else None
-    counts, _ = ingest_source_files(store, contract, [path], Tuning(), "property", references, window)
+    counts = ingest_source_files(store, contract, [path], Tuning(), "property", window, first_hour())
 
     accepted = store.read(f"SELECT {', '.join(contract.key)} FROM {source}", inputs=[source])
     held = store.read("SELECT reason FROM quarantine WHERE source = $s", inputs=["quarantine"], params={"s": source})

@@ -33,11 +33,12 @@ def ingest_validated(
 ) -> int:
     """Ingest one source as its asset does: validated, rejected rows quarantined, an event source's hours of
     `window` written hour by hour. Returns the rows accepted."""
-    from recopipeline.defs.sources.assets import ingest_source_files, source_references  # the Dagster module
+    from recopipeline.lib.settings import first_partition_hour
+    from recopipeline.lib.source_ingest import ingest_source_files
 
     contract = SOURCES[source]
-    counts, _ = ingest_source_files(
-        store, contract, source_files(location, contract), tuning, "bench", source_references(contract),
-        window if contract.event_time is not None else None,
+    counts = ingest_source_files(
+        store, contract, source_files(location, contract), tuning, "bench",
+        window if contract.event_time is not None else None, first_partition_hour(),
     )
     return counts.accepted_rows

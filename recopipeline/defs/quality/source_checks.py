@@ -9,14 +9,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import dagster as dg
 import pandas as pd
 
 from recopipeline.defs.quality import results
 from recopipeline.lib.contract import SourceContract
 from recopipeline.lib.gx_adapter import Expectation, validate
+from recopipeline.lib.source_ingest import IngestCounts
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.validation import ALLOWED_VALUES, MINIMUMS
 from recopipeline.lib.warehouse import Warehouse
@@ -25,20 +24,6 @@ QUARANTINE_SHARE = "quarantine_share"
 UNIQUE_KEY = "unique_key"
 CONTRACT_EXPECTATIONS = "contract_expectations"
 ROW_COUNT_DRIFT = "row_count_drift"
-
-
-@dataclass(frozen=True)
-class IngestCounts:
-    """Where the input rows of one ingest went."""
-
-    input_rows: int
-    accepted_rows: int
-    quarantined_rows: int
-    by_reason: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def quarantined_share(self) -> float:
-        return self.quarantined_rows / self.input_rows if self.input_rows else 0.0
 
 
 def source_check_specs(contract: SourceContract) -> list[dg.AssetCheckSpec]:

@@ -14,9 +14,9 @@ from datetime import datetime
 
 import duckdb
 
-from recopipeline.defs.quality.quarantine import QUARANTINE, quarantine_part
 from recopipeline.lib.contract import SourceContract
 from recopipeline.lib.hourly import KEY_FORMAT, covered_since, event_hour, write_hours
+from recopipeline.lib.quarantine import QUARANTINE, quarantine_part
 from recopipeline.lib.validation import typed_value
 from recopipeline.lib.warehouse import Warehouse, run
 
