@@ -33,3 +33,16 @@ def test_plain_layers_import_neither_dagster_nor_defs(layer):
         for path in sorted((PACKAGE / layer).rglob("*.py"))
     }
     assert {file: names for file, names in offending.items() if names} == {}
+
+
+TOOLS = ("bench", "evaluation", "mcp_server.py")  # run stages and read tables without the orchestrator
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_tools_run_the_engine_without_defs(tool):
+    paths = [PACKAGE / tool] if tool.endswith(".py") else sorted((PACKAGE / tool).rglob("*.py"))
+    offending = {
+        str(path.relative_to(PACKAGE)): sorted(n for n in imported_modules(path) if n.startswith("recopipeline.defs"))
+        for path in paths
+    }
+    assert {file: names for file, names in offending.items() if names} == {}
