@@ -72,13 +72,17 @@ def test_segments_follow_the_documented_rules(definitions, behaviour):
 
 def test_each_interaction_counts_once_and_none_after_the_as_of_time(definitions, behaviour):
     stage(definitions, behaviour, BEHAVIOUR[:2])
-    events = table(behaviour, "customer_behavior_comprehensive", "event_id")
-    assert len(events) == 16  # 17 events, one after the as-of time
-    p1 = events[(events.customer_id == "C1") & (events.product_id == "P1")]
-    assert sorted(p1.interaction_type) == ["cart_add", "cart_remove", "click", "purchase", "view"]
-    assert set(p1.orders_with_product) == {2} and set(p1.carts_abandoned) == {1}
-    recency = dict(zip(p1.interaction_type, p1.recency_score))
-    assert recency == {"view": 1.0, "cart_remove": 1.0, "click": 0.8, "cart_add": 0.5, "purchase": 0.2}
+    pairs = table(behaviour, "customer_behavior_comprehensive", "customer_id, product_id").set_index(
+        ["customer_id", "product_id"])
+    assert pairs.event_count.sum() == 16  # 17 events, one after the as-of time
+    p1 = pairs.loc[("C1", "P1")]
+    assert (p1.view_count, p1.click_count, p1.cart_add_count, p1.cart_remove_count, p1.purchase_count,
+            p1.event_count) == (1, 1, 1, 1, 1, 5)  # two orders and two carts of P1 repeat none of its events
+    assert (p1.customer_segment, p1.category) == ("returning", "A")
+    # recency: view 1.0 + cart_remove 1.0 + click 0.8 + cart_add 0.5 + purchase 0.2
+    assert (float(p1.recency_sum), float(p1.purchase_recency)) == (3.5, 0.2)
+    assert float(p1.weighted_score) == pytest.approx(7.9)  # view 1 x 1.0 + click 3 x 0.8 + ... (see below)
+    assert p1.last_purchase_at == ago(40)
 
 
 def test_affinity_weights_events_by_type_and_recency(definitions, behaviour):

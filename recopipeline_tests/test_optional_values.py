@@ -49,11 +49,10 @@ def test_popular_lists_count_unknown_stock_as_in_stock(definitions, warehouse):
         {"stock_quantity": ["P1"]},
     ))
     put(warehouse, "customer_behavior_comprehensive", frame(
-        "customer_id customer_segment product_id interaction_type interaction_timestamp interaction_score "
-        "recency_score",
-        ("C1", "returning", "P1", "view", AS_OF, 1.0, 1.0),
-        ("C1", "returning", "P2", "purchase", AS_OF, 10.0, 1.0),
-        ("C1", "returning", "P3", "click", AS_OF, 3.0, 0.5),
+        "customer_id customer_segment product_id weighted_score last_purchase_at",
+        ("C1", "returning", "P1", 1.0, pd.NaT),  # a view now: 1 x 1.0
+        ("C1", "returning", "P2", 10.0, AS_OF),  # a purchase now: 10 x 1.0
+        ("C1", "returning", "P3", 1.5, pd.NaT),  # a click at recency 0.5: 3 x 0.5
     ))
     stage(definitions, warehouse, ["product_popularity"])  # only_available_products (blocking) passes
     popular = table(warehouse, "product_popularity", "segment, popularity_rank")

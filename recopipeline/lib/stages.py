@@ -96,10 +96,11 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "customer_behavior_comprehensive", "behavior",
-        ("customer_interactions", "products", "customer_segments", "orders", "cart_activity"),
-        "Every interaction up to the as-of time, once, with customer segment, product attributes, "
-        "order and cart context, event score and recency weight.",
-        order_by="customer_id, interaction_timestamp, event_id", score_column="recency_score",
+        ("customer_interactions", "products", "customer_segments"),
+        "Every interaction up to the as-of time, scored once (event weight, recency weight) and summed per "
+        "(customer, product), with the customer's segment and the product's category: exact sums its consumers "
+        "add up further.",
+        order_by="customer_id, product_id", score_column="weighted_score",
         split=Split.CUSTOMERS,
     ),
     Stage(

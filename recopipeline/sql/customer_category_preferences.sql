@@ -1,7 +1,7 @@
 -- customer_category_preferences: each customer's categories, ranked by recency-weighted interest.
--- Revenue comes from the orders, aggregated per (customer, category) before the join (no fan-out).
--- Ties rank by purchases, then category name, so the rank is deterministic.
--- Sums run over DECIMAL, which is exact: a rerun gives the same bits however the threads split the rows.
+-- Interest adds up the per-(customer, product) sums of customer_behavior_comprehensive (exact DECIMAL sums, so
+-- the same bits as summing the events). Revenue comes from the orders, aggregated per (customer, category)
+-- before the join (no fan-out). Ties rank by purchases, then category name, so the rank is deterministic.
 WITH category_revenue AS (
     SELECT o.customer_id, p.category, sum(o.line_value::DECIMAL(38, 12))::DOUBLE AS category_revenue
     FROM orders AS o
@@ -12,10 +12,10 @@ WITH category_revenue AS (
 interest AS (
     SELECT customer_id,
            category,
-           count(DISTINCT product_id)                                                   AS products_interacted,
-           sum(interaction_score::DECIMAL(38, 12))::DOUBLE                              AS total_category_score,
-           round(sum((interaction_score * recency_score)::DECIMAL(38, 12))::DOUBLE, 6) AS weighted_category_score,
-           count(*) FILTER (WHERE interaction_type = 'purchase')                        AS category_purchases
+           count(*)                                     AS products_interacted,  -- one row per product
+           sum(interaction_score)::DOUBLE               AS total_category_score,
+           round(sum(weighted_score)::DOUBLE, 6)        AS weighted_category_score,
+           sum(purchase_count)::BIGINT                  AS category_purchases
     FROM customer_behavior_comprehensive
     GROUP BY customer_id, category
 )

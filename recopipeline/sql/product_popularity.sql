@@ -2,28 +2,27 @@
 -- (segment = 'all') and one per customer segment. Popularity is the recency-weighted interaction score,
 -- so recent activity counts most ("trending"); a segment's list falls back to overall popularity for
 -- products its customers have not touched. Feeds the category-preference and cold-start strategies.
--- Sums run over DECIMAL, which is exact: a rerun gives the same bits however the threads split the rows.
+-- The scores add up the exact DECIMAL per-(customer, product) sums of customer_behavior_comprehensive: the same
+-- bits as summing the events, however the threads split the rows.
 WITH available AS (
     SELECT product_id, category
     FROM products
     WHERE is_active AND (stock_quantity > 0 OR stock_quantity IS NULL)  -- unknown stock counts as in stock
 ),
-overall AS (
-    SELECT product_id,
-           sum((interaction_score * recency_score)::DECIMAL(38, 12))::DOUBLE AS popularity_score,
-           count(DISTINCT customer_id) FILTER (
-               WHERE interaction_type = 'purchase'
-                 AND interaction_timestamp > getvariable('as_of') - to_days(getvariable('popular_window_days'))
+-- overall (segment 'all') and per segment in one pass over the per-(customer, product) sums; a product's
+-- recent buyers are the customers with a purchase of it within popular_window_days (one row per customer)
+totals AS (
+    SELECT CASE WHEN grouping(customer_segment) = 1 THEN 'all' ELSE customer_segment END AS segment,
+           product_id,
+           sum(weighted_score)::DOUBLE AS popularity_score,
+           count(*) FILTER (
+               WHERE last_purchase_at > getvariable('as_of') - to_days(getvariable('popular_window_days'))
            ) AS recent_buyers
     FROM customer_behavior_comprehensive
-    GROUP BY product_id
+    GROUP BY GROUPING SETS ((product_id), (customer_segment, product_id))
 ),
-by_segment AS (
-    SELECT customer_segment AS segment, product_id,
-           sum((interaction_score * recency_score)::DECIMAL(38, 12))::DOUBLE AS popularity_score
-    FROM customer_behavior_comprehensive
-    GROUP BY customer_segment, product_id
-),
+overall AS (SELECT product_id, popularity_score, recent_buyers FROM totals WHERE segment = 'all'),
+by_segment AS (SELECT segment, product_id, popularity_score FROM totals WHERE segment <> 'all'),
 segments AS (
     SELECT segment FROM (VALUES ('all'), ('new'), ('returning'), ('vip'), ('at_risk')) AS t(segment)
 ),

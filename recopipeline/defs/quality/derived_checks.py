@@ -152,13 +152,19 @@ INVARIANTS: dict[str, list[Invariant]] = {
         ),
     ],
     "customer_behavior_comprehensive": [
-        _unique("customer_behavior_comprehensive", "event_id"),
+        _unique("customer_behavior_comprehensive", "customer_id, product_id"),
         _in_range(
             "customer_behavior_comprehensive",
-            "recency_score in [0, 1] and no event after the as-of time",
-            "recency_score IS NULL OR recency_score < 0 OR recency_score > 1 "
-            "OR interaction_timestamp > getvariable('as_of')",
-            "event_id, interaction_timestamp, interaction_score, recency_score",
+            # every recency weight is in [0, 1], so their sums lie between 0 and the number of events summed
+            "at least one event, counts by type >= 0 and within it, recency sums in [0, events] (purchases': "
+            "[0, purchases], set exactly when there are purchases), a segment, and no event after the as-of time",
+            "event_count < 1 OR least(view_count, click_count, cart_add_count, cart_remove_count, purchase_count) < 0 "
+            "OR view_count + click_count + cart_add_count + cart_remove_count + purchase_count > event_count "
+            "OR recency_sum IS NULL OR recency_sum < 0 OR recency_sum > event_count "
+            "OR (purchase_count > 0) <> (purchase_recency IS NOT NULL) "
+            "OR purchase_recency < 0 OR purchase_recency > purchase_count OR customer_segment IS NULL "
+            "OR last_interaction_at > getvariable('as_of') OR last_purchase_at > last_interaction_at",
+            "customer_id, product_id, event_count, purchase_count, recency_sum, purchase_recency, last_interaction_at",
         ),
     ],
     "customer_product_affinity": [
@@ -251,11 +257,17 @@ SHARES: dict[str, list[Share]] = {
         Share(
             PURCHASES_HAVE_ORDERS,
             "purchase events have no order line of the same customer and product within purchase_match_hours",
-            "SELECT event_id FROM customer_behavior_comprehensive WHERE interaction_type = 'purchase'",
+            # the purchase events the table sums: up to the as-of time, of a known customer and product
+            """
+            SELECT e.event_id FROM customer_interactions AS e SEMI JOIN customer_behavior_comprehensive
+                USING (customer_id, product_id)
+            WHERE e.interaction_type = 'purchase' AND e.interaction_timestamp <= getvariable('as_of')
+            """,
             """
             SELECT e.event_id, e.customer_id, e.product_id, e.interaction_timestamp
-            FROM customer_behavior_comprehensive AS e
-            WHERE e.interaction_type = 'purchase'
+            FROM customer_interactions AS e
+            SEMI JOIN customer_behavior_comprehensive USING (customer_id, product_id)
+            WHERE e.interaction_type = 'purchase' AND e.interaction_timestamp <= getvariable('as_of')
               AND NOT EXISTS (
                   SELECT 1
                   FROM orders AS o
@@ -267,7 +279,7 @@ SHARES: dict[str, list[Share]] = {
               )
             """,
             limit="max_unmatched_purchase_share",
-            needs=("orders",),
+            needs=("orders", "customer_interactions"),
         ),
     ],
 }
