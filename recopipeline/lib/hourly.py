@@ -1,4 +1,4 @@
-"""Hourly windows of the event sources: partition keys, their files, and writing a range of hours in one pass.
+"""Hourly windows of the event sources: partition keys, their files, and writing a range of hours.
 
 The hour `2026-09-30-14:00` (Dagster's key) covers [14:00, 15:00) UTC and is stored as
 `<root>/<asset>/2026-09-30-1400.parquet`. The first partition also holds every event before it (the history),
@@ -82,24 +82,44 @@ def write_hours(
     quarantine keeps one file per source and hour that way); without one the asset is the hourly table itself.
     """
     window = hours(start, end)
-    run(con, f"CREATE OR REPLACE TEMP VIEW _hourly_rows AS SELECT *, {hour_of} AS _hour_start FROM ({query})")
-    (outside,) = run(
+    # a row outside the window fails the write that meets it (no pass of its own); nothing has changed then
+    run(
         con,
-        "SELECT count(*) FROM _hourly_rows WHERE _hour_start IS NULL OR _hour_start < $start OR _hour_start >= $end",
-        {"start": start, "end": end},
-    )[0]
-    if outside:
-        raise ValueError(f"{outside} row(s) of {asset} fall outside the window {start} .. {end}")
+        f"""
+        CREATE OR REPLACE TEMP VIEW _hourly_rows AS
+        SELECT * EXCLUDE (_hour_of),
+               CASE WHEN _hour_of >= {_timestamp(start)} AND _hour_of < {_timestamp(end)} THEN _hour_of
+                    ELSE error('{_OUTSIDE}') END AS _hour_start
+        FROM (SELECT *, {hour_of} AS _hour_of FROM ({query}))
+        """,
+    )
+    try:
+        if is_remote(store.root):
+            counts = _write_each_hour(store, con, asset, window, prefix)
+        else:
+            counts = _write_partitioned(store, con, asset, window, prefix)
+            if not prefix:
+                store.remove_file(asset, None)  # a whole-table file from before the asset was partitioned
+    except duckdb.Error as error:
+        if _OUTSIDE not in str(error):
+            raise
+        (outside,) = run(
+            con,
+            f"SELECT count(*) FROM (SELECT {hour_of} AS h FROM ({query})) "
+            f"WHERE h IS NULL OR h < {_timestamp(start)} OR h >= {_timestamp(end)}",
+        )[0]
+        raise ValueError(f"{outside} row(s) of {asset} fall outside the window {start} .. {end}") from None
     if not prefix:
         store.write(con, asset, "SELECT * EXCLUDE (_hour_start) FROM _hourly_rows LIMIT 0", partition=SCHEMA_PART)
-    if is_remote(store.root):
-        counts = _write_each_hour(store, con, asset, window, prefix)
-    else:
-        counts = _write_partitioned(store, con, asset, window, prefix)
-        if not prefix:
-            store.remove_file(asset, None)  # a whole-table file from before the asset was partitioned
     run(con, "DROP VIEW _hourly_rows")
     return counts
+
+
+_OUTSIDE = "a row falls outside the window of hours being written"
+
+
+def _timestamp(moment: datetime) -> str:
+    return f"TIMESTAMP '{moment:%Y-%m-%d %H:%M:%S}'"
 
 
 _STAGED = f"SELECT * EXCLUDE (_hour_start), strftime(_hour_start, '{FILE_FORMAT}') AS _hour FROM _hourly_rows"
@@ -108,29 +128,43 @@ _STAGED = f"SELECT * EXCLUDE (_hour_start), strftime(_hour_start, '{FILE_FORMAT}
 def _write_partitioned(
     store: Warehouse, con: duckdb.DuckDBPyConnection, asset: str, window: list[datetime], prefix: str
 ) -> dict[str, int]:
-    """One COPY with PARTITION_BY into a hidden folder, then each hour's file renamed into place."""
+    """The window's first hour with one COPY (in a backfill from the first partition it holds the history, most
+    rows, and a plain COPY writes them faster than a partitioned one), the other hours with one COPY with
+    PARTITION_BY, both into a hidden folder; then each hour's file renamed into place."""
     folder = Path(store.asset_dir(asset))
     folder.mkdir(parents=True, exist_ok=True)
     staging = folder / f".{uuid.uuid4().hex}.hours"
+    first = window[0]
+    first_file = staging / f"_hour={first.strftime(FILE_FORMAT)}" / "data_0.parquet"
     try:
+        first_file.parent.mkdir(parents=True)
         run(
             con,
-            f"COPY ({_STAGED}) TO '{staging}' "
-            "(FORMAT parquet, COMPRESSION zstd, PARTITION_BY (_hour), WRITE_PARTITION_COLUMNS false)",
+            f"COPY (SELECT * EXCLUDE (_hour_start) FROM _hourly_rows WHERE _hour_start = {_timestamp(first)}) "
+            f"TO '{first_file}' "
+            "(FORMAT parquet, COMPRESSION zstd)",
         )
+        if len(window) > 1:
+            run(
+                con,
+                f"COPY ({_STAGED} WHERE _hour_start > {_timestamp(first)}) TO '{staging}' "
+                "(FORMAT parquet, COMPRESSION zstd, PARTITION_BY (_hour), WRITE_PARTITION_COLUMNS false, "
+                "OVERWRITE_OR_IGNORE true)",
+            )
         counts: dict[str, int] = {}
         for hour in window:
             key = hour_key(hour)
             written = sorted((staging / f"_hour={hour.strftime(FILE_FORMAT)}").glob("*.parquet"))
-            if not written:
-                store.remove_file(asset, prefix + key)
-                continue
             if len(written) > 1:  # DuckDB split the hour: merge its pieces into one file first
                 paths = ", ".join(f"'{p}'" for p in written)
                 merged = staging / f"{key.replace(':', '')}.merged.parquet"
                 run(con, f"COPY (SELECT * FROM read_parquet([{paths}])) TO '{merged}' (FORMAT parquet, COMPRESSION zstd)")
                 written = [merged]
-            counts[key] = _rows_in(con, str(written[0]))
+            rows = _rows_in(con, str(written[0])) if written else 0
+            if not rows:
+                store.remove_file(asset, prefix + key)
+                continue
+            counts[key] = rows
             store.put_file(asset, prefix + key, str(written[0]))
         return counts
     finally:

@@ -23,6 +23,7 @@ from recopipeline.lib.warehouse import Warehouse, run
 RUN_INPUT = "run_input"
 RUN_QUARANTINE = "run_quarantine"
 UNPLACED = "unplaced"
+PARTITION_HOUR = "_partition_hour"  # a run input row's hour, NULL for the rows no hour holds
 
 
 def create_run_input(
@@ -34,7 +35,7 @@ def create_run_input(
     first_partition: datetime,
     latest_allowed: datetime,
 ) -> str:
-    """A view of the input rows the run owns, with `_partition_hour` (NULL for the rows no hour holds)."""
+    """A view of the input rows the run owns, with their `PARTITION_HOUR`."""
     start, end = window
     since = covered_since(start, first_partition)
     moment = typed_value(contract, contract.event_time, raw_types)
@@ -46,7 +47,7 @@ def create_run_input(
         CREATE OR REPLACE TEMP VIEW {RUN_INPUT} AS
         SELECT * EXCLUDE (_event_time),
                CASE WHEN _event_time IS NULL OR _event_time > {latest} THEN NULL
-                    ELSE {event_hour('_event_time', first_partition)} END AS _partition_hour
+                    ELSE {event_hour('_event_time', first_partition)} END AS {PARTITION_HOUR}
         FROM (SELECT *, {moment} AS _event_time FROM {raw_input})
         WHERE _event_time IS NULL OR _event_time > {latest}
            OR (_event_time < TIMESTAMP '{end:%Y-%m-%d %H:%M:%S}'{lower})
@@ -72,26 +73,28 @@ def write_quarantine(
     store: Warehouse, con: duckdb.DuckDBPyConnection, contract: SourceContract, quarantined: str,
     window: tuple[datetime, datetime],
 ) -> int:
-    """Replace the run's hours of the source's quarantine, and its unplaced rows; returns the rows written."""
+    """Replace the run's hours of the source's quarantine, and its unplaced rows; returns the rows written.
+
+    `quarantined` gives each row its hour's key as `partition_key` (NULL for the rows no hour holds).
+    """
     run(con, f"CREATE OR REPLACE TEMP TABLE {RUN_QUARANTINE} AS {quarantined}")
-    placed = (
-        f"SELECT q.* REPLACE (strftime(r._partition_hour, '{KEY_FORMAT}') AS partition_key) "
-        f"FROM {RUN_QUARANTINE} AS q JOIN {RUN_INPUT} AS r ON r._file = q.source_file AND r._row = q.source_row "
-        "WHERE r._partition_hour IS NOT NULL"
-    )
     hours = write_hours(
-        store, con, QUARANTINE, placed, f"strptime(partition_key, '{KEY_FORMAT}')", *window,
-        prefix=quarantine_part(contract.name, ""),
+        store, con, QUARANTINE, f"SELECT * FROM {RUN_QUARANTINE} WHERE partition_key IS NOT NULL",
+        f"strptime(partition_key, '{KEY_FORMAT}')", *window, prefix=quarantine_part(contract.name, ""),
     )
     unplaced = store.write(
         con,
         QUARANTINE,
-        f"SELECT * FROM {RUN_QUARANTINE} AS q WHERE NOT EXISTS (SELECT 1 FROM {RUN_INPUT} AS r "
-        "WHERE r._file = q.source_file AND r._row = q.source_row AND r._partition_hour IS NOT NULL)",
+        f"SELECT * FROM {RUN_QUARANTINE} WHERE partition_key IS NULL",
         partition=quarantine_part(contract.name, UNPLACED),
         order_by="source_file, source_row NULLS LAST, detail",
     )
     return sum(hours.values()) + unplaced
+
+
+def partition_key() -> str:
+    """SQL for the partition key of a row of the run input (NULL for the rows no hour holds)."""
+    return f"strftime({PARTITION_HOUR}, '{KEY_FORMAT}')"
 
 
 def owned_rows(con: duckdb.DuckDBPyConnection) -> int:

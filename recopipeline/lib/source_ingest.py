@@ -4,6 +4,10 @@ Each ingest splits the input rows in two: the rows that pass every rule of `lib/
 source's table, the others go to the quarantine with their reason, so `input = accepted + quarantined`
 always holds (the ingest fails if it does not). The event sources are checked against customers and
 products, and written hour by hour (`lib/source_hours.py`).
+
+The input is read three times, each a streaming scan: the hashes of the keys that repeat, then every rule on
+every row, which keeps only the rejected rows (with their values as read, for the quarantine), then the input
+without them, written as the table. Only the rejected rows and the repeated keys are held in memory.
 """
 
 from __future__ import annotations
@@ -15,12 +19,27 @@ from pathlib import Path
 from recopipeline.lib.contract import SourceContract
 from recopipeline.lib.ingest import MALFORMED_LINES, RAW_INPUT, load_raw, raw_types
 from recopipeline.lib.quarantine import QUARANTINE, quarantine_part
-from recopipeline.lib.source_hours import create_run_input, owned_rows, write_accepted, write_quarantine
+from recopipeline.lib.source_hours import (
+    PARTITION_HOUR,
+    create_run_input,
+    owned_rows,
+    partition_key,
+    write_accepted,
+    write_quarantine,
+)
 from recopipeline.lib.sources import SourceError
 from recopipeline.lib.tuning import Tuning
-from recopipeline.lib.validation import REFERENCES, Ingest, accepted_sql, classify_sql, quarantine_sql
+from recopipeline.lib.validation import (
+    REFERENCES,
+    Ingest,
+    accepted_sql,
+    classify_sql,
+    quarantine_sql,
+    repeated_keys_sql,
+)
 from recopipeline.lib.warehouse import Warehouse, remove_leftovers, run
 
+REPEATED = "repeated_keys"
 REJECTED = "rejected_rows"
 
 
@@ -69,15 +88,19 @@ def ingest_source_files(
         if raw.input_rows == 0 and contract.event_time is None:
             raise SourceError(f"source '{contract.name}' has no rows; customers and products must not be empty")
         types = raw_types(con)
-        relation, input_rows = RAW_INPUT, raw.input_rows
+        relation, input_rows, carried, placed = RAW_INPUT, raw.input_rows, (), "NULL"
         if window is not None:
             relation = create_run_input(
                 con, contract, RAW_INPUT, types, window, first_partition, ingest.latest_allowed
             )
             input_rows = owned_rows(con) + raw.malformed_lines
-        run(con, f"CREATE TEMP TABLE {REJECTED} AS {classify_sql(contract, ingest, types, relation)}")
+            carried, placed = (PARTITION_HOUR,), partition_key()
+        run(con, f"CREATE TEMP TABLE {REPEATED} AS {repeated_keys_sql(contract, types, relation)}")
+        repeats = bool(run(con, f"SELECT 1 FROM {REPEATED} LIMIT 1"))
+        classified = classify_sql(contract, ingest, types, relation, REPEATED if repeats else None, carried)
+        run(con, f"CREATE TEMP TABLE {REJECTED} AS {classified}")
         rejected = quarantine_sql(
-            contract, relation, REJECTED, MALFORMED_LINES, run_id=run_id, ingested_at=now, partition_key=None
+            contract, REJECTED, MALFORMED_LINES, run_id=run_id, ingested_at=now, partition_key=placed
         )
         accepted_rows = accepted_sql(contract, types, relation, REJECTED)
         if window is None:

@@ -169,8 +169,27 @@ def typed_value(contract: SourceContract, name: str, raw_types: dict[str, str]) 
     return f"TRY_CAST({c.name} AS {c.type})"
 
 
-def classify_sql(contract: SourceContract, ingest: Ingest, raw_types: dict[str, str], relation: str) -> str:
-    """SELECT _file, _row, reason, detail for every row of `relation` that breaks a rule (the first rule only)."""
+def repeated_keys_sql(contract: SourceContract, raw_types: dict[str, str], relation: str) -> str:
+    """SELECT the hashes of the keys that more than one row of `relation` holds (valid or not): only their rows
+    can be duplicates, so the ranking by file and position needs to see just theirs (a hash that two keys
+    share only adds rows to rank)."""
+    key = ", ".join(typed_value(contract, k, raw_types) for k in contract.key)
+    return f"SELECT hash({key}) AS key_hash FROM {relation} GROUP BY key_hash HAVING count(*) > 1"
+
+
+def classify_sql(
+    contract: SourceContract,
+    ingest: Ingest,
+    raw_types: dict[str, str],
+    relation: str,
+    repeated: str | None,
+    carried: tuple[str, ...] = (),
+) -> str:
+    """SELECT _file, _row, reason, detail and raw_row (the values as read, as JSON text) for every row of
+    `relation` that breaks a rule (the first rule only), in one scan; `carried` columns of `relation` come along.
+
+    `repeated` (from `repeated_keys_sql`) holds the keys of the possible duplicates; None when there are none.
+    """
     found = rules(contract, ingest)
     raw_copies = ", ".join(f"{c} AS {_raw(c)}" for c in contract.column_names)
     known = "".join(
@@ -182,16 +201,20 @@ def classify_sql(contract: SourceContract, ingest: Ingest, raw_types: dict[str, 
     details = "\n".join(f"               WHEN {r.broken} THEN {r.detail}" for r in found)
     key = ", ".join(contract.key)
     shown_key = " || ', ' || ".join(f"{k}::VARCHAR" for k in contract.key)
+    raw_row = "to_json({" + ", ".join(f"'{c}': {_raw(c)}" for c in contract.column_names) + "})::VARCHAR"
+    extra = "".join(f", {column}" for column in carried)
+    may_repeat = f"hash({key}) IN (SELECT key_hash FROM {repeated})" if repeated else "false"
     return f"""
 WITH typed AS (
     -- the contract's columns cast to their types, next to the values as read
-    SELECT _file, _row, {raw_copies},
+    SELECT _file, _row{extra}, {raw_copies},
            {", ".join(typed_columns(contract, raw_types))}
     FROM {relation}
 ),
 looked_up AS (
-    -- whether the event's customer and product are known (only for event sources)
-    SELECT *{known}
+    -- whether the event's customer and product are known (only for event sources), and whether the key repeats
+    SELECT *{known},
+           {may_repeat} AS may_repeat
     FROM typed
 ),
 checked AS (
@@ -205,20 +228,25 @@ checked AS (
            END AS detail
     FROM looked_up
 ),
+flagged AS (
+    -- the rows that break a rule, and those that pass but may be duplicates
+    SELECT * FROM checked WHERE reason IS NOT NULL OR may_repeat
+),
 ranked AS (
     -- among the rows that pass, the first of each key (by file, then position) is kept
     SELECT *,
            CASE WHEN reason IS NULL THEN row_number() OVER first_of_key END AS key_copy,
            CASE WHEN reason IS NULL THEN first_value(_row) OVER first_of_key END AS first_row,
            CASE WHEN reason IS NULL THEN first_value(_file) OVER first_of_key END AS first_file
-    FROM checked
+    FROM flagged
     WINDOW first_of_key AS (PARTITION BY reason IS NULL, {key} ORDER BY _file, _row)
 )
 SELECT _file,
-       _row,
+       _row{extra},
        coalesce(reason, 'duplicate_key') AS reason,
        coalesce(detail, format('key ({{}}) is already held by row {{}} of {{}}', {shown_key}, first_row,
-                               parse_filename(first_file))) AS detail
+                               parse_filename(first_file))) AS detail,
+       {raw_row} AS raw_row
 FROM ranked
 WHERE reason IS NOT NULL OR key_copy > 1
 """
@@ -238,28 +266,25 @@ ANTI JOIN {rejected} USING (_file, _row)
 
 def quarantine_sql(
     contract: SourceContract,
-    relation: str,
     rejected: str,
     malformed: str,
     *,
     run_id: str,
     ingested_at: datetime,
-    partition_key: str | None,
+    partition_key: str = "NULL",
 ) -> str:
-    """The quarantine rows of one ingest: rejected rows with the raw values as JSON text, then malformed lines."""
-    raw_row = "to_json({" + ", ".join(f"'{c}': raw.{c}" for c in contract.column_names) + "})::VARCHAR"
-    stamp = (
-        f"{_literal(run_id)} AS run_id, TIMESTAMP '{ingested_at:%Y-%m-%d %H:%M:%S.%f}' AS ingested_at, "
-        f"{_literal(partition_key) if partition_key else 'NULL'}::VARCHAR AS partition_key"
-    )
+    """The quarantine rows of one ingest: the rejected rows (from `classify_sql`), then the malformed lines.
+
+    `partition_key` is SQL over a rejected row for its partition key; malformed lines have none.
+    """
+    stamp = f"{_literal(run_id)} AS run_id, TIMESTAMP '{ingested_at:%Y-%m-%d %H:%M:%S.%f}' AS ingested_at"
     return f"""
-SELECT {_literal(contract.name)} AS source, x.reason, x.detail, {raw_row} AS raw_row,
-       x._file AS source_file, x._row AS source_row, {stamp}
-FROM {rejected} AS x
-JOIN {relation} AS raw USING (_file, _row)
+SELECT {_literal(contract.name)} AS source, reason, detail, raw_row,
+       _file AS source_file, _row AS source_row, {stamp}, ({partition_key})::VARCHAR AS partition_key
+FROM {rejected}
 UNION ALL
 SELECT {_literal(contract.name)}, 'malformed_line', format('line {{}}: {{}}', line, error),
-       to_json({{'csv_line': csv_line}})::VARCHAR, _file, NULL::BIGINT, {stamp}
+       to_json({{'csv_line': csv_line}})::VARCHAR, _file, NULL::BIGINT, {stamp}, NULL::VARCHAR
 FROM {malformed}
 """
 
