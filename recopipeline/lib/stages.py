@@ -30,7 +30,7 @@ from pathlib import Path
 
 import duckdb
 
-from recopipeline.lib import blend_weights, ease
+from recopipeline.lib import blend, ease
 from recopipeline.lib.contract import SOURCES
 from recopipeline.lib.tuning import STRATEGIES, Tuning
 from recopipeline.lib.warehouse import SQL_DIR, Warehouse, load_sql, run
@@ -164,8 +164,9 @@ STAGES: tuple[Stage, ...] = (
         "Every strategy's candidates, normalised and blended into one row per (customer, product), "
         "available and not yet purchased, ranked with a deterministic tie-break.",
         order_by="customer_id, recommendation_rank", score_column="recommendation_score",
-        compute=blend_weights.blend_sql, reads=sql_reads("product_recommendations") | _BLEND_WEIGHTS,
-        split=Split.CUSTOMERS, batched=True,
+        # numpy over integer ids, batched inside; sql/product_recommendations.sql is its specification
+        compute=blend.product_recommendations, reads=sql_reads("product_recommendations") | _BLEND_WEIGHTS,
+        kinds=frozenset({"numpy"}), split=Split.CUSTOMERS,
     ),
     Stage(
         "customer_top_recommendations", "recommendations", ("product_recommendations", "products"),

@@ -134,7 +134,7 @@ best AS (
 ),
 weighted AS (
     -- strength: the contribution rounded to 1e-9, then the earlier strategy (lower priority), as one BIGINT,
-    -- so that the strongest strategy is a plain max() (priorities are < 16, see create_strategy_weights)
+    -- so that the strongest strategy is a plain max() (priorities are < 16: at most 15 strategies)
     SELECT e.customer_id,
            e.product_id,
            e.evidence,
