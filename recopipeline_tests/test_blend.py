@@ -137,3 +137,13 @@ def test_batches_do_not_change_the_rows(xs: Warehouse) -> None:
     whole = _rows(xs, A_B, blend.product_recommendations)
     few = Tuning(**{**A_B.as_dict(), "batch_customers": 7})
     pd.testing.assert_frame_equal(_rows(xs, few, blend.product_recommendations), whole)
+
+
+def test_the_result_can_be_read_twice(xs: Warehouse) -> None:
+    tuning = Tuning()
+    with xs.session(BLEND.inputs, variables=variables(tuning, latest_event_time(xs))) as con:
+        sql = blend.product_recommendations(con, tuning)
+        (count,) = con.sql(f"SELECT count(*) FROM ({sql})").fetchall()[0]
+        again = con.sql(f"SELECT * FROM ({sql}) ORDER BY {', '.join(ORDER)}").df()
+    assert count == len(again) > 0
+    pd.testing.assert_frame_equal(again, _rows(xs, tuning, blend.product_recommendations))

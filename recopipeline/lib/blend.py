@@ -24,6 +24,10 @@ to DOUBLE and round(x, 9) are correctly rounded from the exact decimal value.
 from __future__ import annotations
 
 import math
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -35,7 +39,7 @@ import pyarrow.compute as pc
 from recopipeline.lib.tuning import STRATEGIES, Tuning
 from recopipeline.lib.warehouse import run
 
-RESULT_TABLE = "product_recommendations_blend"
+RESULT = "product_recommendations_blend"  # the view product_recommendations() registers
 SEED_STRATEGIES = {  # strategy -> (neighbour table, score column, rank column), scored from the customer's seeds
     "affinity_similar": ("product_similarity", "attribute_similarity_score", "similarity_rank"),
     "collaborative": ("collaborative_item_similarity", "cf_similarity", "cf_rank"),
@@ -43,9 +47,12 @@ SEED_STRATEGIES = {  # strategy -> (neighbour table, score column, rank column),
 }
 ITEM_STRATEGIES = (*SEED_STRATEGIES, "ease")  # their evidence lists source products
 STRATEGY = {name: index for index, name in enumerate(STRATEGIES)}  # a strategy's priority is its index + 1
+STRATEGY_BITS = 3  # a strategy's number in a row key
+ITEM_MASK = np.array([s in ITEM_STRATEGIES for s in STRATEGIES] + [False] * ((1 << STRATEGY_BITS) - len(STRATEGIES)))
 UNITS = 10**12  # DECIMAL(38, 12): sums are exact in units of 1e-12
 MAX_BATCH_ROWS = 1 << 22  # expanded candidate rows per batch (about 200 MB of numpy arrays)
 MAX_BATCH_CELLS = 1 << 27  # customers x products per batch (the membership flags, one byte per cell)
+WORKERS = 2  # threads computing batches
 OWNED, PURCHASED = 1, 2  # membership flags: the customer has an affinity row / bought the product
 _CUSTOMER_BITS, _SCORE_BITS, _RELATIVE_BITS = 13, 30, 21  # the ranking key: customer, 1e9 - score, position
 
@@ -82,31 +89,30 @@ def variant_weights(tuning: Tuning) -> VariantWeights:
 
 
 def product_recommendations(con: duckdb.DuckDBPyConnection, tuning: Tuning) -> str:
-    """Blend every strategy's candidates into the temporary table RESULT_TABLE; returns the SQL that reads it.
+    """The SQL of the blended candidates in `con`: a view of RESULT that computes them batch by batch.
 
-    `con` has the stage's inputs as views and every tuning value plus `as_of` as variables. Rows are inserted in
-    (customer_id, recommendation_rank) order.
+    `con` has the stage's inputs as views and every tuning value plus `as_of` as variables. The inputs are read
+    here; the rows are computed while the view is read, in (customer_id, recommendation_rank) order (each read
+    computes them again).
     """
     weights = variant_weights(tuning)
     catalogue = _load_catalogue(con, tuning, weights)
     customers = _load_customers(con, tuning, weights, catalogue)
-    run(
-        con,
-        f"""CREATE OR REPLACE TEMP TABLE {RESULT_TABLE} (
-                customer_id VARCHAR, product_id VARCHAR, recommendation_type VARCHAR, recommendation_score DOUBLE,
-                strategies VARCHAR, evidence VARCHAR, recommendation_rank BIGINT, variant VARCHAR)""",
-    )
-    texts = _Texts.build(catalogue, customers, weights)
-    flags = np.zeros(_batch_limit(catalogue, tuning) * catalogue.products, dtype=np.uint8)
-    for low, high in _batches(customers, catalogue, tuning):
-        rows = _blend_batch(catalogue, customers, weights, tuning, low, high, flags)
-        if rows is not None:
-            con.register("blend_batch", texts.table(rows))
-            run(con, f"INSERT INTO {RESULT_TABLE} SELECT * FROM blend_batch")
-            con.unregister("blend_batch")
-    for name in ("blend_customers", "blend_products", "blend_categories", "blend_segments"):
+    for name in ("blend_customers", "blend_products", "blend_categories", "blend_segments", "blend_affinity"):
         run(con, f"DROP TABLE IF EXISTS {name}")
-    return f"SELECT * FROM {RESULT_TABLE}"
+    texts = _Texts.build(catalogue, customers, weights)
+    batches = _batches(customers, catalogue, tuning)
+
+    flags = threading.local()  # each worker's membership flags, reused from batch to batch
+
+    def record_batch(low: int, high: int) -> pa.RecordBatch | None:
+        if not hasattr(flags, "cells"):
+            flags.cells = np.zeros(_batch_limit(catalogue, tuning) << catalogue.product_bits, dtype=np.uint8)
+        rows = _blend_batch(catalogue, customers, weights, tuning, low, high, flags.cells)
+        return None if rows is None else texts.batch(rows)
+
+    con.register(RESULT, _BatchStream(record_batch, batches))
+    return f"SELECT * FROM {RESULT}"
 
 
 # ---- loading -------------------------------------------------------------------------------------------------
@@ -127,6 +133,7 @@ class Neighbours:
 @dataclass
 class Catalogue:
     products: int
+    product_bits: int  # a product number takes this many bits of a key
     product_ids: pa.Array  # by product number
     categories: pa.Array  # category names by category number
     segments: pa.Array  # segment names by segment number
@@ -134,6 +141,15 @@ class Catalogue:
     category_products: Neighbours  # category -> its top products (data: popularity score)
     category_best: np.ndarray  # per category: the best popularity score among its top products
     popular: Neighbours  # segment -> its popular products (data: raw score)
+
+    @property
+    def evidence_offset(self) -> np.ndarray:
+        """Per strategy: the evidence text of source number 0 (see _Texts.evidence)."""
+        offsets = np.zeros(1 << STRATEGY_BITS, dtype=np.int64)
+        offsets[STRATEGY["category_preference"]] = self.products
+        offsets[STRATEGY["popular"]] = self.products + len(self.categories)
+        offsets[STRATEGY["repurchase"]] = self.products + len(self.categories) + len(self.segments) - 1
+        return offsets
 
 
 @dataclass
@@ -165,8 +181,8 @@ def _neighbours(con: duckdb.DuckDBPyConnection, sql: str, sources: int) -> Neigh
 def _load_catalogue(con: duckdb.DuckDBPyConnection, tuning: Tuning, weights: VariantWeights) -> Catalogue:
     neighbour_tables = [table for table, _, _ in SEED_STRATEGIES.values()] + ["ease_item_similarity"]
     product_sources = " UNION ".join(
-        ["SELECT product_id FROM products", "SELECT product_id FROM product_popularity",
-         "SELECT product_id FROM product_repurchase_rates"]
+        ["SELECT product_id FROM products", "SELECT product_id FROM customer_product_affinity",
+         "SELECT product_id FROM product_popularity", "SELECT product_id FROM product_repurchase_rates"]
         + [f"SELECT product_id_{side} FROM {table}" for table in neighbour_tables for side in (1, 2)]
     )
     run(
@@ -245,6 +261,7 @@ def _load_catalogue(con: duckdb.DuckDBPyConnection, tuning: Tuning, weights: Var
     )
     return Catalogue(
         products=products,
+        product_bits=max(1, (products - 1).bit_length()),
         product_ids=product_ids.combine_chunks(),
         categories=categories["category"].combine_chunks(),
         segments=segments["segment"].combine_chunks(),
@@ -285,31 +302,26 @@ def _load_customers(
     customer_ids = con.sql("SELECT customer_id FROM blend_customers ORDER BY customer").to_arrow_table()
     variant = np.searchsorted(weights.upper_bounds, listed["variant_hash"].astype(np.uint64), side="right")
 
-    seeds = _fetch(
+    run(
         con,
-        """WITH seeds AS (
-               -- each customer's strongest products drive the item-to-item strategies
-               SELECT customer_id, product_id, weighted_affinity_score AS affinity
-               FROM customer_product_affinity
-               WHERE weighted_affinity_score > 0
-               QUALIFY row_number() OVER (
-                   PARTITION BY customer_id ORDER BY weighted_affinity_score DESC, product_id
-               ) <= getvariable('seeds_per_customer')
-           )
-           SELECT c.customer, p.product, s.affinity
-           FROM seeds AS s
-           JOIN blend_customers AS c USING (customer_id)
-           JOIN blend_products AS p USING (product_id)
-           ORDER BY c.customer, s.affinity DESC, p.product""",
-    )
-    affinity = _fetch(
-        con,
-        """SELECT c.customer, p.product, coalesce(a.purchase_count > 0, FALSE) AS bought
+        """CREATE OR REPLACE TEMP TABLE blend_affinity AS
+           SELECT c.customer, p.product, a.weighted_affinity_score AS affinity,
+                  coalesce(a.purchase_count > 0, FALSE) AS bought
            FROM customer_product_affinity AS a
            JOIN blend_customers AS c USING (customer_id)
-           JOIN blend_products AS p USING (product_id)
-           ORDER BY c.customer, p.product""",
+           JOIN blend_products AS p USING (product_id)""",
     )
+    seeds = _fetch(
+        con,
+        """-- each customer's strongest products drive the item-to-item strategies (numbers are in id order)
+           SELECT customer, product, affinity
+           FROM blend_affinity
+           WHERE affinity > 0
+           QUALIFY row_number() OVER (PARTITION BY customer ORDER BY affinity DESC, product)
+                   <= getvariable('seeds_per_customer')
+           ORDER BY customer, product""",
+    )
+    affinity = _fetch(con, "SELECT customer, product, bought FROM blend_affinity ORDER BY customer, product")
     ordered = _fetch(
         con,
         """SELECT DISTINCT c.customer, p.product
@@ -394,7 +406,7 @@ def _load_customers(
 
 def _batch_limit(catalogue: Catalogue, tuning: Tuning) -> int:
     """The most customers in one batch: batch_customers, within the flag cells and the ranking key's bits."""
-    return max(1, min(tuning.batch_customers, 1 << _CUSTOMER_BITS, MAX_BATCH_CELLS // max(catalogue.products, 1)))
+    return max(1, min(tuning.batch_customers, 1 << _CUSTOMER_BITS, MAX_BATCH_CELLS >> catalogue.product_bits))
 
 
 def _batches(customers: Customers, catalogue: Catalogue, tuning: Tuning) -> list[tuple[int, int]]:
@@ -427,24 +439,20 @@ def _batches(customers: Customers, catalogue: Catalogue, tuning: Tuning) -> list
 
 
 @dataclass
-class _Candidates:
-    """One strategy's candidates in a batch, by customer (local number) and product."""
+class _Entries:
+    """Scored (customer, product, strategy) rows of one batch: contributions of a source product to an
+    item-to-item candidate, or a whole candidate of another strategy."""
 
-    customer: np.ndarray
-    product: np.ndarray
-    raw: np.ndarray
-    reference: np.ndarray  # item strategies: the group of its contributions; else the evidence's number
+    key: list[np.ndarray]  # (customer << product_bits | product) << 3 | strategy
+    value: list[np.ndarray]  # the contribution, or the candidate's raw score
+    source: list[np.ndarray]  # the source product, or the evidence's category / segment / order count
 
-
-@dataclass
-class _Contributions:
-    """An item strategy's expanded contributions in a batch, grouped per (customer, product)."""
-
-    order: np.ndarray  # contribution indices, group by group
-    group_start: np.ndarray
-    group_count: np.ndarray
-    contribution: np.ndarray
-    source: np.ndarray
+    def add(self, strategy: int, customer: np.ndarray, product: np.ndarray, value: np.ndarray,
+            source: np.ndarray, product_bits: int) -> None:
+        key = ((customer.astype(np.int64) << product_bits) | product) << STRATEGY_BITS | strategy
+        self.key.append(key)
+        self.value.append(np.asarray(value, dtype=np.float64))
+        self.source.append(np.asarray(source, dtype=np.int32))
 
 
 def _blend_batch(
@@ -452,243 +460,233 @@ def _blend_batch(
     flags: np.ndarray,
 ) -> dict[str, np.ndarray] | None:
     """The output rows of customers low..high-1, in (customer, rank) order, as numbers."""
-    products = catalogue.products
+    bits = catalogue.product_bits
     pointers = customers.pointers
-    variant = customers.variant[low:high]
-    customer_weights = weights.weights[variant]  # local customer x strategy
 
     def rows(table: str) -> dict[str, np.ndarray]:
         start, end = pointers[table][low], pointers[table][high]
         return {name: values[start:end] for name, values in getattr(customers, table).items()}
 
     affinity = rows("affinity")
-    owned = (affinity["customer"] - low).astype(np.int64) * products + affinity["product"]
+    owned = ((affinity["customer"] - low) << bits) | affinity["product"]
     purchased = [owned[affinity["bought"]]]
     if tuning.exclude_purchased:
         ordered = rows("ordered")
-        purchased.append((ordered["customer"] - low).astype(np.int64) * products + ordered["product"])
+        purchased.append(((ordered["customer"] - low) << bits) | ordered["product"])
     flags[owned] = OWNED
     for keys in purchased:
         flags[keys] |= PURCHASED
     try:
-        candidates, contributions = _candidates(
-            catalogue, customers, customer_weights, tuning, low, high, rows, flags
-        )
+        entries = _entries(catalogue, customers, weights.weights[customers.variant[low:high]], tuning, low, high,
+                           rows, flags)
     finally:
         flags[owned] = 0
         for keys in purchased:
             flags[keys] = 0
-    if not candidates:
+    if not entries.key:
         return None
-    return _rank(catalogue, weights, tuning, low, high, variant, customer_weights, candidates, contributions)
+    return _blend(catalogue, customers, weights, tuning, low, high, entries)
 
 
-def _candidates(catalogue, customers, customer_weights, tuning, low, high, rows, flags):
-    """Every eligible candidate per strategy (available, raw score > 0, not purchased when excluded)."""
-    products = catalogue.products
-    exclude = tuning.exclude_purchased
-    candidates: dict[str, _Candidates] = {}
-    contributions: dict[str, _Contributions] = {}
+def _entries(catalogue, customers, customer_weights, tuning, low, high, rows, flags) -> _Entries:
+    """Every strategy's scored rows for the batch's customers, from available products only and without the
+    products a customer bought (when excluded) or, for collaborative, interacted with."""
+    bits = catalogue.product_bits
+    exclude = PURCHASED if tuning.exclude_purchased else 0
+    entries = _Entries([], [], [])
+
+    def used(customer: np.ndarray, strategy: str) -> np.ndarray:
+        return customer_weights[customer, STRATEGY[strategy]] > 0  # the customer's variant weighs the strategy
+
+    def allowed(customer: np.ndarray, product: np.ndarray, excluded: int) -> np.ndarray | None:
+        if not excluded:
+            return None
+        return (flags[(customer << bits) | product] & excluded) == 0
 
     for strategy, neighbours in catalogue.item.items():
-        k = STRATEGY[strategy]
-        if strategy == "ease":
-            # EASE item-item weights summed over every product the customer bought
+        if strategy == "ease":  # EASE item-item weights summed over every product the customer bought
             affinity = rows("affinity")
             bought = affinity["bought"]
-            source_customer, source_product = affinity["customer"][bought] - low, affinity["product"][bought]
-            source_weight = None
-        else:
+            customer, source, weight = affinity["customer"][bought] - low, affinity["product"][bought], None
+        else:  # the customer's seeds (in product order, so that each candidate's contributions are too)
             seeds = rows("seeds")
-            source_customer, source_product = seeds["customer"] - low, seeds["product"]
-            source_weight = seeds["affinity"]
-        used = customer_weights[source_customer, k] > 0
-        if not used.all():
-            source_customer, source_product = source_customer[used], source_product[used]
-            source_weight = None if source_weight is None else source_weight[used]
-        source, position = _expand(neighbours, source_product)
-        if not len(source):
-            continue
-        customer = source_customer[source]
-        product = neighbours.indices[position]
-        key = customer.astype(np.int64) * products + product
-        excluded = PURCHASED if exclude else 0
-        if strategy == "collaborative":  # never a product the customer already interacted with
-            excluded |= OWNED
-        if excluded:
-            keep = (flags[key] & excluded) == 0
-            source, position, key = source[keep], position[keep], key[keep]
-        contribution = neighbours.data[position]
-        if source_weight is not None:
-            contribution = source_weight[source] * contribution
-        order, group_start, group_key = _group(key, high - low, products)
-        sums = np.add.reduceat(_to_units(contribution)[order], group_start) if len(order) else np.zeros(0, np.int64)
-        group_count = np.diff(np.append(group_start, len(order)))
-        positive = np.flatnonzero(sums > 0)
-        candidates[strategy] = _Candidates(
-            customer=(group_key[positive] // products).astype(np.int32),
-            product=(group_key[positive] % products).astype(np.int32),
-            raw=_units_to_double(sums[positive]),
-            reference=positive,
-        )
-        contributions[strategy] = _Contributions(
-            order=order, group_start=group_start, group_count=group_count, contribution=contribution,
-            source=source_product[source],
-        )
+            customer, source, weight = seeds["customer"] - low, seeds["product"], seeds["affinity"]
+        keep = used(customer, strategy)
+        if not keep.all():
+            customer, source = customer[keep], source[keep]
+            weight = None if weight is None else weight[keep]
+        which, position = _expand(neighbours, source)
+        candidate = neighbours.indices[position]
+        candidate_customer = customer[which]
+        # collaborative: never a product the customer already interacted with
+        keep = allowed(candidate_customer, candidate, exclude | (OWNED if strategy == "collaborative" else 0))
+        if keep is not None:
+            which, position, candidate, candidate_customer = which[keep], position[keep], candidate[keep], \
+                candidate_customer[keep]
+        value = neighbours.data[position] if weight is None else weight[which] * neighbours.data[position]
+        entries.add(STRATEGY[strategy], candidate_customer, candidate, value, source[which], bits)
 
     if customer_weights[:, STRATEGY["category_preference"]].max(initial=0) > 0:
         # the most popular available products of the customer's top categories
         categories = rows("categories")
         customer = categories["customer"] - low
-        used = customer_weights[customer, STRATEGY["category_preference"]] > 0
-        category, score, customer = categories["category"][used], categories["score"][used], customer[used]
-        source, position = _expand(catalogue.category_products, category)
-        raw = score[source] * catalogue.category_products.data[position] / catalogue.category_best[category[source]]
-        candidates["category_preference"] = _eligible(
-            customer[source], catalogue.category_products.indices[position], raw, category[source], flags,
-            products, exclude,
-        )
+        keep = used(customer, "category_preference")
+        customer, category, score = customer[keep], categories["category"][keep], categories["score"][keep]
+        which, position = _expand(catalogue.category_products, category)
+        raw = score[which] * catalogue.category_products.data[position] / catalogue.category_best[category[which]]
+        _add_candidates(entries, "category_preference", customer[which], catalogue.category_products.indices[position],
+                        raw, category[which], allowed, exclude, bits)
 
     if customer_weights[:, STRATEGY["repurchase"]].max(initial=0) > 0:
         repurchase = rows("repurchase")
         customer = repurchase["customer"] - low
-        used = customer_weights[customer, STRATEGY["repurchase"]] > 0
-        candidates["repurchase"] = _eligible(
-            customer[used], repurchase["product"][used], repurchase["raw_score"][used],
-            repurchase["orders"][used], flags, products, exclude,
-        )
+        keep = used(customer, "repurchase")
+        _add_candidates(entries, "repurchase", customer[keep], repurchase["product"][keep],
+                        repurchase["raw_score"][keep], repurchase["orders"][keep], allowed, exclude, bits)
 
     if customer_weights[:, STRATEGY["popular"]].max(initial=0) > 0:
         # cold start and fill: the customer's segment's popular products
         segment = customers.segment[low:high]
-        customer = np.flatnonzero((segment >= 0) & (customer_weights[:, STRATEGY["popular"]] > 0))
-        source, position = _expand(catalogue.popular, segment[customer])
-        candidates["popular"] = _eligible(
-            customer[source], catalogue.popular.indices[position], catalogue.popular.data[position],
-            segment[customer][source], flags, products, exclude,
-        )
-    return {s: c for s, c in candidates.items() if len(c.raw)}, contributions
+        customer = np.flatnonzero((segment >= 0) & used(np.arange(high - low), "popular")).astype(np.int32)
+        which, position = _expand(catalogue.popular, segment[customer])
+        _add_candidates(entries, "popular", customer[which], catalogue.popular.indices[position],
+                        catalogue.popular.data[position], segment[customer][which], allowed, exclude, bits)
+    return entries
 
 
-def _eligible(customer, product, raw, reference, flags, products, exclude) -> _Candidates:
-    """The candidates with a raw score > 0 that the customer has not bought (when excluded)."""
+def _add_candidates(entries, strategy, customer, product, raw, source, allowed, exclude, bits) -> None:
+    """Whole candidates with a raw score > 0 that the customer may get."""
     keep = raw > 0
-    if exclude:
-        keep &= (flags[customer.astype(np.int64) * products + product] & PURCHASED) == 0
-    return _Candidates(customer[keep].astype(np.int32), product[keep].astype(np.int32), raw[keep], reference[keep])
+    permitted = allowed(customer, product, exclude)
+    if permitted is not None:
+        keep &= permitted
+    entries.add(STRATEGY[strategy], customer[keep], product[keep], raw[keep], source[keep], bits)
 
 
-def _rank(catalogue, weights, tuning, low, high, variant, customer_weights, candidates, contributions):
-    """Normalise, weight and blend the candidates, rank them per customer and list each kept row's evidence."""
-    products = catalogue.products
-    parts = []
-    for strategy, c in candidates.items():
-        k = STRATEGY[strategy]
-        # the customer's best score in this strategy (the candidates are by customer)
-        start = np.flatnonzero(np.r_[True, c.customer[1:] != c.customer[:-1]])
-        best = np.maximum.reduceat(c.raw, start)
-        best = np.repeat(best, np.diff(np.append(start, len(c.raw))))
-        contribution = customer_weights[c.customer, k] * c.raw / best
-        # strength: the contribution rounded to 1e-9, then the earlier strategy, as one integer
-        strength = _half_away(contribution * 1e9).astype(np.int64) * 16 + (15 - (k + 1))
-        parts.append((k, c, _to_units(contribution), strength))
+def _blend(catalogue, customers, weights, tuning, low, high, entries: _Entries) -> dict[str, np.ndarray] | None:
+    """Sum, normalise, weight and blend the batch's rows, rank them per customer and list the kept ones' evidence."""
+    bits = catalogue.product_bits
+    variant = customers.variant[low:high]
+    customer_weights = weights.weights[variant]
+    keys = np.concatenate(entries.key)
+    value = np.concatenate(entries.value)
+    source = np.concatenate(entries.source)
+    if not len(keys):
+        return None
 
-    customer = np.concatenate([c.customer for _, c, _, _ in parts])
-    product = np.concatenate([c.product for _, c, _, _ in parts])
-    strategy = np.concatenate([np.full(len(c.raw), k, dtype=np.int8) for k, c, _, _ in parts])
-    reference = np.concatenate([c.reference for _, c, _, _ in parts])
-    units = np.concatenate([u for _, _, u, _ in parts])
-    strength = np.concatenate([s for _, _, _, s in parts])
-
-    order, start, key = _group(customer.astype(np.int64) * products + product, high - low, products)
-    blended = _units_to_double(np.add.reduceat(units[order], start))
-    strongest_strength = np.maximum.reduceat(strength[order], start)
-    bits = np.bitwise_or.reduceat((np.int16(1) << strategy.astype(np.int16))[order], start)
+    # one sort groups the rows per (customer, product, strategy), a strategy's sources in product order
+    order, start, group_key = _group(keys)
     count = np.diff(np.append(start, len(order)))
-    strongest = order[np.flatnonzero(strength[order] == np.repeat(strongest_strength, count))]
-    group_customer = (key // products).astype(np.int64)
-    score = _round_to_units(blended / weights.total_weights[variant[group_customer]], 10**9)
+    strategy = (group_key & ((1 << STRATEGY_BITS) - 1)).astype(np.int8)
+    pair = group_key >> STRATEGY_BITS
+    first = order[start]
+    raw = value[first]
+    item = ITEM_MASK[strategy]
+    if item.any():
+        # item-to-item: the sum of the contributions over DECIMAL(38, 12), exactly
+        summed = _units_to_double(np.add.reduceat(_to_units(value, item_rows=ITEM_MASK[keys & 7])[order], start))
+        raw = np.where(item, summed, raw)
+    eligible = np.flatnonzero(raw > 0)
+    if len(eligible) < len(raw):
+        start, count, strategy, pair, first, raw = (
+            start[eligible], count[eligible], strategy[eligible], pair[eligible], first[eligible], raw[eligible])
+    customer = (pair >> bits).astype(np.int64)
 
-    # rank: per customer by rounded score desc, then product id (groups of a customer are in product order)
-    first = np.flatnonzero(np.r_[True, group_customer[1:] != group_customer[:-1]])
-    first_group = np.zeros(high - low, dtype=np.int64)
-    first_group[group_customer[first]] = first
-    relative = np.arange(len(key)) - np.repeat(first, np.diff(np.append(first, len(key))))
-    assert relative.max(initial=0) < (1 << _RELATIVE_BITS) and high - low <= (1 << _CUSTOMER_BITS)
+    # each strategy's scores divided by the customer's best in it, times the variant's weight
+    cell = customer * len(STRATEGIES) + strategy
+    best = np.full((high - low) * len(STRATEGIES), -np.inf)
+    np.maximum.at(best, cell, raw)
+    contribution = customer_weights.ravel()[cell] * raw / best[cell]
+    # strength: the contribution rounded to 1e-9, then the earlier strategy, as one integer
+    strength = _half_away(contribution * 1e9).astype(np.int64) * 16 + (14 - strategy)
+
+    # blend per (customer, product): the strategies of a pair are consecutive
+    pair_start = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
+    pair_count = np.diff(np.append(pair_start, len(pair)))
+    blended = _units_to_double(np.add.reduceat(_to_units(contribution), pair_start))
+    strongest_strength = np.maximum.reduceat(strength, pair_start)
+    strongest = np.flatnonzero(strength == np.repeat(strongest_strength, pair_count))
+    strategy_bits = np.bitwise_or.reduceat(np.left_shift(1, strategy, dtype=np.int16), pair_start)
+    pair_customer = customer[pair_start]
+    score = _round_to_units(blended / weights.total_weights[variant[pair_customer]], 10**9)
+
+    # rank per customer by rounded score desc, then product id (a customer's pairs are in product order)
+    customer_start = np.flatnonzero(np.r_[True, pair_customer[1:] != pair_customer[:-1]])
+    first_pair = np.zeros(high - low, dtype=np.int64)
+    first_pair[pair_customer[customer_start]] = customer_start
+    relative = np.arange(len(pair_customer)) - first_pair[pair_customer]
     ranking = np.sort(
-        (group_customer.astype(np.uint64) << np.uint64(_SCORE_BITS + _RELATIVE_BITS))
+        (pair_customer.astype(np.uint64) << np.uint64(_SCORE_BITS + _RELATIVE_BITS))
         | (((1 << _SCORE_BITS) - 1 - score).astype(np.uint64) << np.uint64(_RELATIVE_BITS))
         | relative.astype(np.uint64)
     )
     ranked_customer = (ranking >> np.uint64(_SCORE_BITS + _RELATIVE_BITS)).astype(np.int64)
-    group = first_group[ranked_customer] + (ranking & np.uint64((1 << _RELATIVE_BITS) - 1)).astype(np.int64)
-    first = np.flatnonzero(np.r_[True, ranked_customer[1:] != ranked_customer[:-1]])
-    rank = np.arange(len(group)) - np.repeat(first, np.diff(np.append(first, len(group)))) + 1
+    ranked = first_pair[ranked_customer] + (ranking & np.uint64((1 << _RELATIVE_BITS) - 1)).astype(np.int64)
+    rank = np.arange(len(ranked)) - _run_starts(ranked_customer) + 1
     kept = rank <= tuning.candidates_per_customer
-    group, rank, ranked_customer = group[kept], rank[kept], ranked_customer[kept]
+    ranked, rank, ranked_customer = ranked[kept], rank[kept], ranked_customer[kept]
 
-    chosen = strongest[group]
-    kind = strategy[chosen]
-    evidence = _evidence(catalogue, tuning, kind, reference[chosen], contributions)
+    group = strongest[ranked]
+    kind = strategy[group]
+    offsets, evidence = _evidence(catalogue, tuning, kind, start[group], count[group], first[group], order, value,
+                                  source)
     return {
-        "customer": low + ranked_customer,
-        "product": key[group] % products,
+        "low": low,
+        "high": high,
+        "customer": ranked_customer.astype(np.int32),
+        "product": (pair[pair_start[ranked]] & ((1 << bits) - 1)).astype(np.int32),
         "strategy": kind,
-        "score": score[group] / 1e9,
-        "bits": bits[group],
-        "evidence_offsets": evidence[0],
-        "evidence_values": evidence[1],
+        "score": score[ranked] / 1e9,
+        "bits": strategy_bits[ranked].astype(np.int8),
+        "evidence_offsets": offsets,
+        "evidence_values": evidence,
         "rank": rank,
         "variant": variant[ranked_customer],
     }
 
 
-def _evidence(catalogue, tuning, kind, reference, contributions) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's evidence as a list of numbers in the evidence texts (_Texts): the strongest strategy's source
-    products (contribution desc, then id; at most seeds_per_customer), else its category, segment or order count."""
+def _run_starts(values: np.ndarray) -> np.ndarray:
+    """For values in runs of equal values: the index where each value's run starts."""
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    return np.repeat(starts, np.diff(np.append(starts, len(values))))
+
+
+def _evidence(catalogue, tuning, kind, member_start, member_count, first, order, value, source):
+    """Each row's evidence as numbers in the evidence texts (_Texts): the strongest strategy's source products
+    (contribution desc, then id; at most seeds_per_customer), else its category, segment or order count."""
     rows = len(kind)
-    products, categories = catalogue.products, len(catalogue.categories)
-    single = np.zeros(rows, dtype=np.int64)
-    lists = []  # (row, contribution, source) of the item-to-item rows
-    for strategy, c in contributions.items():
-        row = np.flatnonzero(kind == STRATEGY[strategy])
-        if not len(row):
-            continue
-        group = reference[row]
-        size = c.group_count[group]
-        where = np.repeat(c.group_start[group] - np.cumsum(size) + size, size) + np.arange(size.sum())
-        member = c.order[where]
-        lists.append((np.repeat(row, size), c.contribution[member], c.source[member]))
-    offsets_after = {  # texts after the product ids: category:, popular:, bought:
-        "category_preference": products,
-        "popular": products + categories,
-        "repurchase": products + categories + len(catalogue.segments) - 1,
-    }
-    for strategy, offset in offsets_after.items():
-        row = kind == STRATEGY[strategy]
-        single[row] = offset + reference[row]
-    values = single
-    offsets = np.arange(rows + 1, dtype=np.int64)
-    if lists:
-        row = np.concatenate([r for r, _, _ in lists])
-        contribution = np.concatenate([c for _, c, _ in lists])
-        source = np.concatenate([s for _, _, s in lists])
-        order = np.lexsort((source, -contribution, row))
-        row, source = row[order], source[order]
-        first = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
-        position = np.arange(len(row)) - np.repeat(first, np.diff(np.append(first, len(row))))
-        keep = position < tuning.seeds_per_customer
-        row, source, position = row[keep], source[keep], position[keep]
-        listed = np.bincount(row, minlength=rows)
-        counts = np.where(listed > 0, listed, 1)
-        np.cumsum(counts, out=offsets[1:])
-        values = np.empty(offsets[-1], dtype=np.int64)
-        values[offsets[:-1]] = single
-        values[offsets[row] + position] = source
+    item = ITEM_MASK[kind]
+    single = source[first].astype(np.int64) + catalogue.evidence_offset[kind]
+    counts = np.where(item, np.minimum(member_count, tuning.seeds_per_customer), 1)
+    offsets = np.zeros(rows + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    values = np.empty(offsets[-1], dtype=np.int64)
+    values[offsets[:-1]] = single
+    several = np.flatnonzero(item & (member_count > 1))
+    sizes = member_count[several]
+    for size in np.unique(sizes):
+        # the rows with `size` sources: their contributions sorted desc; ties keep the product order
+        these = several[sizes == size]
+        members = order[member_start[these][:, None] + np.arange(size)]
+        by_contribution = np.argsort(-value[members], axis=1, kind="stable")[:, : tuning.seeds_per_customer]
+        listed = np.take_along_axis(source[members], by_contribution, axis=1)
+        values[offsets[these][:, None] + np.arange(listed.shape[1])] = listed
     return offsets, values
 
 
-# ---- text ----------------------------------------------------------------------------------------------------
+# ---- output --------------------------------------------------------------------------------------------------
+
+
+SCHEMA = pa.schema([
+    ("customer_id", pa.dictionary(pa.int32(), pa.string())),
+    ("product_id", pa.dictionary(pa.int32(), pa.string())),
+    ("recommendation_type", pa.dictionary(pa.int8(), pa.string())),
+    ("recommendation_score", pa.float64()),
+    ("strategies", pa.dictionary(pa.int8(), pa.string())),
+    ("evidence", pa.string()),
+    ("recommendation_rank", pa.int64()),
+    ("variant", pa.dictionary(pa.int8(), pa.string())),
+])
 
 
 @dataclass
@@ -700,71 +698,107 @@ class _Texts:
     strategies: pa.Array  # by strategy number
     strategy_sets: pa.Array  # by set of strategy bits: the names, sorted, comma-separated
     variants: pa.Array
-    evidence: pa.Array  # product ids, then category:, popular: and bought: texts
+    evidence: pa.Array  # product ids, then category:, popular: and bought: texts (Catalogue.evidence_offset)
 
     @classmethod
     def build(cls, catalogue: Catalogue, customers: Customers, weights: VariantWeights) -> _Texts:
         sets = [",".join(sorted(s for k, s in enumerate(STRATEGIES) if bits >> k & 1))
                 for bits in range(1 << len(STRATEGIES))]
         most_orders = int(customers.repurchase["orders"].max(initial=1))
-        extra = pa.concat_arrays([
-            pc.binary_join_element_wise("category:", catalogue.categories, ""),
-            pc.binary_join_element_wise("popular:", catalogue.segments, ""),
-            pa.array([f"bought:{n}" for n in range(1, most_orders + 1)], type=pa.string()),
-        ])
         product_ids = catalogue.product_ids.cast(pa.string())
+        evidence = [
+            product_ids,
+            pc.binary_join_element_wise("category:", catalogue.categories.cast(pa.string()), ""),
+            pc.binary_join_element_wise("popular:", catalogue.segments.cast(pa.string()), ""),
+            pa.array([f"bought:{n}" for n in range(1, most_orders + 1)], type=pa.string()),
+        ]
         return cls(
             customer_ids=customers.customer_ids.cast(pa.string()),
             product_ids=product_ids,
             strategies=pa.array(STRATEGIES, type=pa.string()),
             strategy_sets=pa.array(sets, type=pa.string()),
             variants=pa.array(weights.variants, type=pa.string()),
-            evidence=pa.concat_arrays([product_ids, extra.cast(pa.string())]),
+            evidence=pa.concat_arrays(evidence),
         )
 
-    def table(self, rows: dict[str, np.ndarray]) -> pa.Table:
+    def batch(self, rows: dict[str, np.ndarray]) -> pa.RecordBatch:
         evidence = pa.ListArray.from_arrays(
             pa.array(rows["evidence_offsets"].astype(np.int32)), self.evidence.take(pa.array(rows["evidence_values"]))
         )
-        return pa.table({
-            "customer_id": self.customer_ids.take(pa.array(rows["customer"])),
-            "product_id": self.product_ids.take(pa.array(rows["product"])),
-            "recommendation_type": self.strategies.take(pa.array(rows["strategy"])),
-            "recommendation_score": pa.array(rows["score"], type=pa.float64()),
-            "strategies": self.strategy_sets.take(pa.array(rows["bits"])),
-            "evidence": pc.binary_join(evidence, ","),
-            "recommendation_rank": pa.array(rows["rank"], type=pa.int64()),
-            "variant": self.variants.take(pa.array(rows["variant"])),
-        })
+        customers = self.customer_ids.slice(rows["low"], rows["high"] - rows["low"])
+        return pa.record_batch([
+            pa.DictionaryArray.from_arrays(pa.array(rows["customer"]), customers),
+            pa.DictionaryArray.from_arrays(pa.array(rows["product"]), self.product_ids),
+            pa.DictionaryArray.from_arrays(pa.array(rows["strategy"]), self.strategies),
+            pa.array(rows["score"], type=pa.float64()),
+            pa.DictionaryArray.from_arrays(pa.array(rows["bits"]), self.strategy_sets),
+            pc.binary_join(evidence, ","),
+            pa.array(rows["rank"], type=pa.int64()),
+            pa.DictionaryArray.from_arrays(pa.array(rows["variant"]), self.variants),
+        ], schema=SCHEMA)
+
+
+class _BatchStream:
+    """An Arrow stream (the PyCapsule interface) that computes its record batches anew for every read: WORKERS
+    threads compute the next batches (numpy releases the GIL) while the reader consumes them in order."""
+
+    def __init__(self, compute: Callable[[int, int], pa.RecordBatch | None], ranges: list[tuple[int, int]]):
+        self.compute = compute
+        self.ranges = ranges
+
+    def __arrow_c_stream__(self, requested_schema=None):
+        reader = pa.RecordBatchReader.from_batches(SCHEMA, self._batches())
+        return reader.__arrow_c_stream__(requested_schema)
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="blend")
+        pending: deque = deque()
+        ranges = iter(self.ranges)
+        try:
+            while True:
+                while len(pending) < 2 * WORKERS and (batch := next(ranges, None)) is not None:
+                    pending.append(pool.submit(self.compute, *batch))
+                if not pending:
+                    return
+                batch = pending.popleft().result()
+                if batch is not None:
+                    yield batch
+        finally:
+            for future in pending:
+                future.cancel()
+            pool.shutdown(wait=True)
 
 
 # ---- integer helpers -----------------------------------------------------------------------------------------
 
 
 def _expand(neighbours: Neighbours, sources: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each source's neighbour list entry: the index of the source and the entry's position in the CSR."""
+    """For each entry of the sources' neighbour lists: which source it belongs to and its position in the CSR."""
     start = neighbours.indptr[sources]
     count = neighbours.indptr[sources + 1] - start
-    total = int(count.sum())
-    source = np.repeat(np.arange(len(sources)), count)
-    position = np.repeat(start - np.cumsum(count) + count, count) + np.arange(total)
-    return source, position
+    which = np.repeat(np.arange(len(sources), dtype=np.int32), count)
+    position = np.repeat(start - np.cumsum(count) + count, count) + np.arange(int(count.sum()))
+    return which, position
 
 
-def _group(keys: np.ndarray, customers: int, products: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _group(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The order that groups equal keys (key order, then index), where each group starts, and its key."""
     n = len(keys)
     shift = max(1, (n - 1).bit_length())
-    assert (customers * products).bit_length() + shift <= 63, "batch too large for the packed sort"
+    assert int(keys.max()).bit_length() + shift <= 63, "batch too large for the packed sort"
     packed = np.sort((keys << shift) | np.arange(n, dtype=np.int64))
     order = packed & ((1 << shift) - 1)
-    sorted_keys = packed >> shift
-    start = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]) if n else np.zeros(0, np.int64)
-    return order, start, sorted_keys[start]
+    packed >>= shift
+    start = np.flatnonzero(np.r_[True, packed[1:] != packed[:-1]])
+    return order, start, packed[start]
 
 
 def _half_away(x: np.ndarray) -> np.ndarray:
     """C's round(): to the nearest integer, halves away from zero (DuckDB's round(DOUBLE) and DOUBLE to DECIMAL)."""
+    if len(x) and x.min() >= 0:
+        rounded = np.floor(x)
+        rounded += (x - rounded) >= 0.5
+        return rounded
     magnitude = np.abs(x)
     rounded = np.floor(magnitude)
     rounded += (magnitude - rounded) >= 0.5
@@ -777,8 +811,12 @@ def _half_away_scalar(x: float) -> int:
     return int(math.copysign(rounded, x))
 
 
-def _to_units(x: np.ndarray) -> np.ndarray:
-    """x::DECIMAL(38, 12) as integers of 1e-12."""
+def _to_units(x: np.ndarray, item_rows: np.ndarray | None = None) -> np.ndarray:
+    """x::DECIMAL(38, 12) as integers of 1e-12 (only where `item_rows`, if given; 0 elsewhere)."""
+    if item_rows is not None and not item_rows.all():
+        units = np.zeros(len(x), dtype=np.int64)
+        units[item_rows] = _half_away(x[item_rows] * 1e12)
+        return units
     return _half_away(x * 1e12).astype(np.int64)
 
 
