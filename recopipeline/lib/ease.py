@@ -19,14 +19,45 @@ from scipy import sparse
 COLUMNS = ["product_id_1", "product_id_2", "ease_weight", "ease_rank"]
 
 
-def ease_weights(X: sparse.csr_matrix, l2: float) -> np.ndarray:
-    """The dense item-item matrix B for a customers x items 0/1 matrix."""
-    gram = (X.T @ X).toarray().astype(np.float64)
+def _negated_weights(X: sparse.csr_matrix, l2: float) -> np.ndarray:
+    """-B for a customers x items 0/1 matrix, computed in place (the dense n x n arrays dominate memory)."""
+    gram = (X.T @ X).toarray()  # float64: X is
     gram[np.diag_indices_from(gram)] += l2
     P = np.linalg.inv(gram)
-    B = -P / np.diag(P)
-    np.fill_diagonal(B, 0.0)
+    del gram
+    P /= np.diag(P).copy()  # -B[i, j] = P[i, j] / P[j, j]
+    np.fill_diagonal(P, -0.0)
+    return P
+
+
+def ease_weights(X: sparse.csr_matrix, l2: float) -> np.ndarray:
+    """The dense item-item matrix B for a customers x items 0/1 matrix."""
+    B = _negated_weights(X, l2)
+    np.negative(B, out=B)
     return B
+
+
+def _top_neighbours(X: sparse.csr_matrix, items: np.ndarray, l2: float, top_k: int) -> pd.DataFrame:
+    """Each item's top-k positive weights (ties by product id: items are sorted, so by column)."""
+    negated = _negated_weights(X, l2)
+    k = min(top_k, len(items) - 1)
+    candidates = np.argpartition(negated, k - 1, axis=1)[:, :k]
+    negated_top = np.take_along_axis(negated, candidates, axis=1)
+    del negated
+    order = np.lexsort((candidates, negated_top), axis=1)
+    candidates = np.take_along_axis(candidates, order, axis=1)
+    weights = -np.take_along_axis(negated_top, order, axis=1)
+    rows = pd.DataFrame({
+        "product_id_1": np.repeat(items, k),
+        "product_id_2": items[candidates.ravel()],
+        "ease_weight": np.round(weights.ravel(), 9),
+        "ease_rank": np.tile(np.arange(1, k + 1), len(items)),
+    })
+    return rows[rows.ease_weight > 0].reset_index(drop=True)
+
+
+def _empty() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(COLUMNS, ["str", "str", "float64", "int64"])})
 
 
 def fit_item_neighbours(purchases: pd.DataFrame, l2: float, max_items: int, top_k: int) -> pd.DataFrame:
@@ -40,33 +71,38 @@ def fit_item_neighbours(purchases: pd.DataFrame, l2: float, max_items: int, top_
     buyers = buyers.sort_values(["buyers", "product_id"], ascending=[False, True]).head(max_items)
     items = np.sort(buyers.product_id.to_numpy())
     if len(items) < 2:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(COLUMNS, ["str", "str", "float64", "int64"])})
+        return _empty()
     pairs = pairs[pairs.product_id.isin(set(items))]
     item_codes = pd.Categorical(pairs.product_id, categories=items).codes
     customer_codes = pd.factorize(pairs.customer_id)[0]
-    X = sparse.csr_matrix(
-        (np.ones(len(pairs), dtype=np.float64), (customer_codes, item_codes)),
-        shape=(customer_codes.max() + 1, len(items)),
+    return _top_neighbours(_matrix(customer_codes, item_codes, len(items)), items, l2, top_k)
+
+
+def _matrix(customer_codes: np.ndarray, item_codes: np.ndarray, items: int) -> sparse.csr_matrix:
+    return sparse.csr_matrix(
+        (np.ones(len(item_codes), dtype=np.float64), (customer_codes, item_codes)),
+        shape=(int(customer_codes.max()) + 1, items),
     )
-    B = ease_weights(X, l2)
-    k = min(top_k, len(items) - 1)
-    # per row, the k largest weights; order by weight desc, then product id (items are sorted, so by column)
-    candidates = np.argpartition(-B, k - 1, axis=1)[:, :k]
-    weights = np.take_along_axis(B, candidates, axis=1)
-    order = np.lexsort((candidates, -weights), axis=1)
-    candidates = np.take_along_axis(candidates, order, axis=1)
-    weights = np.take_along_axis(weights, order, axis=1)
-    rows = pd.DataFrame({
-        "product_id_1": np.repeat(items, k),
-        "product_id_2": items[candidates.ravel()],
-        "ease_weight": np.round(weights.ravel(), 9),
-        "ease_rank": np.tile(np.arange(1, k + 1), len(items)),
-    })
-    return rows[rows.ease_weight > 0].reset_index(drop=True)
 
 
+# The same selection as fit_item_neighbours, in DuckDB: the max_items most-bought products (ties by id),
+# numbered in id order, and each purchase as (customer number, item number).
+ITEMS_SQL = """
+CREATE OR REPLACE TEMP TABLE ease_items AS
+WITH bought AS (
+    SELECT DISTINCT customer_id, product_id FROM orders WHERE order_timestamp <= getvariable('as_of')
+),
+most_bought AS (
+    SELECT product_id FROM bought GROUP BY product_id ORDER BY count(*) DESC, product_id LIMIT {max_items}
+)
+SELECT product_id, CAST(row_number() OVER (ORDER BY product_id) - 1 AS INTEGER) AS item FROM most_bought
+"""
 PURCHASES_SQL = """
-SELECT DISTINCT customer_id, product_id FROM orders WHERE order_timestamp <= getvariable('as_of')
+WITH bought AS (
+    SELECT DISTINCT customer_id, product_id FROM orders WHERE order_timestamp <= getvariable('as_of')
+)
+SELECT CAST(dense_rank() OVER (ORDER BY customer_id) - 1 AS INTEGER) AS customer, item
+FROM bought JOIN ease_items USING (product_id)
 """
 INPUTS = ("orders",)
 ASSET = "ease_item_similarity"
@@ -74,7 +110,14 @@ ASSET = "ease_item_similarity"
 
 def ease_item_similarity(con, tuning) -> str:
     """The stage's compute: fit EASE on the purchases up to the as-of time; returns the SQL of its rows."""
-    purchases = con.sql(PURCHASES_SQL).df()
-    neighbours = fit_item_neighbours(purchases, tuning.ease_l2, tuning.ease_max_items, tuning.ease_top_k)
+    con.execute(ITEMS_SQL.format(max_items=int(tuning.ease_max_items))).fetchall()
+    items = np.array(con.sql("SELECT product_id FROM ease_items ORDER BY item").fetchnumpy()["product_id"],
+                     dtype=object)
+    if len(items) < 2:
+        neighbours = _empty()
+    else:
+        coded = con.sql(PURCHASES_SQL).fetchnumpy()
+        X = _matrix(np.asarray(coded["customer"]), np.asarray(coded["item"]), len(items))
+        neighbours = _top_neighbours(X, items, tuning.ease_l2, tuning.ease_top_k)
     con.register("ease_neighbours", neighbours)
     return "SELECT * FROM ease_neighbours"
