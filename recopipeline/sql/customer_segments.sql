@@ -14,17 +14,27 @@ WITH activity AS (
     WHERE interaction_timestamp <= getvariable('as_of')
     GROUP BY customer_id
 ),
-purchases AS (
+-- one row per order first: the counts of distinct orders become plain counts
+customer_orders AS (
     SELECT customer_id,
-           count(DISTINCT order_id)                 AS order_count,
-           sum(line_value::DECIMAL(38, 12))::DOUBLE AS order_value,
-           count(DISTINCT order_id) FILTER (
-               WHERE order_timestamp > getvariable('as_of') - to_days(getvariable('vip_window_days'))
-           )                                        AS recent_order_count,
-           min(order_timestamp)                     AS first_order_at,
-           max(order_timestamp)                     AS last_order_at
+           order_id,
+           sum(line_value::DECIMAL(38, 12)) AS order_value,
+           min(order_timestamp)             AS first_line_at,
+           max(order_timestamp)             AS last_line_at
     FROM orders
     WHERE order_timestamp <= getvariable('as_of')
+    GROUP BY customer_id, order_id
+),
+purchases AS (
+    SELECT customer_id,
+           count(order_id)                 AS order_count,
+           sum(order_value)::DOUBLE        AS order_value,
+           count(order_id) FILTER (
+               WHERE last_line_at > getvariable('as_of') - to_days(getvariable('vip_window_days'))
+           )                               AS recent_order_count,
+           min(first_line_at)              AS first_order_at,
+           max(last_line_at)               AS last_order_at
+    FROM customer_orders
     GROUP BY customer_id
 ),
 profile AS (
