@@ -1,24 +1,24 @@
 """The blend (product_recommendations) over integer ids, with the rows of `sql/product_recommendations.sql`.
 
 Method. DuckDB numbers the customer and product ids densely in id order (so integer order is the SQL's text
-order) and loads every input once as numpy arrays: the per-customer inputs sorted by customer, the product-side
-tables as neighbour lists (CSR, rows = source product) without unavailable candidates. Customers are then blended
-in batches of consecutive numbers, each bounded in customers and in expanded candidate rows, so memory does not
-grow with the catalogue of customers:
-- item-to-item: each seed's (or, for EASE, each bought product's) neighbour list is expanded into one
-  contribution per (customer, product, source); one sort of packed integer keys groups them per (customer,
-  product) and the contributions are summed as integers of 1e-12, each rounded first, which is exactly the SQL's
-  sum over DECIMAL(38, 12);
-- category, popular and "buy it again" candidates come from small per-category/per-segment lists and per-customer
-  rows (their per-row arithmetic is DuckDB's, done in SQL);
-- each candidate is divided by its customer's best eligible score in its strategy, weighted by the customer's A/B
-  variant, and the strategies are summed per (customer, product) with a second packed sort; one sort of
-  (customer, rounded score, product) ranks and cuts to `candidates_per_customer`;
-- evidence lists the sources of the kept item-to-item rows (contribution desc, then source id), and the ids are
-  mapped back to text only for those rows.
-Each batch is appended to a DuckDB temporary table in (customer_id, recommendation_rank) order. DuckDB's own
-rounding is reproduced where it matters: DOUBLE to DECIMAL rounds the scaled double half away from zero, DECIMAL
-to DOUBLE and round(x, 9) are correctly rounded from the exact decimal value.
+order) and the inputs are read once into numpy: the per-customer tables sorted by customer, the product-side tables
+as neighbour lists (CSR, rows = source product) of available candidates. Customers are then blended in batches of
+consecutive numbers, each bounded in customers and in expanded rows, so memory does not grow with the customers:
+- every strategy's rows of the batch are built with integer gathers: an item-to-item strategy gives one row per
+  (customer, candidate, source product) from the seeds' (for EASE: the bought products') neighbour lists, the
+  others one row per candidate (their per-row arithmetic is DuckDB's, done in SQL); rows of purchased products
+  (and, for collaborative, of products the customer interacted with) are dropped through per-batch flags;
+- one sort of packed integer keys groups the rows per (customer, product, strategy); contributions are summed as
+  integers of 1e-12, each rounded first, which is exactly the SQL's sum over DECIMAL(38, 12);
+- each candidate is divided by its customer's best eligible score in the strategy and weighted by the customer's
+  A/B variant; the strategies of a (customer, product) are adjacent, so blending is a segmented sum; one sort of
+  (customer, 1e9 - rounded score, product) ranks and cuts to `candidates_per_customer`;
+- evidence lists the sources of the kept item-to-item rows (contribution desc, then id), and the ids become text
+  only in the output, as dictionary-encoded Arrow.
+The result is a view over an Arrow stream: reading it computes the batches (two threads ahead of the reader) in
+(customer_id, recommendation_rank) order. DuckDB's rounding is reproduced where it matters: DOUBLE to DECIMAL
+rounds the scaled double half away from zero; DECIMAL to DOUBLE and round(x, 9) are correctly rounded from the
+exact decimal value.
 """
 
 from __future__ import annotations
@@ -584,7 +584,7 @@ def _blend(catalogue, customers, weights, tuning, low, high, entries: _Entries) 
     item = ITEM_MASK[strategy]
     if item.any():
         # item-to-item: the sum of the contributions over DECIMAL(38, 12), exactly
-        summed = _units_to_double(np.add.reduceat(_to_units(value, item_rows=ITEM_MASK[keys & 7])[order], start))
+        summed = _units_to_double(np.add.reduceat(_to_units(value)[order], start))
         raw = np.where(item, summed, raw)
     eligible = np.flatnonzero(raw > 0)
     if len(eligible) < len(raw):
@@ -811,12 +811,8 @@ def _half_away_scalar(x: float) -> int:
     return int(math.copysign(rounded, x))
 
 
-def _to_units(x: np.ndarray, item_rows: np.ndarray | None = None) -> np.ndarray:
-    """x::DECIMAL(38, 12) as integers of 1e-12 (only where `item_rows`, if given; 0 elsewhere)."""
-    if item_rows is not None and not item_rows.all():
-        units = np.zeros(len(x), dtype=np.int64)
-        units[item_rows] = _half_away(x[item_rows] * 1e12)
-        return units
+def _to_units(x: np.ndarray) -> np.ndarray:
+    """x::DECIMAL(38, 12) as integers of 1e-12."""
     return _half_away(x * 1e12).astype(np.int64)
 
 
