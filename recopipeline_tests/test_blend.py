@@ -21,7 +21,7 @@ from recopipeline.bench.pipeline import ingest_source
 from recopipeline.lib import blend
 from recopipeline.lib.contract import SOURCES
 from recopipeline.lib.sources import resolve_location
-from recopipeline.lib.stages import latest_event_time, run_stages, stage, stage_order, variables
+from recopipeline.lib.stages import latest_event_time, run_stage, run_stages, stage, stage_order, variables
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import Warehouse, load_sql, run
 
@@ -147,3 +147,19 @@ def test_the_result_can_be_read_twice(xs: Warehouse) -> None:
         again = con.sql(f"SELECT * FROM ({sql}) ORDER BY {', '.join(ORDER)}").df()
     assert count == len(again) > 0
     pd.testing.assert_frame_equal(again, _rows(xs, tuning, blend.product_recommendations))
+
+
+def test_the_stage_writes_the_rows_in_their_order_without_sorting(xs: Warehouse, tmp_path: Path) -> None:
+    """The blend gives its rows in (customer_id, recommendation_rank) order; the engine writes them as they come."""
+    assert BLEND.rows_in_order
+    copy = Warehouse(root=str(tmp_path / "warehouse"), memory_limit="1GB", threads=2)
+    for name in BLEND.inputs:
+        (tmp_path / "warehouse" / name).mkdir(parents=True)
+        for file in Path(xs.asset_dir(name)).glob("*.parquet"):
+            (tmp_path / "warehouse" / name / file.name).write_bytes(file.read_bytes())
+    run_stage(copy, BLEND, Tuning(batch_customers=50), latest_event_time(xs))
+    (path,) = copy.files(BLEND.name)
+    written = copy.read(f"SELECT customer_id, recommendation_rank FROM read_parquet('{path}', file_row_number = true) "
+                        "ORDER BY file_row_number")
+    assert len(written) > 1000
+    pd.testing.assert_frame_equal(written, written.sort_values(ORDER, ignore_index=True))

@@ -60,6 +60,7 @@ class Stage:
     batched: bool = False  # the nightly run computes it in batches of its split
     reads: frozenset[str] = frozenset()  # tuning values read outside getvariable() (Python computes)
     kinds: frozenset[str] = frozenset()  # engines besides DuckDB, as the UI shows them
+    rows_in_order: bool = False  # the compute gives its rows in `order_by` order: written as they come
 
     @property
     def source_files(self) -> tuple[Path, ...]:
@@ -166,7 +167,7 @@ STAGES: tuple[Stage, ...] = (
         order_by="customer_id, recommendation_rank", score_column="recommendation_score",
         # numpy over integer ids, batched inside; sql/product_recommendations.sql is its specification
         compute=blend.product_recommendations, reads=sql_reads("product_recommendations") | _BLEND_WEIGHTS,
-        kinds=frozenset({"numpy"}), split=Split.CUSTOMERS,
+        kinds=frozenset({"numpy"}), split=Split.CUSTOMERS, rows_in_order=True,
     ),
     Stage(
         "customer_top_recommendations", "recommendations", ("product_recommendations", "products"),
@@ -251,6 +252,12 @@ def write_stage(store: Warehouse, con: duckdb.DuckDBPyConnection, spec: Stage, t
     A batched stage is computed once per batch of its split; the batches are appended and written at once.
     """
     batches = stage_batches(con, spec, tuning) if spec.batched else ["TRUE"]
+    if spec.rows_in_order:  # no sort: DuckDB keeps the rows in the order the compute gives them
+        run(con, "SET preserve_insertion_order = true")
+        try:
+            return store.write(con, spec.name, spec.sql(con, tuning))
+        finally:
+            run(con, "SET preserve_insertion_order = false")
     if len(batches) == 1:
         if spec.split is Split.PRODUCTS:
             _narrow(store, con, spec, "TRUE")  # the SQL reads `anchor_products`
