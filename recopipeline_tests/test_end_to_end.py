@@ -123,9 +123,22 @@ def test_multiprocess_run_executes_steps_in_parallel(tmp_path, monkeypatch):
 BATCHED_STAGES = sorted(spec.name for spec in STAGES if spec.batched)
 
 
-def test_the_batched_stages_are_the_affinity_and_the_item_pairs():
+def test_the_batched_stage_is_the_item_pairs():
     # the blend batches its customers itself (lib/blend.py; test_blend.py checks its batch invariance)
-    assert BATCHED_STAGES == ["collaborative_item_similarity", "customer_product_affinity"]
+    assert BATCHED_STAGES == ["collaborative_item_similarity"]
+
+
+@pytest.mark.parametrize("name", sorted(spec.name for spec in STAGES))
+def test_every_stage_is_written_in_its_row_order(built, name):
+    """Stages with `rows_in_order` are written unsorted, as their compute gives the rows; the order must hold."""
+    spec = stage(name)
+    paths = ", ".join(f"'{path}'" for path in built.store.files(name))
+    columns = [column.strip() for column in spec.order_by.split(",")]
+    written = built.store.read(
+        f"SELECT {spec.order_by} FROM read_parquet([{paths}], file_row_number = true) ORDER BY file_row_number"
+    )
+    assert len(written) > 0
+    pd.testing.assert_frame_equal(written, written.sort_values(columns, ignore_index=True, kind="stable"))
 
 
 @pytest.mark.parametrize("name", BATCHED_STAGES)

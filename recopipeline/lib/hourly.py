@@ -19,7 +19,7 @@ from pathlib import Path
 
 import duckdb
 
-from recopipeline.lib.warehouse import Warehouse, is_remote, run
+from recopipeline.lib.warehouse import PARQUET, Warehouse, is_remote, run
 
 KEY_FORMAT = "%Y-%m-%d-%H:%M"  # Dagster's hourly partition key
 FILE_FORMAT = "%Y-%m-%d-%H%M"  # the same key as a file name (Warehouse.partition_path drops the colon)
@@ -142,13 +142,13 @@ def _write_partitioned(
             con,
             f"COPY (SELECT * EXCLUDE (_hour_start) FROM _hourly_rows WHERE _hour_start = {_timestamp(first)}) "
             f"TO '{first_file}' "
-            "(FORMAT parquet, COMPRESSION zstd)",
+            f"({PARQUET})",
         )
         if len(window) > 1:
             run(
                 con,
                 f"COPY ({_STAGED} WHERE _hour_start > {_timestamp(first)}) TO '{staging}' "
-                "(FORMAT parquet, COMPRESSION zstd, PARTITION_BY (_hour), WRITE_PARTITION_COLUMNS false, "
+                f"({PARQUET}, PARTITION_BY (_hour), WRITE_PARTITION_COLUMNS false, "
                 "OVERWRITE_OR_IGNORE true)",
             )
         counts: dict[str, int] = {}
@@ -158,7 +158,7 @@ def _write_partitioned(
             if len(written) > 1:  # DuckDB split the hour: merge its pieces into one file first
                 paths = ", ".join(f"'{p}'" for p in written)
                 merged = staging / f"{key.replace(':', '')}.merged.parquet"
-                run(con, f"COPY (SELECT * FROM read_parquet([{paths}])) TO '{merged}' (FORMAT parquet, COMPRESSION zstd)")
+                run(con, f"COPY (SELECT * FROM read_parquet([{paths}])) TO '{merged}' ({PARQUET})")
                 written = [merged]
             rows = _rows_in(con, str(written[0])) if written else 0
             if not rows:

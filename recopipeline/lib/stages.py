@@ -108,7 +108,8 @@ STAGES: tuple[Stage, ...] = (
         "customer_product_affinity", "behavior", ("customer_behavior_comprehensive",),
         "How much each customer likes each product: event counts and recency-weighted affinity.",
         order_by="customer_id, product_id", score_column="weighted_affinity_score",
-        split=Split.CUSTOMERS, batched=True,  # its input is sorted by customer: a batch reads its row groups
+        # a projection of customer_behavior_comprehensive, read in its written order, which is this one
+        split=Split.CUSTOMERS, rows_in_order=True,
     ),
     Stage(
         "customer_category_preferences", "behavior", ("customer_behavior_comprehensive", "orders", "products"),

@@ -59,6 +59,8 @@ def _sql_literal(value) -> str:
     return _quote(str(value))
 
 
+# zstd at its fastest level: as small as the default level within a few per cent, written in about half the time
+PARQUET = "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1"
 CANDIDATE_PREFIX = ".candidate-"
 # A temporary file or candidate folder untouched for this long belongs to no live step (a writing step touches
 # its files continuously; one writer per asset at a time is dagster.yaml's pools rule).
@@ -225,14 +227,14 @@ class Warehouse:
         target = self.partition_path(asset, partition)
         ordered = f"SELECT * FROM ({query}) ORDER BY {order_by}" if order_by else query
         if is_remote(self.root):
-            (count,) = run(con, f"COPY ({ordered}) TO {_quote(target)} (FORMAT parquet, COMPRESSION zstd)")[0]
+            (count,) = run(con, f"COPY ({ordered}) TO {_quote(target)} ({PARQUET})")[0]
             return int(count)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         if not self._staging(asset):
             remove_leftovers(os.path.dirname(target))
         temp = f"{os.path.dirname(target)}/.{uuid.uuid4().hex}.tmp"
         try:
-            (count,) = run(con, f"COPY ({ordered}) TO {_quote(temp)} (FORMAT parquet, COMPRESSION zstd)")[0]
+            (count,) = run(con, f"COPY ({ordered}) TO {_quote(temp)} ({PARQUET})")[0]
             self.put_file(asset, partition, temp)
         finally:
             if os.path.exists(temp):
