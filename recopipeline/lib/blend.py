@@ -818,9 +818,22 @@ def _to_units(x: np.ndarray) -> np.ndarray:
 
 def _units_to_double(units: np.ndarray) -> np.ndarray:
     """A DECIMAL(38, 12) given in integers of 1e-12 as DOUBLE: the double nearest to its exact value."""
-    result = units / 1e12  # exact while the integer has at most 53 bits
-    for i in np.flatnonzero(np.abs(units) >= 1 << 53):
-        result[i] = int(units[i]) / UNITS
+    result = units / 1e12  # correctly rounded while the integer has at most 53 bits
+    large = np.flatnonzero(np.abs(units) >= 1 << 53)
+    if not len(large):
+        return result
+    # whole part (exact, |x| >= 2**13) plus the fraction rounded once: the sum rounds to the nearest double
+    # unless it is within the fraction's error (2**-54) of a midpoint between doubles; those are divided exactly
+    whole, fraction = np.divmod(units[large], UNITS)
+    whole = whole.astype(np.float64)
+    fraction = fraction / 1e12
+    total = whole + fraction
+    error = np.abs((whole - total) + fraction)  # exact: |whole + fraction - total| (Fast2Sum, |whole| >= fraction)
+    spacing = np.spacing(np.abs(total))
+    near = np.minimum(np.abs(spacing / 2 - error), np.abs(spacing / 4 - error)) <= 2.0**-52
+    for i in np.flatnonzero(near):
+        total[i] = int(units[large[i]]) / UNITS
+    result[large] = total
     return result
 
 
