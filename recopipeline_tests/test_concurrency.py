@@ -21,7 +21,8 @@ import pytest
 from dagster_graphql import DagsterGraphQLClient
 from sqlalchemy import select
 
-from recopipeline.defs.partitions import EVENT_SOURCES, range_tags
+from recopipeline.defs.partitions import range_tags
+from recopipeline.lib.contract import EVENT_SOURCES
 from recopipeline.defs.stage import AS_OF_TAG
 from recopipeline.lib.hourly import HOUR, hour_key
 from recopipeline.lib.warehouse import Warehouse

@@ -1,15 +1,19 @@
 """The evaluation's split, baselines and EASE model on tiny hand-made data."""
 
+import dataclasses
+import re
+import sys
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from recopipeline.evaluation.baselines import baseline_lists, fill, own_purchases, popularity_ranking
-from recopipeline.lib.stages import stages_to_rerun
 from recopipeline.evaluation.split import ground_truth
 from recopipeline.lib.ease import ease_weights, fit_item_neighbours
+from recopipeline.lib.stages import STAGES, stages_to_rerun
 from recopipeline.lib.tuning import Tuning
 
 CUT = datetime(2011, 10, 1)
@@ -88,3 +92,16 @@ def test_a_blend_weight_reruns_only_the_blend():
     rerun = stages_to_rerun(Tuning(), Tuning(ease_l2=10.0))
     assert rerun[0] == "ease_item_similarity" and "customer_segments" not in rerun
     assert "customer_product_affinity" in stages_to_rerun(Tuning(), Tuning(weight_view=2.0))
+
+
+def test_every_tuning_value_a_python_compute_reads_is_declared():
+    """`stages_to_rerun` trusts a Python stage's `reads`: a value it reads but does not declare would leave stale
+    tables after a change of that value."""
+    fields = {f.name for f in dataclasses.fields(Tuning)}
+    for spec in STAGES:
+        if spec.compute is None:
+            continue
+        source = Path(sys.modules[spec.compute.__module__].__file__).read_text()
+        read = set(re.findall(r"tuning\.(\w+)", source)) | set(re.findall(r"getvariable\('(\w+)'\)", source))
+        # batch sizes change the memory, never the rows (test_blend.py)
+        assert (read & fields) - {"batch_customers"} <= spec.tuning_read(), spec.name

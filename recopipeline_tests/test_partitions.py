@@ -10,7 +10,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from recopipeline.defs.partitions import EVENT_SOURCES, first_hour, hourly_partitions, range_tags
+from recopipeline.defs.partitions import first_hour, hourly_partitions, range_tags
+from recopipeline.lib.contract import EVENT_SOURCES
 from recopipeline.lib.hourly import HOUR, hour_key
 from recopipeline.lib.warehouse import Warehouse
 from recopipeline_tests.conftest import resources_for, rows

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from recopipeline.defs.incremental.assets import HOURLY_CUSTOMER_REFRESH
-from recopipeline.defs.partitions import EVENT_SOURCES
+from recopipeline.lib.contract import EVENT_SOURCES
 from recopipeline.lib.stages import per_customer_stages, shared_tables
 from recopipeline.lib.hourly import HOUR, hour_key
 from recopipeline.lib.warehouse import Warehouse

@@ -16,7 +16,6 @@ from recopipeline.lib import settings
 from recopipeline.lib.hourly import HOUR, KEY_FORMAT, floor_hour, hour_key, parse_hour_key
 
 TIMEZONE = "UTC"
-EVENT_SOURCES = ("customer_interactions", "cart_activity", "orders")
 
 # end_offset=1: the hour in progress is a partition too. Ingesting it takes the events so far (a new file, fed
 # back clicks); the hourly run after the hour ends replaces it with the whole hour.
@@ -31,7 +30,7 @@ single_run_backfill = dg.BackfillPolicy.single_run()
 
 def first_hour() -> datetime:
     """The start of the first partition, naive UTC."""
-    return hourly_partitions.start.astimezone(timezone.utc).replace(tzinfo=None)
+    return settings.first_partition_hour()
 
 
 def check_hours(first: datetime, last: datetime) -> None:

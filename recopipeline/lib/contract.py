@@ -125,6 +125,8 @@ CART_ACTIVITY = SourceContract(
 SOURCES: dict[str, SourceContract] = {
     c.name: c for c in (CUSTOMERS, PRODUCTS, ORDERS, CUSTOMER_INTERACTIONS, CART_ACTIVITY)
 }
+# the sources partitioned by hour: their rows are events with an event time
+EVENT_SOURCES = tuple(name for name, contract in SOURCES.items() if contract.event_time is not None)
 
 
 _ARROW_TYPES = {

@@ -18,13 +18,12 @@ from datetime import datetime
 
 import duckdb
 
-from recopipeline.lib.contract import SOURCES
+from recopipeline.lib.contract import EVENT_SOURCES
 from recopipeline.lib.hourly import hour_key
 from recopipeline.lib.stages import CUSTOMER_SOURCES, compute_into, per_customer_stages, shared_tables, variables
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import Warehouse, run
 
-EVENT_SOURCES = tuple(name for name, contract in SOURCES.items() if contract.event_time is not None)
 OUTPUT_ORDER = "customer_id, recommendation_rank"
 
 

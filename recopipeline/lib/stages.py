@@ -62,6 +62,10 @@ class Stage:
     kinds: frozenset[str] = frozenset()  # engines besides DuckDB, as the UI shows them
     rows_in_order: bool = False  # the compute gives its rows in `order_by` order: written as they come
 
+    def __post_init__(self) -> None:
+        if self.rows_in_order and (self.batched or self.split is Split.PRODUCTS):
+            raise ValueError(f"stage {self.name}: rows in order are written in one pass, without engine batches")
+
     @property
     def source_files(self) -> tuple[Path, ...]:
         """Where the computation is written: its SQL file, its Python function's module, or both."""
@@ -252,13 +256,14 @@ def write_stage(store: Warehouse, con: duckdb.DuckDBPyConnection, spec: Stage, t
 
     A batched stage is computed once per batch of its split; the batches are appended and written at once.
     """
-    batches = stage_batches(con, spec, tuning) if spec.batched else ["TRUE"]
     if spec.rows_in_order:  # no sort: DuckDB keeps the rows in the order the compute gives them
+        (preserved,) = run(con, "SELECT current_setting('preserve_insertion_order')")[0]
         run(con, "SET preserve_insertion_order = true")
         try:
             return store.write(con, spec.name, spec.sql(con, tuning))
         finally:
-            run(con, "SET preserve_insertion_order = false")
+            run(con, f"SET preserve_insertion_order = {bool(preserved)}")
+    batches = stage_batches(con, spec, tuning) if spec.batched else ["TRUE"]
     if len(batches) == 1:
         if spec.split is Split.PRODUCTS:
             _narrow(store, con, spec, "TRUE")  # the SQL reads `anchor_products`

@@ -24,7 +24,8 @@ import dagster as dg
 import recopipeline.defs
 from recopipeline.defs.evaluation.assets import GROUP as EVALUATION
 from recopipeline.defs.incremental.assets import GROUP as INCREMENTAL
-from recopipeline.defs.partitions import EVENT_SOURCES, hourly_partitions
+from recopipeline.defs.partitions import hourly_partitions
+from recopipeline.lib.contract import EVENT_SOURCES
 
 LANE_TAG = "recopipeline/lane"
 REFRESH_LANE = {LANE_TAG: "refresh"}

@@ -17,9 +17,9 @@ import dagster as dg
 import duckdb
 
 from recopipeline.defs.automation.jobs import SNAPSHOT_SOURCES, ingest_sources_job
-from recopipeline.defs.partitions import EVENT_SOURCES, first_hour, hourly_partitions, range_tags
+from recopipeline.defs.partitions import first_hour, hourly_partitions, range_tags
 from recopipeline.defs.resources import SourceResource
-from recopipeline.lib.contract import SOURCES
+from recopipeline.lib.contract import EVENT_SOURCES, SOURCES
 from recopipeline.lib.hourly import HOUR, floor_hour, parse_hour_key
 from recopipeline.lib.ingest import event_time_span
 from recopipeline.lib.run_config import configured_run_config
