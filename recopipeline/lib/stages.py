@@ -7,11 +7,11 @@ order. Its compute is either `sql/<name>.sql` or a Python function `(con, tuning
 How a stage may be split is part of its spec:
 - `Split.CUSTOMERS`: every output row belongs to one customer and depends only on that customer's rows of the
   customer-keyed inputs (the customer sources and the other per-customer stages) and on whole product-side
-  tables. The hourly refresh recomputes exactly these stages for the customers of an hour; with `batched`, the
-  nightly run computes the stage per range of at most `batch_customers` customers (bounded memory).
+  tables. The hourly refresh recomputes exactly these stages for the customers of an hour (the blend also
+  batches its customers itself, see lib/blend.py).
 - `Split.PRODUCTS`: every output row belongs to one anchor product (the SQL reads the view `anchor_products`);
-  with `batched`, the stage runs per range of at most `batch_products` products.
-Either way the batches' union is exactly the table one pass would write.
+  with `batched`, the stage runs per range of at most `batch_products` products, and the batches' union is
+  exactly the table one pass would write.
 
 Everything that runs stages — the Dagster assets, the hourly refresh, `bench` and `evaluate` — calls `run_stage`
 (or, for the hourly refresh, `compute_into`); the run order and "what must re-run after a tuning change" come
@@ -63,7 +63,9 @@ class Stage:
     rows_in_order: bool = False  # the compute gives its rows in `order_by` order: written as they come
 
     def __post_init__(self) -> None:
-        if self.rows_in_order and (self.batched or self.split is Split.PRODUCTS):
+        if self.batched and self.split is not Split.PRODUCTS:
+            raise ValueError(f"stage {self.name}: the engine batches only stages split per product range")
+        if self.rows_in_order and self.split is Split.PRODUCTS:
             raise ValueError(f"stage {self.name}: rows in order are written in one pass, without engine batches")
 
     @property
@@ -89,6 +91,7 @@ _VARIABLE = re.compile(r"getvariable\('([a-z_0-9]+)'\)")
 def sql_reads(name: str) -> frozenset[str]:
     """The tuning values `sql/<name>.sql` reads with getvariable()."""
     return frozenset(set(_VARIABLE.findall(load_sql(name))) & {f.name for f in fields(Tuning)})
+
 
 _BLEND_WEIGHTS = frozenset({f"weight_{strategy}" for strategy in STRATEGIES} | {"ab_variants", "ab_salt"})
 
@@ -266,13 +269,13 @@ def write_stage(store: Warehouse, con: duckdb.DuckDBPyConnection, spec: Stage, t
     batches = stage_batches(con, spec, tuning) if spec.batched else ["TRUE"]
     if len(batches) == 1:
         if spec.split is Split.PRODUCTS:
-            _narrow(store, con, spec, "TRUE")  # the SQL reads `anchor_products`
+            _narrow(con, spec, "TRUE")  # the SQL reads `anchor_products`
         return store.write(con, spec.name, spec.sql(con, tuning), order_by=spec.order_by)
     for number, condition in enumerate(batches):
-        _narrow(store, con, spec, condition)
+        _narrow(con, spec, condition)
         verb = "CREATE TEMP TABLE stage_batches AS" if number == 0 else "INSERT INTO stage_batches"
         run(con, f"{verb} {spec.sql(con, tuning)}")
-    _narrow(store, con, spec, "TRUE")
+    _narrow(con, spec, "TRUE")
     rows = store.write(con, spec.name, "SELECT * FROM stage_batches", order_by=spec.order_by)
     run(con, "DROP TABLE stage_batches")
     return rows
@@ -287,27 +290,16 @@ def stage_batches(con: duckdb.DuckDBPyConnection, spec: Stage, tuning: Tuning) -
     """The SQL condition of each batch the stage runs in (`TRUE` alone for one pass)."""
     if spec.split is Split.PRODUCTS:
         return id_ranges(con, "product_id", spec.inputs[0], tuning.batch_products)
-    if spec.split is Split.CUSTOMERS:
-        return id_ranges(con, "customer_id", _batched_inputs(spec)[0], tuning.batch_customers)
     return ["TRUE"]
 
 
-def _batched_inputs(spec: Stage) -> list[str]:
-    """The inputs a customer batch narrows; the first (a per-customer stage if there is one) sets the ranges."""
-    return sorted((name for name in spec.inputs if customer_keyed(name)), key=lambda name: name in CUSTOMER_SOURCES)
-
-
-def _narrow(store: Warehouse, con: duckdb.DuckDBPyConnection, spec: Stage, condition: str) -> None:
-    """Point the stage's split inputs at the rows of one batch (`TRUE`: every row)."""
-    if spec.split is Split.PRODUCTS:
-        run(
-            con,
-            f"CREATE OR REPLACE TEMP TABLE anchor_products AS "
-            f"SELECT DISTINCT product_id FROM {spec.inputs[0]} WHERE {condition}",
-        )
-    elif spec.split is Split.CUSTOMERS:
-        for name in _batched_inputs(spec):
-            run(con, f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {store.scan(name)} WHERE {condition}")
+def _narrow(con: duckdb.DuckDBPyConnection, spec: Stage, condition: str) -> None:
+    """Point `anchor_products` at the products of one batch (`TRUE`: every product)."""
+    run(
+        con,
+        f"CREATE OR REPLACE TEMP TABLE anchor_products AS "
+        f"SELECT DISTINCT product_id FROM {spec.inputs[0]} WHERE {condition}",
+    )
 
 
 def id_ranges(con: duckdb.DuckDBPyConnection, column: str, relation: str, size: int) -> list[str]:
