@@ -26,7 +26,7 @@ from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import Warehouse, load_sql, run
 
 BLEND = stage("product_recommendations")
-ORDER = ["customer_id", "recommendation_rank"]
+ORDER = ["customer_key", "recommendation_rank"]
 
 A_B = Tuning(
     ab_variants=json.dumps({
@@ -98,7 +98,7 @@ def _rows(store: Warehouse, tuning: Tuning, compute) -> pd.DataFrame:
         types = dict(zip(result.columns, map(str, result.types)))
         frame = result.df()
     assert types == {
-        "customer_id": "VARCHAR", "product_id": "VARCHAR", "recommendation_type": "VARCHAR",
+        "customer_key": "INTEGER", "product_key": "INTEGER", "recommendation_type": "VARCHAR",
         "recommendation_score": "DOUBLE", "strategies": "VARCHAR", "evidence": "VARCHAR",
         "recommendation_rank": "BIGINT", "variant": "VARCHAR",
     }
@@ -150,7 +150,7 @@ def test_the_result_can_be_read_twice(xs: Warehouse) -> None:
 
 
 def test_the_stage_writes_the_rows_in_their_order_without_sorting(xs: Warehouse, tmp_path: Path) -> None:
-    """The blend gives its rows in (customer_id, recommendation_rank) order; the engine writes them as they come."""
+    """The blend gives its rows in (customer_key, recommendation_rank) order; the engine writes them as they come."""
     assert BLEND.rows_in_order
     copy = Warehouse(root=str(tmp_path / "warehouse"), memory_limit="1GB", threads=2)
     for name in BLEND.inputs:
@@ -159,7 +159,7 @@ def test_the_stage_writes_the_rows_in_their_order_without_sorting(xs: Warehouse,
             (tmp_path / "warehouse" / name / file.name).write_bytes(file.read_bytes())
     run_stage(copy, BLEND, Tuning(batch_customers=50), latest_event_time(xs))
     (path,) = copy.files(BLEND.name)
-    written = copy.read(f"SELECT customer_id, recommendation_rank FROM read_parquet('{path}', file_row_number = true) "
+    written = copy.read(f"SELECT customer_key, recommendation_rank FROM read_parquet('{path}', file_row_number = true) "
                         "ORDER BY file_row_number")
     assert len(written) > 1000
     pd.testing.assert_frame_equal(written, written.sort_values(ORDER, ignore_index=True))

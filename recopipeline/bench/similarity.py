@@ -81,7 +81,9 @@ def time_similarity(
     catalogue = wide_catalogue(products, largest_category, seed=seed)
     with store.session() as con:
         con.register("catalogue", catalogue)
-        store.write(con, "products", "SELECT * FROM catalogue", order_by="product_id")
+        # keyed in id order, as a first ingest numbers them (lib/keys.py)
+        store.write(con, "products", "SELECT *, (row_number() OVER (ORDER BY product_id))::INTEGER AS product_key "
+                    "FROM catalogue", order_by="product_id")
     started = time.perf_counter()
     rows = run_stage(store, stage(ASSET), tuning, datetime(2026, 1, 1))
     seconds = time.perf_counter() - started

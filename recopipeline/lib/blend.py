@@ -1,6 +1,6 @@
 """The blend (product_recommendations) over integer ids, with the rows of `sql/product_recommendations.sql`.
 
-Method. DuckDB numbers the customer and product ids densely in id order (so integer order is the SQL's text
+Method. DuckDB numbers the customer and product keys densely in key order (so number order is the SQL's key
 order) and the inputs are read once into numpy: the per-customer tables sorted by customer, the product-side tables
 as neighbour lists (CSR, rows = source product) of available candidates. Customers are then blended in batches of
 consecutive numbers, each bounded in customers and in expanded rows, so memory does not grow with the customers:
@@ -13,10 +13,10 @@ consecutive numbers, each bounded in customers and in expanded rows, so memory d
 - each candidate is divided by its customer's best eligible score in the strategy and weighted by the customer's
   A/B variant; the strategies of a (customer, product) are adjacent, so blending is a segmented sum; one sort of
   (customer, 1e9 - rounded score, product) ranks and cuts to `candidates_per_customer`;
-- evidence lists the sources of the kept item-to-item rows (contribution desc, then id), and the ids become text
-  only in the output, as dictionary-encoded Arrow.
+- evidence lists the sources of the kept item-to-item rows (contribution desc, then key), named by their ids
+  (product_keys) only in the output.
 The result is a view over an Arrow stream: reading it computes the batches (two threads ahead of the reader) in
-(customer_id, recommendation_rank) order. DuckDB's rounding is reproduced where it matters: DOUBLE to DECIMAL
+(customer_key, recommendation_rank) order. DuckDB's rounding is reproduced where it matters: DOUBLE to DECIMAL
 rounds the scaled double half away from zero; DECIMAL to DOUBLE and round(x, 9) are correctly rounded from the
 exact decimal value.
 """
@@ -92,7 +92,7 @@ def product_recommendations(con: duckdb.DuckDBPyConnection, tuning: Tuning) -> s
     """The SQL of the blended candidates in `con`: a view of RESULT that computes them batch by batch.
 
     `con` has the stage's inputs as views and every tuning value plus `as_of` as variables. The inputs are read
-    here; the rows are computed while the view is read, in (customer_id, recommendation_rank) order (each read
+    here; the rows are computed while the view is read, in (customer_key, recommendation_rank) order (each read
     computes them again).
     """
     weights = variant_weights(tuning)
@@ -134,7 +134,8 @@ class Neighbours:
 class Catalogue:
     products: int
     product_bits: int  # a product number takes this many bits of a key
-    product_ids: pa.Array  # by product number
+    product_keys: pa.Array  # by product number
+    product_ids: pa.Array  # by product number (the evidence names products by id)
     categories: pa.Array  # category names by category number
     segments: pa.Array  # segment names by segment number
     item: dict[str, Neighbours]  # item-to-item strategy -> neighbours of each source product
@@ -155,7 +156,7 @@ class Catalogue:
 @dataclass
 class Customers:
     count: int
-    customer_ids: pa.Array
+    customer_keys: pa.Array  # by customer number
     variant: np.ndarray  # variant number per customer
     seeds: dict[str, np.ndarray]  # customer, product, affinity: each customer's seeds, strongest first
     affinity: dict[str, np.ndarray]  # customer, product, bought: every affinity row, by customer and product
@@ -181,24 +182,26 @@ def _neighbours(con: duckdb.DuckDBPyConnection, sql: str, sources: int) -> Neigh
 def _load_catalogue(con: duckdb.DuckDBPyConnection, tuning: Tuning, weights: VariantWeights) -> Catalogue:
     neighbour_tables = [table for table, _, _ in SEED_STRATEGIES.values()] + ["ease_item_similarity"]
     product_sources = " UNION ".join(
-        ["SELECT product_id FROM products", "SELECT product_id FROM customer_product_affinity",
-         "SELECT product_id FROM product_popularity", "SELECT product_id FROM product_repurchase_rates"]
-        + [f"SELECT product_id_{side} FROM {table}" for table in neighbour_tables for side in (1, 2)]
+        ["SELECT product_key FROM products", "SELECT product_key FROM customer_product_affinity",
+         "SELECT product_key FROM product_popularity", "SELECT product_key FROM product_repurchase_rates"]
+        + [f"SELECT product_key_{side} FROM {table}" for table in neighbour_tables for side in (1, 2)]
     )
     run(
         con,
         f"""CREATE OR REPLACE TEMP TABLE blend_products AS
             WITH available AS (
                 -- unknown stock (NULL) counts as in stock
-                SELECT DISTINCT product_id FROM products
+                SELECT DISTINCT product_key FROM products
                 WHERE is_active AND (stock_quantity > 0 OR stock_quantity IS NULL)
             )
-            SELECT p.product_id,
-                   (row_number() OVER (ORDER BY p.product_id) - 1)::INTEGER AS product,
-                   a.product_id IS NOT NULL AS available
+            SELECT p.product_key,
+                   k.product_id,
+                   (row_number() OVER (ORDER BY p.product_key) - 1)::INTEGER AS product,
+                   a.product_key IS NOT NULL AS available
             FROM ({product_sources}) AS p
-            LEFT JOIN available AS a USING (product_id)
-            WHERE p.product_id IS NOT NULL""",
+            JOIN product_keys AS k USING (product_key)
+            LEFT JOIN available AS a USING (product_key)
+            WHERE p.product_key IS NOT NULL""",
     )
     run(
         con,
@@ -213,7 +216,7 @@ def _load_catalogue(con: duckdb.DuckDBPyConnection, tuning: Tuning, weights: Var
            FROM (SELECT DISTINCT segment FROM product_popularity WHERE segment IS NOT NULL)""",
     )
     products = con.sql("SELECT count(*) FROM blend_products").fetchall()[0][0]
-    product_ids = con.sql("SELECT product_id FROM blend_products ORDER BY product").to_arrow_table()["product_id"]
+    numbered = con.sql("SELECT product_key, product_id FROM blend_products ORDER BY product").to_arrow_table()
     categories = con.sql("SELECT category FROM blend_categories ORDER BY category_number").to_arrow_table()
     segments = con.sql("SELECT segment FROM blend_segments ORDER BY segment_number").to_arrow_table()
     active = dict(zip(STRATEGIES, weights.active))
@@ -229,7 +232,7 @@ def _load_catalogue(con: duckdb.DuckDBPyConnection, tuning: Tuning, weights: Var
     category_rows = _fetch(
         con,
         """WITH top_products AS (
-               SELECT category, product_id, popularity_score,
+               SELECT category, product_key, popularity_score,
                       max(popularity_score) OVER (PARTITION BY category) AS best_in_category
                FROM product_popularity
                WHERE segment = 'all' AND category_rank <= getvariable('category_products')
@@ -238,7 +241,7 @@ def _load_catalogue(con: duckdb.DuckDBPyConnection, tuning: Tuning, weights: Var
                   t.best_in_category
            FROM top_products AS t
            JOIN blend_categories AS k USING (category)
-           JOIN blend_products AS p USING (product_id)
+           JOIN blend_products AS p USING (product_key)
            WHERE p.available
            ORDER BY source, candidate""",
     )
@@ -254,7 +257,7 @@ def _load_catalogue(con: duckdb.DuckDBPyConnection, tuning: Tuning, weights: Var
                   t.popularity_score + 1e-6 * (getvariable('popular_products') - t.popularity_rank + 1) AS score
            FROM product_popularity AS t
            JOIN blend_segments AS g USING (segment)
-           JOIN blend_products AS p USING (product_id)
+           JOIN blend_products AS p USING (product_key)
            WHERE t.popularity_rank <= getvariable('popular_products') AND p.available
            ORDER BY source, candidate""",
         len(segments),
@@ -262,7 +265,8 @@ def _load_catalogue(con: duckdb.DuckDBPyConnection, tuning: Tuning, weights: Var
     return Catalogue(
         products=products,
         product_bits=max(1, (products - 1).bit_length()),
-        product_ids=product_ids.combine_chunks(),
+        product_keys=numbered["product_key"].combine_chunks(),
+        product_ids=numbered["product_id"].combine_chunks(),
         categories=categories["category"].combine_chunks(),
         segments=segments["segment"].combine_chunks(),
         item=item,
@@ -275,8 +279,8 @@ def _load_catalogue(con: duckdb.DuckDBPyConnection, tuning: Tuning, weights: Var
 def _neighbour_sql(table: str, score: str, condition: str) -> str:
     return f"""SELECT a.product AS source, b.product AS candidate, n.{score}::DOUBLE AS score
                FROM {table} AS n
-               JOIN blend_products AS a ON a.product_id = n.product_id_1
-               JOIN blend_products AS b ON b.product_id = n.product_id_2
+               JOIN blend_products AS a ON a.product_key = n.product_key_1
+               JOIN blend_products AS b ON b.product_key = n.product_key_2
                WHERE {condition} AND b.available
                ORDER BY source, candidate"""
 
@@ -291,15 +295,17 @@ def _load_customers(
     run(
         con,
         f"""CREATE OR REPLACE TEMP TABLE blend_customers AS
-            SELECT customer_id,
-                   (row_number() OVER (ORDER BY customer_id) - 1)::INTEGER AS customer,
-                   CAST('0x' || left(md5(getvariable('ab_salt') || ':' || customer_id), 8) AS UBIGINT) AS variant_hash
-            FROM ({" UNION ".join(f"SELECT customer_id FROM {s}" for s in sources)})
-            WHERE customer_id IS NOT NULL""",
+            SELECT c.customer_key,
+                   (row_number() OVER (ORDER BY c.customer_key) - 1)::INTEGER AS customer,
+                   -- the A/B variant hangs on the customer's id, which never changes
+                   CAST('0x' || left(md5(getvariable('ab_salt') || ':' || k.customer_id), 8) AS UBIGINT) AS variant_hash
+            FROM ({" UNION ".join(f"SELECT customer_key FROM {s}" for s in sources)}) AS c
+            JOIN customer_keys AS k USING (customer_key)
+            WHERE c.customer_key IS NOT NULL""",
     )
     listed = _fetch(con, "SELECT customer, variant_hash FROM blend_customers ORDER BY customer")
     count = len(listed["customer"])
-    customer_ids = con.sql("SELECT customer_id FROM blend_customers ORDER BY customer").to_arrow_table()
+    customer_keys = con.sql("SELECT customer_key FROM blend_customers ORDER BY customer").to_arrow_table()
     variant = np.searchsorted(weights.upper_bounds, listed["variant_hash"].astype(np.uint64), side="right")
 
     run(
@@ -308,8 +314,8 @@ def _load_customers(
            SELECT c.customer, p.product, a.weighted_affinity_score AS affinity,
                   coalesce(a.purchase_count > 0, FALSE) AS bought
            FROM customer_product_affinity AS a
-           JOIN blend_customers AS c USING (customer_id)
-           JOIN blend_products AS p USING (product_id)""",
+           JOIN blend_customers AS c USING (customer_key)
+           JOIN blend_products AS p USING (product_key)""",
     )
     seeds = _fetch(
         con,
@@ -326,8 +332,8 @@ def _load_customers(
         con,
         """SELECT DISTINCT c.customer, p.product
            FROM orders AS o
-           JOIN blend_customers AS c USING (customer_id)
-           JOIN blend_products AS p USING (product_id)
+           JOIN blend_customers AS c USING (customer_key)
+           JOIN blend_products AS p USING (product_key)
            WHERE o.order_timestamp <= getvariable('as_of') AND p.available
            ORDER BY c.customer, p.product""" if tuning.exclude_purchased else
         "SELECT 0::INTEGER AS customer, 0::INTEGER AS product WHERE FALSE",
@@ -336,7 +342,7 @@ def _load_customers(
         con,
         """SELECT c.customer, k.category_number AS category, p.weighted_category_score AS score
            FROM customer_category_preferences AS p
-           JOIN blend_customers AS c USING (customer_id)
+           JOIN blend_customers AS c USING (customer_key)
            JOIN blend_categories AS k USING (category)
            WHERE p.category_rank <= getvariable('category_top_n')
            ORDER BY c.customer""" if active["category_preference"] else
@@ -346,7 +352,7 @@ def _load_customers(
         con,
         """SELECT c.customer, g.segment_number AS segment
            FROM customer_segments AS s
-           JOIN blend_customers AS c USING (customer_id)
+           JOIN blend_customers AS c USING (customer_key)
            JOIN blend_segments AS g ON g.segment = s.customer_segment""",
     )
     segment = np.full(count, -1, dtype=np.int32)
@@ -354,26 +360,26 @@ def _load_customers(
     repurchase = _fetch(
         con,
         """WITH order_lines AS (
-               SELECT customer_id, product_id, order_id, max(order_timestamp) AS ordered_at
+               SELECT customer_key, product_key, order_id, max(order_timestamp) AS ordered_at
                FROM orders
                WHERE order_timestamp <= getvariable('as_of')
-               GROUP BY customer_id, product_id, order_id
+               GROUP BY customer_key, product_key, order_id
            ),
            repurchase AS (
                -- each order weighted by its age (half-life repurchase_half_life_days), times repurchase_factor
-               SELECT o.customer_id, o.product_id,
+               SELECT o.customer_key, o.product_key,
                       sum(pow(0.5, date_diff('second', o.ordered_at, getvariable('as_of')) / 86400.0
                                    / getvariable('repurchase_half_life_days'))::DECIMAL(38, 12))::DOUBLE
                           * any_value(r.repurchase_factor) AS raw_score,
                       count(*) AS orders
                FROM order_lines AS o
-               JOIN product_repurchase_rates AS r USING (product_id)
-               GROUP BY o.customer_id, o.product_id
+               JOIN product_repurchase_rates AS r USING (product_key)
+               GROUP BY o.customer_key, o.product_key
            )
            SELECT c.customer, p.product, r.raw_score, r.orders
            FROM repurchase AS r
-           JOIN blend_customers AS c USING (customer_id)
-           JOIN blend_products AS p USING (product_id)
+           JOIN blend_customers AS c USING (customer_key)
+           JOIN blend_products AS p USING (product_key)
            WHERE p.available
            ORDER BY c.customer, p.product""" if active["repurchase"] else
         "SELECT 0::INTEGER AS customer, 0::INTEGER AS product, 0::DOUBLE AS raw_score, 0::BIGINT AS orders WHERE FALSE",
@@ -389,7 +395,7 @@ def _load_customers(
         table["product"] = table["product"].astype(np.int32)
     return Customers(
         count=count,
-        customer_ids=customer_ids["customer_id"].combine_chunks(),
+        customer_keys=customer_keys["customer_key"].combine_chunks(),
         variant=variant.astype(np.int8),
         seeds=seeds,
         affinity=affinity,
@@ -678,8 +684,8 @@ def _evidence(catalogue, tuning, kind, member_start, member_count, first, order,
 
 
 SCHEMA = pa.schema([
-    ("customer_id", pa.dictionary(pa.int32(), pa.string())),
-    ("product_id", pa.dictionary(pa.int32(), pa.string())),
+    ("customer_key", pa.int32()),
+    ("product_key", pa.int32()),
     ("recommendation_type", pa.dictionary(pa.int8(), pa.string())),
     ("recommendation_score", pa.float64()),
     ("strategies", pa.dictionary(pa.int8(), pa.string())),
@@ -693,8 +699,8 @@ SCHEMA = pa.schema([
 class _Texts:
     """The texts the output rows refer to by number."""
 
-    customer_ids: pa.Array
-    product_ids: pa.Array
+    customer_keys: pa.Array
+    product_keys: pa.Array
     strategies: pa.Array  # by strategy number
     strategy_sets: pa.Array  # by set of strategy bits: the names, sorted, comma-separated
     variants: pa.Array
@@ -713,8 +719,8 @@ class _Texts:
             pa.array([f"bought:{n}" for n in range(1, most_orders + 1)], type=pa.string()),
         ]
         return cls(
-            customer_ids=customers.customer_ids.cast(pa.string()),
-            product_ids=product_ids,
+            customer_keys=customers.customer_keys.cast(pa.int32()),
+            product_keys=catalogue.product_keys.cast(pa.int32()),
             strategies=pa.array(STRATEGIES, type=pa.string()),
             strategy_sets=pa.array(sets, type=pa.string()),
             variants=pa.array(weights.variants, type=pa.string()),
@@ -725,10 +731,10 @@ class _Texts:
         evidence = pa.ListArray.from_arrays(
             pa.array(rows["evidence_offsets"].astype(np.int32)), self.evidence.take(pa.array(rows["evidence_values"]))
         )
-        customers = self.customer_ids.slice(rows["low"], rows["high"] - rows["low"])
+        customers = self.customer_keys.slice(rows["low"], rows["high"] - rows["low"])
         return pa.record_batch([
-            pa.DictionaryArray.from_arrays(pa.array(rows["customer"]), customers),
-            pa.DictionaryArray.from_arrays(pa.array(rows["product"]), self.product_ids),
+            customers.take(pa.array(rows["customer"])),
+            self.product_keys.take(pa.array(rows["product"])),
             pa.DictionaryArray.from_arrays(pa.array(rows["strategy"]), self.strategies),
             pa.array(rows["score"], type=pa.float64()),
             pa.DictionaryArray.from_arrays(pa.array(rows["bits"]), self.strategy_sets),

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-COLUMNS = ["product_id_1", "product_id_2", "ease_weight", "ease_rank"]
+COLUMNS = ["product_key_1", "product_key_2", "ease_weight", "ease_rank"]
 
 
 def _negated_weights(X: sparse.csr_matrix, l2: float) -> np.ndarray:
@@ -38,7 +38,7 @@ def ease_weights(X: sparse.csr_matrix, l2: float) -> np.ndarray:
 
 
 def _top_neighbours(X: sparse.csr_matrix, items: np.ndarray, l2: float, top_k: int) -> pd.DataFrame:
-    """Each item's top-k positive weights (ties by product id: items are sorted, so by column)."""
+    """Each item's top-k positive weights (ties by product key: items are sorted, so by column)."""
     negated = _negated_weights(X, l2)
     k = min(top_k, len(items) - 1)
     candidates = np.argpartition(negated, k - 1, axis=1)[:, :k]
@@ -48,8 +48,8 @@ def _top_neighbours(X: sparse.csr_matrix, items: np.ndarray, l2: float, top_k: i
     candidates = np.take_along_axis(candidates, order, axis=1)
     weights = -np.take_along_axis(negated_top, order, axis=1)
     rows = pd.DataFrame({
-        "product_id_1": np.repeat(items, k),
-        "product_id_2": items[candidates.ravel()],
+        "product_key_1": np.repeat(items, k),
+        "product_key_2": items[candidates.ravel()],
         "ease_weight": np.round(weights.ravel(), 9),
         "ease_rank": np.tile(np.arange(1, k + 1), len(items)),
     })
@@ -57,24 +57,24 @@ def _top_neighbours(X: sparse.csr_matrix, items: np.ndarray, l2: float, top_k: i
 
 
 def _empty() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(COLUMNS, ["str", "str", "float64", "int64"])})
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(COLUMNS, ["int32", "int32", "float64", "int64"])})
 
 
 def fit_item_neighbours(purchases: pd.DataFrame, l2: float, max_items: int, top_k: int) -> pd.DataFrame:
-    """Top-k positive EASE weights per product from (customer_id, product_id) purchases.
+    """Top-k positive EASE weights per product from (customer_key, product_key) purchases.
 
-    Rows: product_id_1 (bought), product_id_2 (recommended), ease_weight, ease_rank (1 = largest weight; ties
-    by product id). Empty when fewer than two products were bought.
+    Rows: product_key_1 (bought), product_key_2 (recommended), ease_weight, ease_rank (1 = largest weight; ties
+    by product key). Empty when fewer than two products were bought.
     """
-    pairs = purchases[["customer_id", "product_id"]].drop_duplicates()
-    buyers = pairs.groupby("product_id").size().reset_index(name="buyers")
-    buyers = buyers.sort_values(["buyers", "product_id"], ascending=[False, True]).head(max_items)
-    items = np.sort(buyers.product_id.to_numpy())
+    pairs = purchases[["customer_key", "product_key"]].drop_duplicates()
+    buyers = pairs.groupby("product_key").size().reset_index(name="buyers")
+    buyers = buyers.sort_values(["buyers", "product_key"], ascending=[False, True]).head(max_items)
+    items = np.sort(buyers.product_key.to_numpy())
     if len(items) < 2:
         return _empty()
-    pairs = pairs[pairs.product_id.isin(set(items))]
-    item_codes = pd.Categorical(pairs.product_id, categories=items).codes
-    customer_codes = pd.factorize(pairs.customer_id)[0]
+    pairs = pairs[pairs.product_key.isin(set(items))]
+    item_codes = pd.Categorical(pairs.product_key, categories=items).codes
+    customer_codes = pd.factorize(pairs.customer_key)[0]
     return _top_neighbours(_matrix(customer_codes, item_codes, len(items)), items, l2, top_k)
 
 
@@ -85,24 +85,24 @@ def _matrix(customer_codes: np.ndarray, item_codes: np.ndarray, items: int) -> s
     )
 
 
-# The same selection as fit_item_neighbours, in DuckDB: the max_items most-bought products (ties by id),
-# numbered in id order, and each purchase as (customer number, item number).
+# The same selection as fit_item_neighbours, in DuckDB: the max_items most-bought products (ties by key),
+# numbered in key order, and each purchase as (customer number, item number).
 ITEMS_SQL = """
 CREATE OR REPLACE TEMP TABLE ease_items AS
 WITH bought AS (
-    SELECT DISTINCT customer_id, product_id FROM orders WHERE order_timestamp <= getvariable('as_of')
+    SELECT DISTINCT customer_key, product_key FROM orders WHERE order_timestamp <= getvariable('as_of')
 ),
 most_bought AS (
-    SELECT product_id FROM bought GROUP BY product_id ORDER BY count(*) DESC, product_id LIMIT {max_items}
+    SELECT product_key FROM bought GROUP BY product_key ORDER BY count(*) DESC, product_key LIMIT {max_items}
 )
-SELECT product_id, CAST(row_number() OVER (ORDER BY product_id) - 1 AS INTEGER) AS item FROM most_bought
+SELECT product_key, CAST(row_number() OVER (ORDER BY product_key) - 1 AS INTEGER) AS item FROM most_bought
 """
 PURCHASES_SQL = """
 WITH bought AS (
-    SELECT DISTINCT customer_id, product_id FROM orders WHERE order_timestamp <= getvariable('as_of')
+    SELECT DISTINCT customer_key, product_key FROM orders WHERE order_timestamp <= getvariable('as_of')
 )
-SELECT CAST(dense_rank() OVER (ORDER BY customer_id) - 1 AS INTEGER) AS customer, item
-FROM bought JOIN ease_items USING (product_id)
+SELECT CAST(dense_rank() OVER (ORDER BY customer_key) - 1 AS INTEGER) AS customer, item
+FROM bought JOIN ease_items USING (product_key)
 """
 INPUTS = ("orders",)
 ASSET = "ease_item_similarity"
@@ -111,8 +111,7 @@ ASSET = "ease_item_similarity"
 def ease_item_similarity(con, tuning) -> str:
     """The stage's compute: fit EASE on the purchases up to the as-of time; returns the SQL of its rows."""
     con.execute(ITEMS_SQL.format(max_items=int(tuning.ease_max_items))).fetchall()
-    items = np.array(con.sql("SELECT product_id FROM ease_items ORDER BY item").fetchnumpy()["product_id"],
-                     dtype=object)
+    items = np.asarray(con.sql("SELECT product_key FROM ease_items ORDER BY item").fetchnumpy()["product_key"])
     if len(items) < 2:
         neighbours = _empty()
     else:

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from recopipeline.lib.contract import SourceContract
+from recopipeline.lib.keys import keyed_rows
 from recopipeline.lib.ingest import MALFORMED_LINES, RAW_INPUT, load_raw, raw_types
 from recopipeline.lib.quarantine import QUARANTINE, quarantine_part
 from recopipeline.lib.source_hours import (
@@ -102,7 +103,7 @@ def ingest_source_files(
         rejected = quarantine_sql(
             contract, REJECTED, MALFORMED_LINES, run_id=run_id, ingested_at=now, partition_key=placed
         )
-        accepted_rows = accepted_sql(contract, types, relation, REJECTED)
+        accepted_rows = keyed_rows(store, con, contract, accepted_sql(contract, types, relation, REJECTED))
         if window is None:
             quarantined = store.write(
                 con, QUARANTINE, rejected, partition=quarantine_part(contract.name),

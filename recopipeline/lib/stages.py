@@ -30,14 +30,15 @@ from pathlib import Path
 
 import duckdb
 
-from recopipeline.lib import blend, ease
+from recopipeline.lib import blend, ease, keys
 from recopipeline.lib.contract import SOURCES
 from recopipeline.lib.tuning import STRATEGIES, Tuning
 from recopipeline.lib.warehouse import SQL_DIR, Warehouse, load_sql, run
 
 Compute = Callable[[duckdb.DuckDBPyConnection, Tuning], str]
 
-# Sources keyed by customer: a per-customer stage reads only the touched customers' rows of these.
+# Sources keyed by customer: a per-customer stage reads only the touched customers' rows of these. Stages read
+# the key dictionaries (lib/keys.py) like sources: their source ingests write them.
 CUSTOMER_SOURCES = ("customers", "customer_interactions", "orders", "cart_activity")
 
 
@@ -100,7 +101,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "customer_segments", "behavior", ("customers", "customer_interactions", "orders"),
         "One row per known customer: activity summary and segment (new, returning, vip, at_risk).",
-        order_by="customer_id", split=Split.CUSTOMERS,
+        order_by="customer_key", split=Split.CUSTOMERS,
     ),
     Stage(
         "customer_behavior_comprehensive", "behavior",
@@ -108,77 +109,77 @@ STAGES: tuple[Stage, ...] = (
         "Every interaction up to the as-of time, scored once (event weight, recency weight) and summed per "
         "(customer, product), with the customer's segment and the product's category: exact sums its consumers "
         "add up further.",
-        order_by="customer_id, product_id", score_column="weighted_score",
+        order_by="customer_key, product_key", score_column="weighted_score",
         split=Split.CUSTOMERS,
     ),
     Stage(
         "customer_product_affinity", "behavior", ("customer_behavior_comprehensive",),
         "How much each customer likes each product: event counts and recency-weighted affinity.",
-        order_by="customer_id, product_id", score_column="weighted_affinity_score",
+        order_by="customer_key, product_key", score_column="weighted_affinity_score",
         # a projection of customer_behavior_comprehensive, read in its written order, which is this one
         split=Split.CUSTOMERS, rows_in_order=True,
     ),
     Stage(
         "customer_category_preferences", "behavior", ("customer_behavior_comprehensive", "orders", "products"),
         "Each customer's categories ranked by recency-weighted interest (deterministic rank).",
-        order_by="customer_id, category_rank", score_column="weighted_category_score", split=Split.CUSTOMERS,
+        order_by="customer_key, category_rank", score_column="weighted_category_score", split=Split.CUSTOMERS,
     ),
     Stage(
         "product_popularity", "behavior", ("customer_behavior_comprehensive", "products"),
         "Ranked popular available products, overall and per customer segment (trending weighted).",
-        order_by="segment, popularity_rank, product_id", score_column="popularity_score",
+        order_by="segment, popularity_rank, product_key", score_column="popularity_score",
     ),
     Stage(
         "product_repurchase_rates", "behavior", ("orders",),
         "How likely each bought product is to be bought again: smoothed repeat-buyer rate and recent sales "
         "trend, combined into the factor the repurchase strategy weighs a customer's own orders by.",
-        order_by="product_id", score_column="repurchase_factor",
+        order_by="product_key", score_column="repurchase_factor",
     ),
     # similarity
     Stage(
         "product_similarity", "similarity", ("products",),
         "Attribute similarity (category, brand, price band), both directions, top-K per product.",
-        order_by="product_id_1, similarity_rank", score_column="attribute_similarity_score",
+        order_by="product_key_1, similarity_rank", score_column="attribute_similarity_score",
     ),
     Stage(
         "products_bought_together", "similarity", ("orders",),
         "Pairs in the same order at least min_support times, both directions, with a correct Jaccard.",
-        order_by="product_id_1, product_id_2", score_column="co_purchase_similarity",
+        order_by="product_key_1, product_key_2", score_column="co_purchase_similarity",
     ),
     Stage(
         "complementary_products", "similarity", ("products_bought_together", "orders"),
         "Directional A -> B complements from co-purchase similarity and sequential purchase.",
-        order_by="product_id_1, complementary_rank", score_column="complementary_score",
+        order_by="product_key_1, complementary_rank", score_column="complementary_score",
     ),
     Stage(
         "collaborative_item_similarity", "similarity", ("customer_product_affinity",),
         "Item-to-item cosine similarity over customers' affinities, top-K neighbours per product.",
-        order_by="product_id_1, cf_rank", score_column="cf_similarity",
+        order_by="product_key_1, cf_rank", score_column="cf_similarity",
         split=Split.PRODUCTS, batched=True,  # the item pairs are aggregated per batch of anchor products
     ),
     Stage(
         ease.ASSET, "similarity", ease.INPUTS,
         "EASE (Steck 2019) item-item weights from purchases, fitted in closed form over the most-bought "
         "products (ease_max_items); the top ease_top_k positive weights per product. Feeds the 'ease' strategy.",
-        order_by="product_id_1, ease_rank", score_column="ease_weight",
+        order_by="product_key_1, ease_rank", score_column="ease_weight",
         compute=ease.ease_item_similarity, reads=frozenset({"ease_l2", "ease_max_items", "ease_top_k"}),
         kinds=frozenset({"numpy"}),
     ),
     # recommendations
     Stage(
         "product_recommendations", "recommendations",
-        ("products", "orders", "customer_segments", "customer_product_affinity", "customer_category_preferences",
+        ("products", "orders", "customer_keys", "product_keys", "customer_segments", "customer_product_affinity", "customer_category_preferences",
          "product_popularity", "product_repurchase_rates", "product_similarity", "complementary_products",
          "collaborative_item_similarity", "ease_item_similarity"),
         "Every strategy's candidates, normalised and blended into one row per (customer, product), "
         "available and not yet purchased, ranked with a deterministic tie-break.",
-        order_by="customer_id, recommendation_rank", score_column="recommendation_score",
+        order_by="customer_key, recommendation_rank", score_column="recommendation_score",
         # numpy over integer ids, batched inside; sql/product_recommendations.sql is its specification
         compute=blend.product_recommendations, reads=sql_reads("product_recommendations") | _BLEND_WEIGHTS,
         kinds=frozenset({"numpy"}), split=Split.CUSTOMERS, rows_in_order=True,
     ),
     Stage(
-        "customer_top_recommendations", "recommendations", ("product_recommendations", "products"),
+        "customer_top_recommendations", "recommendations", ("product_recommendations", "customers", "products"),
         "Each customer's top N recommendations with type, score and evidence.",
         order_by="customer_id, recommendation_rank", score_column="recommendation_score", split=Split.CUSTOMERS,
     ),
@@ -192,7 +193,7 @@ def stage(name: str) -> Stage:
 
 def stage_order(stages: Iterable[Stage] = STAGES) -> list[Stage]:
     """The stages in an order where every stage comes after its inputs (ties by name)."""
-    done: set[str] = set(SOURCES)
+    done: set[str] = set(SOURCES) | set(keys.OWNER)
     ordered: list[Stage] = []
     pending = {s.name: s for s in sorted(stages, key=lambda s: s.name)}
     while pending:
@@ -289,7 +290,7 @@ def compute_into(con: duckdb.DuckDBPyConnection, spec: Stage, tuning: Tuning) ->
 def stage_batches(con: duckdb.DuckDBPyConnection, spec: Stage, tuning: Tuning) -> list[str]:
     """The SQL condition of each batch the stage runs in (`TRUE` alone for one pass)."""
     if spec.split is Split.PRODUCTS:
-        return id_ranges(con, "product_id", spec.inputs[0], tuning.batch_products)
+        return id_ranges(con, "product_key", spec.inputs[0], tuning.batch_products)
     return ["TRUE"]
 
 
@@ -298,7 +299,7 @@ def _narrow(con: duckdb.DuckDBPyConnection, spec: Stage, condition: str) -> None
     run(
         con,
         f"CREATE OR REPLACE TEMP TABLE anchor_products AS "
-        f"SELECT DISTINCT product_id FROM {spec.inputs[0]} WHERE {condition}",
+        f"SELECT DISTINCT product_key FROM {spec.inputs[0]} WHERE {condition}",
     )
 
 

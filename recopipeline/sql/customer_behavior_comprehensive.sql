@@ -7,8 +7,8 @@
 -- Events are summed before the joins, so each interaction counts once (the tutorial joins raw orders and carts
 -- here and multiplies rows); events of unknown customers or products are left out.
 WITH events AS (
-    SELECT customer_id,
-           product_id,
+    SELECT customer_key,
+           product_key,
            interaction_type,
            interaction_timestamp,
            date_diff('second', interaction_timestamp, getvariable('as_of')) / 86400.0 AS age_days,
@@ -36,8 +36,8 @@ scored AS (
     FROM events
 ),
 pairs AS (
-    SELECT customer_id,
-           product_id,
+    SELECT customer_key,
+           product_key,
            count(*) FILTER (WHERE interaction_type = 'view')                        AS view_count,
            count(*) FILTER (WHERE interaction_type = 'click')                       AS click_count,
            count(*) FILTER (WHERE interaction_type = 'cart_add')                    AS cart_add_count,
@@ -52,13 +52,13 @@ pairs AS (
            max(interaction_timestamp)                                               AS last_interaction_at,
            max(interaction_timestamp) FILTER (WHERE interaction_type = 'purchase')  AS last_purchase_at
     FROM scored
-    GROUP BY customer_id, product_id
+    GROUP BY customer_key, product_key
 )
-SELECT e.customer_id,
+SELECT e.customer_key,
        s.customer_segment,
-       e.product_id,
+       e.product_key,
        p.category,
-       e.* EXCLUDE (customer_id, product_id)
+       e.* EXCLUDE (customer_key, product_key)
 FROM pairs AS e
-JOIN products AS p USING (product_id)
-JOIN customer_segments AS s USING (customer_id)
+JOIN products AS p USING (product_key)
+JOIN customer_segments AS s USING (customer_key)

@@ -1,8 +1,8 @@
 -- customer_product_affinity: how much each customer likes each product they interacted with.
 -- weighted_affinity_score = sum of event weight x recency weight; each interaction counts once.
 -- The per-(customer, product) sums come from customer_behavior_comprehensive (exact DECIMAL sums of the events).
-SELECT customer_id,
-       product_id,
+SELECT customer_key,
+       product_key,
        category,
        view_count,
        click_count,

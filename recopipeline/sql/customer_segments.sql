@@ -6,27 +6,27 @@
 --   returning  everyone else
 -- Sums run over DECIMAL, which is exact: a rerun gives the same bits however the threads split the rows.
 WITH activity AS (
-    SELECT customer_id,
+    SELECT customer_key,
            min(interaction_timestamp) AS first_event_at,
            max(interaction_timestamp) AS last_event_at,
            count(*)                   AS event_count
     FROM customer_interactions
     WHERE interaction_timestamp <= getvariable('as_of')
-    GROUP BY customer_id
+    GROUP BY customer_key
 ),
 -- one row per order first: the counts of distinct orders become plain counts
 customer_orders AS (
-    SELECT customer_id,
+    SELECT customer_key,
            order_id,
            sum(line_value::DECIMAL(38, 12)) AS order_value,
            min(order_timestamp)             AS first_line_at,
            max(order_timestamp)             AS last_line_at
     FROM orders
     WHERE order_timestamp <= getvariable('as_of')
-    GROUP BY customer_id, order_id
+    GROUP BY customer_key, order_id
 ),
 purchases AS (
-    SELECT customer_id,
+    SELECT customer_key,
            count(order_id)                 AS order_count,
            sum(order_value)::DOUBLE        AS order_value,
            count(order_id) FILTER (
@@ -35,10 +35,10 @@ purchases AS (
            min(first_line_at)              AS first_order_at,
            max(last_line_at)               AS last_order_at
     FROM customer_orders
-    GROUP BY customer_id
+    GROUP BY customer_key
 ),
 profile AS (
-    SELECT c.customer_id,
+    SELECT c.customer_key,
            c.signup_date,
            least(c.signup_date, a.first_event_at, p.first_order_at) AS first_seen_at,
            greatest(a.last_event_at, p.last_order_at)              AS last_active_at,
@@ -47,8 +47,8 @@ profile AS (
            coalesce(p.recent_order_count, 0)                       AS recent_order_count,
            coalesce(p.order_value, 0)                              AS order_value
     FROM customers AS c
-    LEFT JOIN activity AS a USING (customer_id)
-    LEFT JOIN purchases AS p USING (customer_id)
+    LEFT JOIN activity AS a USING (customer_key)
+    LEFT JOIN purchases AS p USING (customer_key)
 )
 SELECT *,
        CASE

@@ -1,8 +1,9 @@
--- customer_top_recommendations: each customer's top N recommendations with the product's display fields.
--- A product without a name is shown by its id; an unknown price stays NULL.
-SELECT r.customer_id,
+-- customer_top_recommendations: each customer's top N recommendations with the product's display fields, by
+-- the customer's and the product's ids (joined back from their keys). A product without a name is shown by its
+-- id; an unknown price stays NULL.
+SELECT c.customer_id,
        r.recommendation_rank,
-       r.product_id,
+       p.product_id,
        coalesce(p.product_name, p.product_id) AS product_name,
        p.category,
        p.price,
@@ -11,5 +12,6 @@ SELECT r.customer_id,
        r.evidence,
        r.variant
 FROM product_recommendations AS r
-JOIN products AS p USING (product_id)
+JOIN customers AS c USING (customer_key)
+JOIN products AS p USING (product_key)
 WHERE r.recommendation_rank <= getvariable('top_n')

@@ -5,7 +5,7 @@
 -- The scores add up the exact DECIMAL per-(customer, product) sums of customer_behavior_comprehensive: the same
 -- bits as summing the events, however the threads split the rows.
 WITH available AS (
-    SELECT product_id, category
+    SELECT product_key, category
     FROM products
     WHERE is_active AND (stock_quantity > 0 OR stock_quantity IS NULL)  -- unknown stock counts as in stock
 ),
@@ -13,22 +13,22 @@ WITH available AS (
 -- recent buyers are the customers with a purchase of it within popular_window_days (one row per customer)
 totals AS (
     SELECT CASE WHEN grouping(customer_segment) = 1 THEN 'all' ELSE customer_segment END AS segment,
-           product_id,
+           product_key,
            sum(weighted_score)::DOUBLE AS popularity_score,
            count(*) FILTER (
                WHERE last_purchase_at > getvariable('as_of') - to_days(getvariable('popular_window_days'))
            ) AS recent_buyers
     FROM customer_behavior_comprehensive
-    GROUP BY GROUPING SETS ((product_id), (customer_segment, product_id))
+    GROUP BY GROUPING SETS ((product_key), (customer_segment, product_key))
 ),
-overall AS (SELECT product_id, popularity_score, recent_buyers FROM totals WHERE segment = 'all'),
-by_segment AS (SELECT segment, product_id, popularity_score FROM totals WHERE segment <> 'all'),
+overall AS (SELECT product_key, popularity_score, recent_buyers FROM totals WHERE segment = 'all'),
+by_segment AS (SELECT segment, product_key, popularity_score FROM totals WHERE segment <> 'all'),
 segments AS (
     SELECT segment FROM (VALUES ('all'), ('new'), ('returning'), ('vip'), ('at_risk')) AS t(segment)
 ),
 scored AS (
     SELECT s.segment,
-           a.product_id,
+           a.product_key,
            a.category,
            round(coalesce(CASE WHEN s.segment = 'all' THEN o.popularity_score ELSE b.popularity_score END, 0), 6)
                                             AS popularity_score,
@@ -36,13 +36,13 @@ scored AS (
            coalesce(o.recent_buyers, 0)     AS recent_buyers
     FROM segments AS s
     CROSS JOIN available AS a              -- 5 segments x catalogue: linear in the catalogue size
-    LEFT JOIN overall AS o ON o.product_id = a.product_id
-    LEFT JOIN by_segment AS b ON b.segment = s.segment AND b.product_id = a.product_id
+    LEFT JOIN overall AS o ON o.product_key = a.product_key
+    LEFT JOIN by_segment AS b ON b.segment = s.segment AND b.product_key = a.product_key
 )
 SELECT *,
-       row_number() OVER (PARTITION BY segment ORDER BY popularity_score DESC, overall_score DESC, product_id)
+       row_number() OVER (PARTITION BY segment ORDER BY popularity_score DESC, overall_score DESC, product_key)
            AS popularity_rank,
-       row_number() OVER (PARTITION BY segment, category ORDER BY popularity_score DESC, overall_score DESC, product_id)
+       row_number() OVER (PARTITION BY segment, category ORDER BY popularity_score DESC, overall_score DESC, product_key)
            AS category_rank
 FROM scored
 QUALIFY popularity_rank <= getvariable('popular_products')

@@ -17,14 +17,14 @@ cold_start AS (
     SELECT '__cold_start__' AS customer_id,
            v.variant,
            p.popularity_rank AS rank,
-           p.product_id,
+           c.product_id,
            coalesce(c.product_name, c.product_id) AS product_name,
            'popular' AS recommendation_type,
            coalesce(round(p.popularity_score / nullif(max(p.popularity_score) OVER (PARTITION BY v.variant), 0), 9), 0)
                AS score,
            'popular:all' AS evidence
     FROM product_popularity AS p
-    JOIN products AS c USING (product_id)
+    JOIN products AS c USING (product_key)
     CROSS JOIN serving_variants AS v
     WHERE p.segment = 'all' AND p.popularity_rank <= getvariable('top_n')
 )

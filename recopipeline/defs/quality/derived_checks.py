@@ -73,38 +73,51 @@ def _in_range(asset: str, description: str, broken: str, columns: str) -> Invari
 def _pairs(asset: str, rank: str, score: str, low: str, low_label: str | None = None) -> list[Invariant]:
     """Product-to-product tables: unique pairs, unique ranks per product, no self pairs, scores in range."""
     return [
-        _unique(asset, "product_id_1, product_id_2"),
-        _unique(asset, f"product_id_1, {rank}", UNIQUE_RANK),
+        _unique(asset, "product_key_1, product_key_2"),
+        _unique(asset, f"product_key_1, {rank}", UNIQUE_RANK),
         _in_range(
             asset,
             f"{score} in [{low_label or low}, 1], {rank} >= 1 and never a product paired with itself",
             # 1e-9: floating-point error can put a perfect cosine a hair above 1
-            f"{score} IS NULL OR {score} < {low} OR {score} > 1 + 1e-9 OR {rank} < 1 OR product_id_1 = product_id_2",
-            f"product_id_1, product_id_2, {score}, {rank}",
+            f"{score} IS NULL OR {score} < {low} OR {score} > 1 + 1e-9 OR {rank} < 1 OR product_key_1 = product_key_2",
+            f"product_key_1, product_key_2, {score}, {rank}",
         ),
     ]
 
 
-def _recommendations(asset: str, max_rank: str) -> list[Invariant]:
-    """Recommendation tables: one row per (customer, product) and per rank, only sellable, unbought products."""
+def _recommendations(asset: str, max_rank: str, by_id: bool = False) -> list[Invariant]:
+    """Recommendation tables: one row per (customer, product) and per rank, only sellable, unbought products.
+
+    `by_id`: the table names customers and products by id (the people-facing top N), not by key.
+    """
+    customer, product = ("customer_id", "product_id") if by_id else ("customer_key", "product_key")
+    # the behaviour tables carry keys: a table by id reads them with the ids joined back
+    affinity = (
+        "(SELECT * FROM customer_product_affinity JOIN customer_keys USING (customer_key) "
+        "JOIN product_keys USING (product_key))" if by_id else "customer_product_affinity"
+    )
+    segments = (
+        "(SELECT * FROM customer_segments JOIN customer_keys USING (customer_key))" if by_id else "customer_segments"
+    )
+    dictionaries = ("customer_keys", "product_keys") if by_id else ()
     return [
-        _unique(asset, "customer_id, product_id"),
-        _unique(asset, "customer_id, recommendation_rank", UNIQUE_RANK),
+        _unique(asset, f"{customer}, {product}"),
+        _unique(asset, f"{customer}, recommendation_rank", UNIQUE_RANK),
         _in_range(
             asset,
             f"recommendation_score in [0, 1] and recommendation_rank in [1, {max_rank}]",
             "recommendation_score IS NULL OR recommendation_score < 0 OR recommendation_score > 1 "
             f"OR recommendation_rank < 1 OR recommendation_rank > getvariable('{max_rank}')",
-            "customer_id, product_id, recommendation_rank, recommendation_score",
+            f"{customer}, {product}, recommendation_rank, recommendation_score",
         ),
         Invariant(
             ONLY_AVAILABLE_PRODUCTS,
             "every recommended product is in the catalogue, active and in stock (or its stock unknown)",
             f"""
-            SELECT r.customer_id, r.product_id, p.is_active, p.stock_quantity
+            SELECT r.{customer}, r.{product}, p.is_active, p.stock_quantity
             FROM {asset} AS r
-            LEFT JOIN products AS p USING (product_id)
-            WHERE p.product_id IS NULL OR NOT p.is_active OR p.stock_quantity <= 0  -- NULL stock: unknown, in stock
+            LEFT JOIN products AS p USING ({product})
+            WHERE p.{product} IS NULL OR NOT p.is_active OR p.stock_quantity <= 0  -- NULL stock: unknown, in stock
             """,
             needs=("products",),
         ),
@@ -113,34 +126,34 @@ def _recommendations(asset: str, max_rank: str) -> list[Invariant]:
             "no customer is recommended a product they bought up to the as-of time (orders or purchase events)",
             f"""
             WITH bought AS (
-                SELECT customer_id, product_id FROM orders WHERE order_timestamp <= getvariable('as_of')
+                SELECT {customer}, {product} FROM orders WHERE order_timestamp <= getvariable('as_of')
                 UNION
-                SELECT customer_id, product_id FROM customer_product_affinity WHERE purchase_count > 0
+                SELECT {customer}, {product} FROM {affinity} WHERE purchase_count > 0
             )
-            SELECT r.customer_id, r.product_id, r.recommendation_rank
+            SELECT r.{customer}, r.{product}, r.recommendation_rank
             FROM {asset} AS r
-            SEMI JOIN bought USING (customer_id, product_id)
+            SEMI JOIN bought USING ({customer}, {product})
             """,
-            needs=("orders", "customer_product_affinity"),
+            needs=("orders", "customer_product_affinity", *dictionaries),
             applies=lambda tuning: tuning.exclude_purchased,
         ),
         Invariant(
             EVERY_CUSTOMER_SERVED,
             "every known customer (a row of customer_segments) has at least one recommendation",
-            f"SELECT customer_id, customer_segment FROM customer_segments "
-            f"ANTI JOIN (SELECT DISTINCT customer_id FROM {asset}) USING (customer_id)",
-            needs=("customer_segments",),
+            f"SELECT {customer}, customer_segment FROM {segments} "
+            f"ANTI JOIN (SELECT DISTINCT {customer} FROM {asset}) USING ({customer})",
+            needs=("customer_segments", *dictionaries),
         ),
     ]
 
 
 INVARIANTS: dict[str, list[Invariant]] = {
     "customer_segments": [
-        _unique("customer_segments", "customer_id"),
+        _unique("customer_segments", "customer_key"),
         Invariant(
             EVERY_CUSTOMER_SEGMENTED,
             "every known customer has a segment row",
-            "SELECT customer_id FROM customers ANTI JOIN customer_segments USING (customer_id)",
+            "SELECT customer_key FROM customers ANTI JOIN customer_segments USING (customer_key)",
             needs=("customers",),
         ),
         _in_range(
@@ -148,11 +161,11 @@ INVARIANTS: dict[str, list[Invariant]] = {
             f"customer_segment in ({', '.join(SEGMENTS)}) and counts >= 0",
             f"customer_segment IS NULL OR customer_segment NOT IN ({', '.join(repr(s) for s in SEGMENTS)}) "
             "OR event_count < 0 OR order_count < 0",
-            "customer_id, customer_segment, event_count, order_count",
+            "customer_key, customer_segment, event_count, order_count",
         ),
     ],
     "customer_behavior_comprehensive": [
-        _unique("customer_behavior_comprehensive", "customer_id, product_id"),
+        _unique("customer_behavior_comprehensive", "customer_key, product_key"),
         _in_range(
             "customer_behavior_comprehensive",
             # every recency weight is in [0, 1], so their sums lie between 0 and the number of events summed
@@ -164,59 +177,59 @@ INVARIANTS: dict[str, list[Invariant]] = {
             "OR (purchase_count > 0) <> (purchase_recency IS NOT NULL) "
             "OR purchase_recency < 0 OR purchase_recency > purchase_count OR customer_segment IS NULL "
             "OR last_interaction_at > getvariable('as_of') OR last_purchase_at > last_interaction_at",
-            "customer_id, product_id, event_count, purchase_count, recency_sum, purchase_recency, last_interaction_at",
+            "customer_key, product_key, event_count, purchase_count, recency_sum, purchase_recency, last_interaction_at",
         ),
     ],
     "customer_product_affinity": [
-        _unique("customer_product_affinity", "customer_id, product_id"),
+        _unique("customer_product_affinity", "customer_key, product_key"),
         _in_range(
             "customer_product_affinity",
             # event weights may be negative (a cart_remove penalty), so the score itself has no lower bound
             "weighted_affinity_score is set and event counts >= 0",
             "weighted_affinity_score IS NULL OR view_count < 0 OR click_count < 0 OR cart_add_count < 0 "
             "OR cart_remove_count < 0 OR purchase_count < 0",
-            "customer_id, product_id, weighted_affinity_score",
+            "customer_key, product_key, weighted_affinity_score",
         ),
     ],
     "customer_category_preferences": [
-        _unique("customer_category_preferences", "customer_id, category"),
-        _unique("customer_category_preferences", "customer_id, category_rank", UNIQUE_RANK),
+        _unique("customer_category_preferences", "customer_key, category"),
+        _unique("customer_category_preferences", "customer_key, category_rank", UNIQUE_RANK),
         _in_range(
             "customer_category_preferences",
             "weighted_category_score is set and category_rank >= 1",
             "weighted_category_score IS NULL OR category_rank < 1",
-            "customer_id, category, weighted_category_score, category_rank",
+            "customer_key, category, weighted_category_score, category_rank",
         ),
     ],
     "product_popularity": [
-        _unique("product_popularity", "segment, product_id"),
+        _unique("product_popularity", "segment, product_key"),
         _unique("product_popularity", "segment, popularity_rank", UNIQUE_RANK),
         _in_range(
             "product_popularity",
             "popularity_score is set and popularity_rank >= 1",
             "popularity_score IS NULL OR popularity_rank < 1",
-            "segment, product_id, popularity_score, popularity_rank",
+            "segment, product_key, popularity_score, popularity_rank",
         ),
         Invariant(
             ONLY_AVAILABLE_PRODUCTS,
             "every listed product is in the catalogue, active and in stock (or its stock unknown)",
             """
-            SELECT r.segment, r.product_id, p.is_active, p.stock_quantity
+            SELECT r.segment, r.product_key, p.is_active, p.stock_quantity
             FROM product_popularity AS r
-            LEFT JOIN products AS p USING (product_id)
-            WHERE p.product_id IS NULL OR NOT p.is_active OR p.stock_quantity <= 0  -- NULL stock: unknown, in stock
+            LEFT JOIN products AS p USING (product_key)
+            WHERE p.product_key IS NULL OR NOT p.is_active OR p.stock_quantity <= 0  -- NULL stock: unknown, in stock
             """,
             needs=("products",),
         ),
     ],
     "product_repurchase_rates": [
-        _unique("product_repurchase_rates", "product_id"),
+        _unique("product_repurchase_rates", "product_key"),
         _in_range(
             "product_repurchase_rates",
             "0 <= repeat_buyers <= buyers, repeat_rate in (0, 1), recent_trend in [0, 1], repurchase_factor > 0",
             "repeat_buyers < 0 OR repeat_buyers > buyers OR repeat_rate <= 0 OR repeat_rate >= 1 "
             "OR recent_trend < 0 OR recent_trend > 1 OR NOT repurchase_factor > 0",
-            "product_id, buyers, repeat_buyers, repeat_rate, recent_trend, repurchase_factor",
+            "product_key, buyers, repeat_buyers, repeat_rate, recent_trend, repurchase_factor",
         ),
     ],
     "product_similarity": _pairs(
@@ -224,30 +237,30 @@ INVARIANTS: dict[str, list[Invariant]] = {
         "similarity_threshold",
     ),
     "products_bought_together": [
-        _unique("products_bought_together", "product_id_1, product_id_2"),
+        _unique("products_bought_together", "product_key_1, product_key_2"),
         _in_range(
             "products_bought_together",
             "co_purchase_similarity and confidence in (0, 1], co_purchase_count >= min_support, no self pairs",
             "co_purchase_similarity IS NULL OR co_purchase_similarity <= 0 OR co_purchase_similarity > 1 "
             "OR confidence <= 0 OR confidence > 1 OR co_purchase_count < getvariable('min_support') "
-            "OR product_id_1 = product_id_2",
-            "product_id_1, product_id_2, co_purchase_count, co_purchase_similarity, confidence",
+            "OR product_key_1 = product_key_2",
+            "product_key_1, product_key_2, co_purchase_count, co_purchase_similarity, confidence",
         ),
     ],
     "complementary_products": _pairs("complementary_products", "complementary_rank", "complementary_score", "0"),
     "collaborative_item_similarity": _pairs("collaborative_item_similarity", "cf_rank", "cf_similarity", "0"),
     "ease_item_similarity": [
-        _unique("ease_item_similarity", "product_id_1, product_id_2"),
-        _unique("ease_item_similarity", "product_id_1, ease_rank", UNIQUE_RANK),
+        _unique("ease_item_similarity", "product_key_1, product_key_2"),
+        _unique("ease_item_similarity", "product_key_1, ease_rank", UNIQUE_RANK),
         _in_range(
             "ease_item_similarity",
             "ease_weight > 0 (only positive weights are kept), ease_rank >= 1 and no self pairs",
-            "ease_weight IS NULL OR ease_weight <= 0 OR ease_rank < 1 OR product_id_1 = product_id_2",
-            "product_id_1, product_id_2, ease_weight, ease_rank",
+            "ease_weight IS NULL OR ease_weight <= 0 OR ease_rank < 1 OR product_key_1 = product_key_2",
+            "product_key_1, product_key_2, ease_weight, ease_rank",
         ),
     ],
     "product_recommendations": _recommendations("product_recommendations", "candidates_per_customer"),
-    "customer_top_recommendations": _recommendations("customer_top_recommendations", "top_n"),
+    "customer_top_recommendations": _recommendations("customer_top_recommendations", "top_n", by_id=True),
 }
 
 # Purchase events are behaviour from the front-end, order lines the sales record (docs/data_contract.md); a
@@ -260,19 +273,19 @@ SHARES: dict[str, list[Share]] = {
             # the purchase events the table sums: up to the as-of time, of a known customer and product
             """
             SELECT e.event_id FROM customer_interactions AS e SEMI JOIN customer_behavior_comprehensive
-                USING (customer_id, product_id)
+                USING (customer_key, product_key)
             WHERE e.interaction_type = 'purchase' AND e.interaction_timestamp <= getvariable('as_of')
             """,
             """
             SELECT e.event_id, e.customer_id, e.product_id, e.interaction_timestamp
             FROM customer_interactions AS e
-            SEMI JOIN customer_behavior_comprehensive USING (customer_id, product_id)
+            SEMI JOIN customer_behavior_comprehensive USING (customer_key, product_key)
             WHERE e.interaction_type = 'purchase' AND e.interaction_timestamp <= getvariable('as_of')
               AND NOT EXISTS (
                   SELECT 1
                   FROM orders AS o
-                  WHERE o.customer_id = e.customer_id
-                    AND o.product_id = e.product_id
+                  WHERE o.customer_key = e.customer_key
+                    AND o.product_key = e.product_key
                     AND o.order_timestamp
                         BETWEEN e.interaction_timestamp - to_hours(getvariable('purchase_match_hours'))
                             AND e.interaction_timestamp + to_hours(getvariable('purchase_match_hours'))

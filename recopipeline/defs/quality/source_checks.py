@@ -15,6 +15,7 @@ import pandas as pd
 from recopipeline.defs.quality import results
 from recopipeline.lib.contract import SourceContract
 from recopipeline.lib.gx_adapter import Expectation, validate
+from recopipeline.lib.keys import key_columns
 from recopipeline.lib.source_ingest import IngestCounts
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.validation import ALLOWED_VALUES, MINIMUMS
@@ -41,7 +42,8 @@ def source_check_specs(contract: SourceContract) -> list[dg.AssetCheckSpec]:
         ),
         dg.AssetCheckSpec(
             CONTRACT_EXPECTATIONS, asset=contract.name, blocking=True,
-            description="Great Expectations suite from the data contract (columns in order, required values, "
+            description="Great Expectations suite from the data contract (columns in order, then the integer keys; required "
+            "values, "
             "allowed values, amounts, key) on a sample of gx_sample_rows accepted rows.",
         ),
         dg.AssetCheckSpec(
@@ -54,10 +56,12 @@ def source_check_specs(contract: SourceContract) -> list[dg.AssetCheckSpec]:
 
 def contract_suite(contract: SourceContract) -> list[Expectation]:
     """The contract as GX expectations."""
-    suite = [Expectation("ExpectTableColumnsToMatchOrderedList", {"column_list": contract.column_names})]
+    keys = key_columns(contract)
+    suite = [Expectation("ExpectTableColumnsToMatchOrderedList", {"column_list": contract.column_names + keys})]
     suite += [
         Expectation("ExpectColumnValuesToNotBeNull", {"column": c.name}) for c in contract.columns if not c.nullable
     ]
+    suite += [Expectation("ExpectColumnValuesToNotBeNull", {"column": key}) for key in keys]
     suite += [
         Expectation("ExpectColumnValuesToBeInSet", {"column": name, "value_set": list(allowed)})
         for name, allowed in ALLOWED_VALUES.items()

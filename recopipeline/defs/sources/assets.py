@@ -16,6 +16,7 @@ from recopipeline.defs.resources import SourceResource, TuningResource, Warehous
 from recopipeline.defs.stage import KINDS, OWNERS, code_references, describe, publish_if_passed
 from recopipeline.lib.contract import SOURCES, SourceContract
 from recopipeline.lib.ingest import check_location
+from recopipeline.lib.keys import BY_SOURCE, KEY_TYPE, key_columns
 from recopipeline.lib.quarantine import QUARANTINE, quarantine_examples, quarantine_part, quarantine_rows
 from recopipeline.lib.source_ingest import IngestCounts, ingest_source_files, source_references
 from recopipeline.lib.sources import SourceError, source_files
@@ -127,6 +128,13 @@ def _schema(contract: SourceContract) -> dg.TableSchema:
                 constraints=dg.TableColumnConstraints(nullable=c.nullable, unique=contract.key == (c.name,)),
             )
             for c in contract.columns
+        ]
+        + [
+            dg.TableColumn(
+                name=key, type=KEY_TYPE, description="Integer surrogate key (lib/keys.py).",
+                constraints=dg.TableColumnConstraints(nullable=False, unique=contract.name in BY_SOURCE),
+            )
+            for key in key_columns(contract)
         ]
     )
 
