@@ -21,6 +21,8 @@ from recopipeline.defs.resources import (  # noqa: E402
 )
 from recopipeline.defs.stage import AS_OF_TAG  # noqa: E402
 from recopipeline.definitions import defs as load_defs  # noqa: E402
+from recopipeline.lib.contract import SOURCES  # noqa: E402
+from recopipeline.lib.keys import BY_ID, DICTIONARIES, extend_dictionary, key_columns, readable_sql  # noqa: E402
 from recopipeline.lib.warehouse import Warehouse  # noqa: E402
 
 AS_OF = datetime(2026, 10, 1)
@@ -67,11 +69,50 @@ def resources_for(store: Warehouse, source: str = "synthetic:xs", cache_dir: str
     }
 
 
+BY_ID_TABLES = ("customer_top_recommendations",)  # derived tables that name customers and products by id
+
+
 def put(store: Warehouse, asset: str, frame: pd.DataFrame) -> None:
-    """Write a hand-made table as if its asset had been materialized."""
+    """Write a hand-made table as if its asset had been materialized.
+
+    A source gets its integer keys as its ingest gives them (the dictionaries grow by the ids it names, so an
+    event source may come before its customers and products); a derived table written with ids gets the keys of
+    those ids instead.
+    """
     with store.session() as con:
         con.register("frame", frame)
-        store.write(con, asset, "SELECT * FROM frame")
+        query = "SELECT * FROM frame"
+        source = asset in SOURCES and not set(key_columns(SOURCES[asset])) & set(frame.columns)
+        if source or (asset not in SOURCES and asset not in BY_ID_TABLES):
+            for column in frame.columns:
+                base = _id_of(column)
+                if base is not None:
+                    extend_dictionary(store, con, BY_ID[base], f"(SELECT {column} AS {base} FROM frame)")
+            query = _with_keys(store, con, frame, keep_ids=source)
+        store.write(con, asset, query)
+
+
+def _id_of(column: str) -> str | None:
+    """`customer_id` for customer_id, `product_id` for product_id_2; None for a column that names no id."""
+    return next((ident for ident in BY_ID if column == ident or column.startswith(f"{ident}_")), None)
+
+
+def _with_keys(store: Warehouse, con, frame: pd.DataFrame, keep_ids: bool = False) -> str:
+    """SQL for a hand-made table with the key of every `customer_id` / `product_id_2` …: instead of the id, or
+    (`keep_ids`, a source) after the other columns."""
+    selected, keys, joins = [], [], []
+    for column in frame.columns:
+        base = _id_of(column)
+        if base is None or keep_ids:
+            selected.append(f"f.{column}")
+        if base is None:
+            continue
+        dictionary = BY_ID[base]
+        alias = f"d{len(joins)}"
+        joins.append(f"LEFT JOIN {store.scan(dictionary.table)} AS {alias} ON {alias}.{base} = f.{column}")
+        key = f"{alias}.{dictionary.key_column} AS {column.replace(base, dictionary.key_column)}"
+        (keys if keep_ids else selected).append(key)
+    return f"SELECT {', '.join(selected + keys)} FROM frame AS f {' '.join(joins)}"
 
 
 def stage(
@@ -94,7 +135,14 @@ def stage(
 
 
 def table(store: Warehouse, asset: str, order_by: str) -> pd.DataFrame:
-    return store.read(f"SELECT * FROM {asset} ORDER BY {order_by}", inputs=[asset])
+    """The asset's rows as the catalog shows them (ids next to the keys), in `order_by` order."""
+    with store.session([asset, *(d.table for d in DICTIONARIES if store.exists(d.table))]) as con:
+        for d in DICTIONARIES:  # a hand-made warehouse may name only products, or only customers
+            if not store.exists(d.table):
+                con.sql(f"CREATE VIEW {d.table} AS SELECT NULL::VARCHAR AS {d.id_column}, "
+                        f"NULL::INTEGER AS {d.key_column} WHERE false")
+        columns = [row[0] for row in con.sql(f"DESCRIBE SELECT * FROM {asset}").fetchall()]
+        return con.sql(f"SELECT * FROM ({readable_sql(asset, columns)}) ORDER BY {order_by}").df()
 
 
 NOT_NIGHTLY = ("incremental", "evaluation")

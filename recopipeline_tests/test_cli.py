@@ -106,7 +106,7 @@ def test_sql_cannot_change_the_warehouse_or_read_other_files(hand_made, capsys, 
         assert err.count("\n") == 1 and err.startswith("recopipeline: error: ") and message in err, (query, err)
         assert "not for the warehouse's readers" not in out + err
     assert data.read_bytes() == before
-    assert sorted(p.name for p in root.iterdir()) == ["customer_top_recommendations", "customers"]
+    assert sorted(p.name for p in root.iterdir()) == ["customer_keys", "customer_top_recommendations", "customers"]
 
 
 def serving_home(tmp_path, monkeypatch) -> str:

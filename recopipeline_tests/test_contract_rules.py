@@ -154,7 +154,7 @@ def test_a_catalogue_file_may_leave_the_optional_columns_out(definitions, tmp_pa
     result = ingest(definitions, store, folder, selection=["products"])
     assert result.success, failure_messages(result)
     products = accepted(store, "products", "product_id")
-    assert products.columns.tolist() == SOURCES["products"].column_names
+    assert products.columns.tolist() == SOURCES["products"].column_names + ["product_key"]
     assert products.product_id.tolist() == ["P1", "P2"] and products.is_active.tolist() == [True, False]
     assert products[["product_name", "brand", "price", "stock_quantity", "created_at"]].isna().all().all()
 

@@ -78,12 +78,13 @@ def test_ease_weights_match_the_closed_form():
 
 
 def test_ease_neighbours_keep_positive_top_k_and_the_most_bought_items():
-    bought = purchases(("A", "p1"), ("A", "p2"), ("B", "p1"), ("B", "p2"), ("C", "p2"), ("C", "p3"),
-                       ("D", "p4"), ("E", "p1"))
+    bought = pd.DataFrame(  # customer and product keys
+        [(1, 1), (1, 2), (2, 1), (2, 2), (3, 2), (3, 3), (4, 4), (5, 1)], columns=["customer_key", "product_key"]
+    )
     table = fit_item_neighbours(bought, l2=0.5, max_items=3, top_k=1)
-    assert set(table.product_id_1) <= {"p1", "p2", "p3"}  # p4 (one buyer, last by id) is left out
+    assert set(table.product_key_1) <= {1, 2, 3}  # 4 (one buyer, last by key) is left out
     assert (table.ease_weight > 0).all() and (table.ease_rank == 1).all()
-    assert dict(zip(table.product_id_1, table.product_id_2))["p1"] == "p2"  # p1's buyers mostly bought p2
+    assert dict(zip(table.product_key_1, table.product_key_2))[1] == 2  # 1's buyers mostly bought 2
 
 
 def test_a_blend_weight_reruns_only_the_blend():

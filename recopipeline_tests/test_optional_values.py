@@ -72,7 +72,7 @@ def test_only_available_products_accepts_unknown_stock_but_not_zero(warehouse):
         ("all", "P3", 0.5, 3)))
     (rule,) = [i for i in derived.INVARIANTS["product_popularity"] if i.check == derived.ONLY_AVAILABLE_PRODUCTS]
     with warehouse.session(["product_popularity", "products"]) as con:
-        outcome = results.violations(con, rule.check, rule.sql, rule.description)
+        outcome = results.violations(con, rule.check, rule.sql, rule.description, derived.dictionaries(warehouse))
     # P2 is out of stock, P3 is inactive (its unknown stock does not help); P1's unknown stock is in stock
     assert outcome.metadata["violations"].value == 2
     assert "P2" in outcome.metadata["examples"].value and "P3" in outcome.metadata["examples"].value

@@ -81,17 +81,19 @@ def test_published_answers_equal_the_warehouse_tables(built):
         assert answer["variant"] == rows.variant.iloc[0] and answer["cold_start"] is False
 
     popular = store.read(
-        "SELECT product_id FROM product_popularity WHERE segment = 'all' AND popularity_rank <= 20 "
-        "ORDER BY popularity_rank",
-        inputs=["product_popularity"],
+        "SELECT product_id FROM product_popularity JOIN products USING (product_key) "
+        "WHERE segment = 'all' AND popularity_rank <= 20 ORDER BY popularity_rank",
+        inputs=["product_popularity", "products"],
     )
     newcomer = reader.recommend("not-a-customer-yet", limit=50)
     assert newcomer["cold_start"] and newcomer["variant"] == EXPERIMENT.assign("not-a-customer-yet")
     assert [item["product_id"] for item in newcomer["recommendations"]] == list(popular.product_id)
 
     complements = store.read(
-        "SELECT c.product_id_1, c.product_id_2 FROM complementary_products AS c JOIN products AS p "
-        "ON p.product_id = c.product_id_2 AND p.is_active AND p.stock_quantity > 0 ORDER BY 1, complementary_rank",
+        "SELECT a.product_id AS product_id_1, p.product_id AS product_id_2 FROM complementary_products AS c "
+        "JOIN products AS a ON a.product_key = c.product_key_1 "
+        "JOIN products AS p ON p.product_key = c.product_key_2 AND p.is_active AND p.stock_quantity > 0 "
+        "ORDER BY 1, complementary_rank",
         inputs=["complementary_products", "products"],
     )
     product, rows = next(iter(complements.groupby("product_id_1")))

@@ -195,7 +195,7 @@ def test_each_recommendation_invariant_finds_its_violation(blend_inputs, check, 
         columns=["customer_id", "product_id", "recommendation_rank", "recommendation_score"]))
     tuning = Tuning()
     invariants = {i.check: i for i in derived.INVARIANTS["customer_top_recommendations"]}
-    inputs = ["customer_top_recommendations", "products", "orders", "customer_product_affinity", "customer_segments"]
+    inputs = ["customer_top_recommendations", *sorted({name for i in invariants.values() for name in i.needs})]
     with blend_inputs.session(inputs, variables={**tuning.as_dict(), "as_of": AS_OF}) as con:
         outcomes = {name: results.violations(con, name, i.sql, i.description) for name, i in invariants.items()}
     assert [name for name, outcome in outcomes.items() if not outcome.passed] == [check]

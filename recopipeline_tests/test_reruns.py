@@ -7,6 +7,7 @@ import pandas as pd
 
 from recopipeline.lib.contract import SOURCES
 from recopipeline.lib.generator import generate
+from recopipeline.lib.keys import keyed_rows
 from recopipeline.lib.warehouse import Warehouse
 from recopipeline_tests.conftest import AS_OF, stage
 
@@ -19,10 +20,11 @@ EVENT_FILES = 40  # the event tables as many files: the scan hands them to the t
 
 
 def load_split(store: Warehouse, data) -> None:
-    """The synthetic sources as accepted tables, each event source split over EVENT_FILES files."""
-    with store.session() as con:
-        for name, contract in SOURCES.items():
+    """The synthetic sources as accepted tables (with their keys), each event source split over EVENT_FILES files."""
+    for name, contract in SOURCES.items():  # customers and products first: the events read their keys
+        with store.session([r for r in ("customers", "products") if store.exists(r)]) as con:
             rows = f"SELECT {', '.join(contract.column_names)} FROM read_parquet('{data / name}.parquet')"
+            rows = keyed_rows(store, con, contract, rows)
             if contract.event_time is None:
                 store.write(con, name, rows)
                 continue

@@ -2,7 +2,7 @@
 
 The pair join below is the stage's earlier SQL, kept here as the reference: it scores every same-category pair
 that shares a brand or a price band, then ranks. The stage finds the same top K from short lists per brand and
-price; the two must agree row for row (ids, scores, ranks) on catalogues built to break a shortcut: many equal
+price; the two must agree row for row (keys, scores, ranks) on catalogues built to break a shortcut: many equal
 prices, unknown and infinite prices, prices on the band's edge, unknown brands and few brands.
 """
 
@@ -22,43 +22,43 @@ PAIR_JOIN_SQL = """
 -- |a - b| / max(a, b) < band, i.e. a(1 - band) < b < a / (1 - band). An unknown (NULL) brand or price
 -- matches nothing: such a product is similar only through what is known.
 WITH catalogue AS (
-    SELECT product_id, category, brand, price FROM products
+    SELECT product_key, category, brand, price FROM products
 ),
 candidates AS (
-    SELECT a.product_id AS product_id_1, b.product_id AS product_id_2
+    SELECT a.product_key AS product_key_1, b.product_key AS product_key_2
     FROM catalogue AS a
     JOIN catalogue AS b
-      ON a.category = b.category AND a.brand = b.brand AND a.product_id <> b.product_id
+      ON a.category = b.category AND a.brand = b.brand AND a.product_key <> b.product_key
     UNION
-    SELECT a.product_id, b.product_id
+    SELECT a.product_key, b.product_key
     FROM catalogue AS a
     JOIN catalogue AS b
       ON a.category = b.category
      AND b.price > a.price * (1 - getvariable('price_band'))
      AND b.price < a.price / (1 - getvariable('price_band'))
-     AND a.product_id <> b.product_id
+     AND a.product_key <> b.product_key
 ),
 scored AS (
-    SELECT c.product_id_1,
-           c.product_id_2,
+    SELECT c.product_key_1,
+           c.product_key_2,
            1.0                                                               AS category_match,
            CASE WHEN a.brand = b.brand THEN 0.8 ELSE 0.0 END                 AS brand_match,
            CASE WHEN abs(a.price - b.price) / nullif(greatest(a.price, b.price), 0) < getvariable('price_band')
                 THEN 0.6 ELSE 0.0 END                                        AS price_similarity,
            abs(a.price - b.price)                                            AS price_gap
     FROM candidates AS c
-    JOIN catalogue AS a ON a.product_id = c.product_id_1
-    JOIN catalogue AS b ON b.product_id = c.product_id_2
+    JOIN catalogue AS a ON a.product_key = c.product_key_1
+    JOIN catalogue AS b ON b.product_key = c.product_key_2
 )
-SELECT product_id_1,
-       product_id_2,
+SELECT product_key_1,
+       product_key_2,
        category_match,
        brand_match,
        price_similarity,
        round(category_match * 0.4 + brand_match * 0.3 + price_similarity * 0.3, 6) AS attribute_similarity_score,
        row_number() OVER (
-           PARTITION BY product_id_1
-           ORDER BY attribute_similarity_score DESC, price_gap, product_id_2
+           PARTITION BY product_key_1
+           ORDER BY attribute_similarity_score DESC, price_gap, product_key_2
        ) AS similarity_rank
 FROM scored
 WHERE round(category_match * 0.4 + brand_match * 0.3 + price_similarity * 0.3, 6) >= getvariable('similarity_threshold')
@@ -75,7 +75,7 @@ def catalogue(seed: int, products: int, categories: int, brands: int) -> pd.Data
     prices = [PRICES[i] for i in rng.choice(len(PRICES), products, p=_price_weights())]
     brand = rng.integers(0, brands, products)
     return pd.DataFrame({
-        "product_id": [f"P{i:05d}" for i in rng.permutation(products)],
+        "product_key": (rng.permutation(products) + 1).astype("int32"),
         "category": [f"C{c}" for c in rng.integers(0, categories, products)],
         "brand": pd.array([None if rng.random() < 0.1 else f"B{b}" for b in brand], dtype="string"),
         "price": pd.array([None if p is None else str(p) for p in prices], dtype="string"),  # DOUBLE in SQL
@@ -91,7 +91,7 @@ def similarity(frame: pd.DataFrame, sql: str, **values) -> duckdb.DuckDBPyRelati
     con = duckdb.connect()
     con.sql("SET threads = 1")
     con.register("given", frame)
-    con.sql("CREATE TABLE products AS SELECT product_id, category, brand, price::DOUBLE AS price FROM given")
+    con.sql("CREATE TABLE products AS SELECT product_key, category, brand, price::DOUBLE AS price FROM given")
     for name, value in values.items():
         con.sql(f"SET VARIABLE {name} = {value}")
     con.sql(f"CREATE TABLE result AS {sql}")
@@ -116,8 +116,8 @@ def test_neighbour_lists_give_the_pair_joins_rows(values, seed, products, catego
     frame = catalogue(seed, products, categories, brands)
     ours = similarity(frame, load_sql("product_similarity"), **values)
     reference = similarity(frame, PAIR_JOIN_SQL, **values)
-    ours_rows = ours.sql("SELECT * FROM result ORDER BY product_id_1, similarity_rank").fetchall()
-    reference_rows = reference.sql("SELECT * FROM result ORDER BY product_id_1, similarity_rank").fetchall()
+    ours_rows = ours.sql("SELECT * FROM result ORDER BY product_key_1, similarity_rank").fetchall()
+    reference_rows = reference.sql("SELECT * FROM result ORDER BY product_key_1, similarity_rank").fetchall()
     assert ours.sql("DESCRIBE result").fetchall() == reference.sql("DESCRIBE result").fetchall()
     assert len(ours_rows) == len(reference_rows)
     assert ours_rows == reference_rows

@@ -8,11 +8,11 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from recopipeline.defs.quality.derived_checks import derived_check_specs, run_derived_checks
+from recopipeline.defs.quality.derived_checks import derived_check_specs, dictionaries, run_derived_checks
 from recopipeline.defs.quality.results import blocking_failures
 from recopipeline.defs.resources import TuningResource, WarehouseResource
 from recopipeline.lib import settings
-from recopipeline.lib.keys import OWNER
+from recopipeline.lib.keys import OWNER, readable_query
 from recopipeline.lib.stages import NoEventsError, latest_event_time, run_stage, stage
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import Warehouse
@@ -69,7 +69,9 @@ def describe(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, asset: str, s
     """Metadata a data engineer looks at: row count, a preview and the score distribution."""
     scan = warehouse.scan(asset)
     (rows,) = con.sql(f"SELECT count(*) FROM {scan}").fetchall()[0]
-    preview = con.sql(f"SELECT * FROM {scan} LIMIT 10").df()
+    first_rows = f"SELECT * FROM {scan} LIMIT 10"
+    shown = dictionaries(warehouse)  # a table of keys is previewed with the ids next to them
+    preview = con.sql(readable_query(con, first_rows, shown)).df()
     metadata: dict = {
         "dagster/row_count": dg.MetadataValue.int(int(rows)),
         "preview": dg.MetadataValue.md(preview.to_markdown(index=False) if len(preview) else "_empty_"),

@@ -14,6 +14,7 @@ that later fails its checks stay reserved for those ids.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import duckdb
@@ -108,3 +109,30 @@ def with_event_keys(contract: SourceContract, rows: str) -> str:
         joins.append(f"LEFT JOIN {dictionary.source} AS {alias} USING ({column})")
         keys.append(f"{alias}.{dictionary.key_column}")
     return f"SELECT r.*, {', '.join(keys)} FROM ({rows}) AS r {' '.join(joins)}"
+
+
+_KEY_COLUMN = re.compile(r"^(customer|product)_key(_\d+)?$")
+
+
+def readable_sql(table: str, columns: list[str], dictionaries: dict[str, str] | None = None) -> str:
+    """SQL for the rows of `table` (whose columns are `columns`) with the ids next to their keys, for people:
+    a `customer_key` gets its `customer_id`, a `product_key_2` its `product_id_2`, from the dictionaries (tables
+    or views of their names, or only the relations `dictionaries` gives by name). A table without keys, or with
+    its ids already, reads as it is."""
+    selected, joins = [], []
+    for column in columns:
+        match = _KEY_COLUMN.match(column)
+        ident = match and f"{match.group(1)}_id{match.group(2) or ''}"
+        dictionary = match and BY_ID[f"{match.group(1)}_id"]
+        if match and ident not in columns and (dictionaries is None or dictionary.table in dictionaries):
+            alias = f"d{len(joins)}"
+            relation = dictionaries[dictionary.table] if dictionaries else dictionary.table
+            joins.append(f"LEFT JOIN {relation} AS {alias} ON {alias}.{dictionary.key_column} = t.{column}")
+            selected.append(f"{alias}.{dictionary.id_column} AS {ident}")
+        selected.append(f"t.{column}")
+    return f"SELECT {', '.join(selected)} FROM {table} AS t {' '.join(joins)}"
+
+
+def readable_query(con: duckdb.DuckDBPyConnection, sql: str, dictionaries: dict[str, str] | None = None) -> str:
+    """`readable_sql` for the result of a query in `con`."""
+    return readable_sql(f"({sql})", con.sql(f"SELECT * FROM ({sql}) LIMIT 0").columns, dictionaries)

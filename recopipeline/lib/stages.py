@@ -179,7 +179,7 @@ STAGES: tuple[Stage, ...] = (
         kinds=frozenset({"numpy"}), split=Split.CUSTOMERS, rows_in_order=True,
     ),
     Stage(
-        "customer_top_recommendations", "recommendations", ("product_recommendations", "customers", "products"),
+        "customer_top_recommendations", "recommendations", ("product_recommendations", "customer_keys", "products"),
         "Each customer's top N recommendations with type, score and evidence.",
         order_by="customer_id, recommendation_rank", score_column="recommendation_score", split=Split.CUSTOMERS,
     ),

@@ -258,15 +258,26 @@ class Warehouse:
         return sorted(p.name for p in root.iterdir() if p.is_dir() and _IDENTIFIER.match(p.name) and self.files(p.name))
 
     def refresh_catalog(self) -> str | None:
-        """Rebuild `catalog.duckdb` with one view per materialized asset; swapped in by rename."""
+        """Rebuild `catalog.duckdb` with one view per materialized asset; swapped in by rename.
+
+        A table that stores integer keys shows each key's id next to it (lib/keys.py).
+        """
+        from recopipeline.lib.keys import DICTIONARIES, readable_sql  # keys builds on this module
+
         if is_remote(self.root):
             return None
         remove_leftovers(self.root, prefix="catalog.duckdb.")
         temp = f"{self.catalog_path}.{uuid.uuid4().hex}.tmp"
         con = duckdb.connect(temp)
         try:
-            for name in self.assets():
-                run(con, f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {self.scan(name)}")
+            dictionaries = [d.table for d in DICTIONARIES]
+            names = self.assets()
+            keyed = all(table in names for table in dictionaries)
+            for name in sorted(names, key=lambda n: (n not in dictionaries, n)):  # the views join the dictionaries
+                stored = f"(SELECT * FROM {self.scan(name)})"
+                columns = [row[0] for row in run(con, f"DESCRIBE SELECT * FROM {stored}")]
+                view = readable_sql(stored, columns) if keyed else f"SELECT * FROM {stored}"
+                run(con, f"CREATE OR REPLACE VIEW {name} AS {view}")
         finally:
             con.close()
         os.replace(temp, self.catalog_path)

@@ -12,6 +12,6 @@ SELECT c.customer_id,
        r.evidence,
        r.variant
 FROM product_recommendations AS r
-JOIN customers AS c USING (customer_key)
+JOIN customer_keys AS c USING (customer_key)
 JOIN products AS p USING (product_key)
 WHERE r.recommendation_rank <= getvariable('top_n')

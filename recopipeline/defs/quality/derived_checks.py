@@ -17,6 +17,7 @@ import dagster as dg
 
 from recopipeline.defs.quality import results
 from recopipeline.lib.gx_adapter import Expectation, validate
+from recopipeline.lib.keys import DICTIONARIES
 from recopipeline.lib.tuning import STRATEGIES, Tuning
 from recopipeline.lib.warehouse import Warehouse
 
@@ -328,6 +329,11 @@ def derived_check_specs(asset: str) -> list[dg.AssetCheckSpec]:
     return checks
 
 
+def dictionaries(store: Warehouse) -> dict[str, str] | None:
+    """The warehouse's key dictionaries as relations, for examples that show ids next to keys."""
+    return {d.table: store.scan(d.table) for d in DICTIONARIES if store.exists(d.table)}
+
+
 def run_derived_checks(
     context: dg.AssetExecutionContext, store: Warehouse, tuning: Tuning, asset: str, as_of: datetime
 ) -> list[dg.AssetCheckResult]:
@@ -341,7 +347,9 @@ def run_derived_checks(
     with store.session([asset, *needs], variables={**tuning.as_dict(), "as_of": as_of}) as con:
         for invariant in invariants:
             if invariant.applies(tuning):
-                checked.append(results.violations(con, invariant.check, invariant.sql, invariant.description))
+                checked.append(results.violations(
+                    con, invariant.check, invariant.sql, invariant.description, dictionaries(store)
+                ))
             else:
                 checked.append(dg.AssetCheckResult(
                     check_name=invariant.check, passed=True, description="not applicable with these tuning values"

@@ -10,6 +10,7 @@ import duckdb
 import pandas as pd
 
 from recopipeline.lib.gx_adapter import SuiteResult
+from recopipeline.lib.keys import readable_query
 
 EXAMPLES = 5
 WARN = dg.AssetCheckSeverity.WARN
@@ -25,9 +26,16 @@ def markdown(frame: pd.DataFrame) -> dg.MetadataValue:
     return dg.MetadataValue.md(frame.to_markdown(index=False) if len(frame) else "_none_")
 
 
-def violations(con: duckdb.DuckDBPyConnection, check_name: str, sql: str, description: str) -> dg.AssetCheckResult:
-    """A check that passes when `sql` (one row per violation) returns no rows; exact, over the whole table."""
-    found = con.sql(f"SELECT count(*) OVER () AS violations, * FROM ({sql}) LIMIT {EXAMPLES}").df()
+def violations(
+    con: duckdb.DuckDBPyConnection, check_name: str, sql: str, description: str,
+    dictionaries: dict[str, str] | None = None,
+) -> dg.AssetCheckResult:
+    """A check that passes when `sql` (one row per violation) returns no rows; exact, over the whole table.
+
+    With the key dictionaries (relations by name, lib/keys.py), the examples show the ids next to the keys.
+    """
+    shown = readable_query(con, sql, dictionaries) if dictionaries is not None else sql
+    found = con.sql(f"SELECT count(*) OVER () AS violations, * FROM ({shown}) LIMIT {EXAMPLES}").df()
     count = int(found["violations"].iloc[0]) if len(found) else 0
     return dg.AssetCheckResult(
         check_name=check_name,
