@@ -15,12 +15,12 @@ buyers AS (
     SELECT product_key, count(*) AS buyer_count FROM first_last GROUP BY product_key
 ),
 sequential AS (
-    SELECT t.product_key_1, t.product_key_2, count(*) AS sequential_purchase_count
-    FROM products_bought_together AS t
-    JOIN first_last AS a ON a.product_key = t.product_key_1
-    JOIN first_last AS b ON b.customer_key = a.customer_key AND b.product_key = t.product_key_2
-    WHERE b.last_bought_at > a.first_bought_at
-    GROUP BY t.product_key_1, t.product_key_2
+    -- per customer, each bought product with each one bought again later, kept for the pairs bought together
+    SELECT a.product_key AS product_key_1, b.product_key AS product_key_2, count(*) AS sequential_purchase_count
+    FROM first_last AS a
+    JOIN first_last AS b ON b.customer_key = a.customer_key AND b.last_bought_at > a.first_bought_at
+    SEMI JOIN products_bought_together AS t ON t.product_key_1 = a.product_key AND t.product_key_2 = b.product_key
+    GROUP BY a.product_key, b.product_key
 ),
 scored AS (
     SELECT t.product_key_1,
