@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from recopipeline.lib import settings
+from recopipeline.lib import gx_adapter, settings
 from recopipeline.lib.run_config import merge
 from recopipeline.run_progress import Progress, RunSummary, RunWatcher, condense
 
@@ -107,6 +107,8 @@ def materialize(
     tags[LAUNCHED_BY_TAG] = _this_process()
     watcher = RunWatcher(instance, {LAUNCHED_BY_TAG: tags[LAUNCHED_BY_TAG]}, progress)
     watcher.start()
+    if planned == "in_process":
+        gx_adapter.preload()  # its checks validate in this process: the import overlaps the ingest
     try:
         with dg.execute_job(
             dg.reconstructable(JOBS[job]), instance=instance, run_config=config, tags=tags, asset_selection=keys,

@@ -5,12 +5,15 @@ pandas DataFrame of at most `gx_sample_rows` rows (a sample DuckDB draws) and va
 context: nothing is written to disk and analytics are off. Rules that need the whole table (uniqueness,
 coverage) run as exact DuckDB aggregates instead; docs/data_quality.md says which rule runs where.
 
-GX is imported on first use only: it takes seconds, and most pipeline steps never need it.
+GX is imported on first use only: it takes seconds, and most pipeline steps never need it. A run that will
+validate in this process can start the import early, in the background (`preload`), while its first steps read
+the sources.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +74,17 @@ class SuiteResult:
                 f"| {o.expectation} | {o.target} | {'pass' if o.success else '**FAIL**'} | {unexpected} | {shown} |"
             )
         return "\n".join(lines)
+
+
+def preload() -> threading.Thread:
+    """Import GX in a background thread (a later import in any thread waits for it, then finds it loaded)."""
+    thread = threading.Thread(target=_import_gx, name="gx-preload", daemon=True)
+    thread.start()
+    return thread
+
+
+def _import_gx() -> None:
+    import great_expectations  # noqa: F401
 
 
 def validate(frame: pd.DataFrame, suite: str, expectations: Sequence[Expectation]) -> SuiteResult:
