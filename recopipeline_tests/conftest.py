@@ -22,7 +22,13 @@ from recopipeline.defs.resources import (  # noqa: E402
 from recopipeline.defs.stage import AS_OF_TAG  # noqa: E402
 from recopipeline.definitions import defs as load_defs  # noqa: E402
 from recopipeline.lib.contract import SOURCES  # noqa: E402
-from recopipeline.lib.keys import BY_ID, DICTIONARIES, extend_dictionary, key_columns, readable_sql  # noqa: E402
+from recopipeline.lib.keys import (  # noqa: E402
+    BY_ID,
+    dictionary_relations,
+    extend_dictionary,
+    key_columns,
+    readable_query,
+)
 from recopipeline.lib.warehouse import Warehouse  # noqa: E402
 
 AS_OF = datetime(2026, 10, 1)
@@ -136,13 +142,9 @@ def stage(
 
 def table(store: Warehouse, asset: str, order_by: str) -> pd.DataFrame:
     """The asset's rows as the catalog shows them (ids next to the keys), in `order_by` order."""
-    with store.session([asset, *(d.table for d in DICTIONARIES if store.exists(d.table))]) as con:
-        for d in DICTIONARIES:  # a hand-made warehouse may name only products, or only customers
-            if not store.exists(d.table):
-                con.sql(f"CREATE VIEW {d.table} AS SELECT NULL::VARCHAR AS {d.id_column}, "
-                        f"NULL::INTEGER AS {d.key_column} WHERE false")
-        columns = [row[0] for row in con.sql(f"DESCRIBE SELECT * FROM {asset}").fetchall()]
-        return con.sql(f"SELECT * FROM ({readable_sql(asset, columns)}) ORDER BY {order_by}").df()
+    with store.session([asset]) as con:
+        readable = readable_query(con, f"SELECT * FROM {asset}", dictionary_relations(store))
+        return con.sql(f"SELECT * FROM ({readable}) ORDER BY {order_by}").df()
 
 
 NOT_NIGHTLY = ("incremental", "evaluation")

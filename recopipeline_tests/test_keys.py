@@ -3,9 +3,14 @@ joined back where people read the tables."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import pytest
+
 from recopipeline.lib.contract import SOURCES
+from recopipeline.lib.keys import DictionaryError, keyed_rows
+from recopipeline.lib.readonly_sql import query
 from recopipeline.lib.warehouse import Warehouse
 from recopipeline_tests.conftest import materialize_assets, resources_for
 
@@ -76,3 +81,20 @@ def test_the_catalog_shows_the_ids_next_to_the_keys(definitions, tmp_path):
     shown = store.query_catalog("SELECT * FROM customer_product_affinity")
     assert list(shown.columns) == ["customer_id", "customer_key", "product_id", "product_key", "weighted_affinity_score"]
     assert list(shown.itertuples(index=False, name=None)) == [("C2", 2, "P1", 1, 1.0)]
+
+
+def test_recopipeline_sql_reads_the_ids_of_a_table_of_keys(definitions, tmp_path):
+    store = Warehouse(str(tmp_path / "warehouse"), memory_limit="1GB", threads=2)
+    ingest(definitions, store, write(tmp_path / "input", ["C1", "C2"], ["P1", "P2"], [("C2", "P1")]))
+    with store.session(["customer_interactions"]) as con:
+        store.write(con, "customer_product_affinity", "SELECT customer_key, product_key FROM customer_interactions")
+    found = query(store, "SELECT customer_id, product_id, customer_key FROM customer_product_affinity")
+    assert list(found.itertuples(index=False, name=None)) == [("C2", "P1", 2)]
+
+
+def test_a_lost_dictionary_stops_the_ingest_instead_of_numbering_again(definitions, tmp_path):
+    store = Warehouse(str(tmp_path / "warehouse"), memory_limit="1GB", threads=2)
+    ingest(definitions, store, write(tmp_path / "input", ["C1", "C2"], ["P1"], []))
+    shutil.rmtree(store.asset_dir("customer_keys"))
+    with store.session() as con, pytest.raises(DictionaryError, match="'customer_keys' is missing but 'customers'"):
+        keyed_rows(store, con, SOURCES["customers"], "SELECT 'C3' AS customer_id")

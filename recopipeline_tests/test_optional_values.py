@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from recopipeline.defs.publish.assets import INPUTS as PUBLISHED_INPUTS
 from recopipeline.defs.quality import derived_checks as derived
 from recopipeline.defs.quality import results
+from recopipeline.lib.keys import dictionary_relations
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import load_sql, run
 from recopipeline_tests.conftest import AS_OF, put, rows, stage, table
@@ -72,7 +74,7 @@ def test_only_available_products_accepts_unknown_stock_but_not_zero(warehouse):
         ("all", "P3", 0.5, 3)))
     (rule,) = [i for i in derived.INVARIANTS["product_popularity"] if i.check == derived.ONLY_AVAILABLE_PRODUCTS]
     with warehouse.session(["product_popularity", "products"]) as con:
-        outcome = results.violations(con, rule.check, rule.sql, rule.description, derived.dictionaries(warehouse))
+        outcome = results.violations(con, rule.check, rule.sql, rule.description, dictionary_relations(warehouse))
     # P2 is out of stock, P3 is inactive (its unknown stock does not help); P1's unknown stock is in stock
     assert outcome.metadata["violations"].value == 2
     assert "P2" in outcome.metadata["examples"].value and "P3" in outcome.metadata["examples"].value
@@ -112,10 +114,8 @@ def test_serving_lists_show_an_unknown_name_as_the_id_and_keep_unknown_stock(war
     put(warehouse, "customer_top_recommendations", frame(
         "customer_id recommendation_rank product_id product_name recommendation_type recommendation_score "
         "evidence variant", ("C1", 1, "P3", "p3", "popular", 1.0, "popular:all", "control")))
-    inputs = ["products", "product_similarity", "complementary_products", "products_bought_together",
-              "product_popularity", "customer_top_recommendations"]
     variables = {**Tuning().as_dict(), "relations_per_product": 10}
-    with warehouse.session(inputs, variables=variables) as con:
+    with warehouse.session(PUBLISHED_INPUTS, variables=variables) as con:
         relations = con.sql(f"SELECT * FROM ({load_sql('serving_product_relations')}) ORDER BY 1, 2, 3").df()
         run(con, "CREATE TEMP TABLE serving_variants AS SELECT 'control' AS variant")
         served = con.sql(f"SELECT * FROM ({load_sql('serving_customer_recommendations')}) ORDER BY 1, 3").df()

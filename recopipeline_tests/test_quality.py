@@ -225,7 +225,7 @@ def test_every_check_passes_on_synthetic_sources_with_readable_metadata(definiti
     result = run(definitions, store, list(SOURCES))
     assert result.success
     evaluations = result.get_asset_check_evaluations()
-    assert len(evaluations) == 4 * len(SOURCES) and all(e.passed for e in evaluations)
+    assert len(evaluations) == 5 * len(SOURCES) and all(e.passed for e in evaluations)
     suite = evaluation(result, "customer_interactions", sources.CONTRACT_EXPECTATIONS)
     assert suite.metadata["sample_rows"].value == Tuning().gx_sample_rows < suite.metadata["table_rows"].value
     assert "expect_column_values_to_be_in_set" in suite.metadata["expectations"].value

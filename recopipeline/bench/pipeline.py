@@ -12,7 +12,6 @@ from pathlib import Path
 from recopipeline.lib.contract import SOURCES
 from recopipeline.lib.ingest import RAW_INPUT, load_raw, raw_types
 from recopipeline.lib.keys import keyed_rows
-from recopipeline.lib.source_ingest import source_references
 from recopipeline.lib.sources import source_files
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.validation import typed_columns
@@ -23,7 +22,7 @@ def ingest_source(store: Warehouse, location: Path, source: str) -> int:
     """Copy one contract source from its files into the warehouse, typed as the contract says (no validation:
     for inputs already known to be clean, such as the evaluation's splits)."""
     contract = SOURCES[source]
-    with store.session(source_references(contract)) as con:
+    with store.session() as con:
         run(con, "SET TimeZone = 'UTC'")
         load_raw(con, contract, source_files(location, contract))
         typed = f"SELECT {', '.join(typed_columns(contract, raw_types(con)))} FROM {RAW_INPUT}"

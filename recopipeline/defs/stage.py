@@ -8,11 +8,11 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from recopipeline.defs.quality.derived_checks import derived_check_specs, dictionaries, run_derived_checks
+from recopipeline.defs.quality.derived_checks import derived_check_specs, run_derived_checks
 from recopipeline.defs.quality.results import blocking_failures
 from recopipeline.defs.resources import TuningResource, WarehouseResource
 from recopipeline.lib import settings
-from recopipeline.lib.keys import OWNER, readable_query
+from recopipeline.lib.keys import OWNER, dictionary_relations, readable_query
 from recopipeline.lib.stages import NoEventsError, latest_event_time, run_stage, stage
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import Warehouse
@@ -70,7 +70,7 @@ def describe(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, asset: str, s
     scan = warehouse.scan(asset)
     (rows,) = con.sql(f"SELECT count(*) FROM {scan}").fetchall()[0]
     first_rows = f"SELECT * FROM {scan} LIMIT 10"
-    shown = dictionaries(warehouse)  # a table of keys is previewed with the ids next to them
+    shown = dictionary_relations(warehouse)  # a table of keys is previewed with the ids next to them
     preview = con.sql(readable_query(con, first_rows, shown)).df()
     metadata: dict = {
         "dagster/row_count": dg.MetadataValue.int(int(rows)),
@@ -98,7 +98,7 @@ def stage_asset(name: str) -> dg.AssetsDefinition:
     @dg.asset(
         name=name,
         group_name=spec.group,
-        deps=list(dict.fromkeys(OWNER.get(name, name) for name in spec.inputs)),  # a key dictionary: its source
+        deps=list(dict.fromkeys(OWNER.get(table, table) for table in spec.inputs)),  # a dictionary: its source
         description=spec.description,
         pool=name,  # one writer of this asset at a time across runs (dagster.yaml: pools default_limit 1)
         kinds=KINDS | spec.kinds,

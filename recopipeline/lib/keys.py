@@ -9,18 +9,22 @@ refreshes. The derived stages join, group and sort on these integers; the origin
 come back where people read them (customer_top_recommendations, the serving tables, the catalog views).
 
 A dictionary is written before the rows that use it and is never shrunk: keys given to the rows of an ingest
-that later fails its checks stay reserved for those ids.
+that later fails its checks stay reserved for those ids. A dictionary that goes missing while its source still
+holds keys is never started again from 1 (the ingest fails and says so).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import duckdb
 
 from recopipeline.lib.contract import SourceContract
-from recopipeline.lib.warehouse import Warehouse, run
+
+if TYPE_CHECKING:  # the warehouse builds its catalog views with readable_sql
+    from recopipeline.lib.warehouse import Warehouse
 
 
 @dataclass(frozen=True)
@@ -39,14 +43,38 @@ DICTIONARIES = (
     KeyDictionary("products", "product_id", "product_key"),
 )
 BY_SOURCE = {d.source: d for d in DICTIONARIES}
-OWNER = {d.table: d.source for d in DICTIONARIES}  # dictionary table -> the source ingest that writes it
 BY_ID = {d.id_column: d for d in DICTIONARIES}
+OWNER = {d.table: d.source for d in DICTIONARIES}  # dictionary table -> the source ingest that writes it
 KEY_TYPE = "INTEGER"
+MISSING_KEY = "an accepted row has no key in the dictionaries"
+
+
+class DictionaryError(RuntimeError):
+    """A key dictionary is missing while its source still holds keys."""
 
 
 def key_columns(contract: SourceContract) -> list[str]:
     """The key columns the warehouse table of a source adds to the contract's columns, in order."""
     return [BY_ID[c].key_column for c in contract.column_names if c in BY_ID]
+
+
+def dictionary_relations(store: Warehouse) -> dict[str, str]:
+    """The warehouse's dictionaries that exist, as table expressions by name."""
+    return {d.table: store.scan(d.table) for d in DICTIONARIES if _has_files(store, d.table)}
+
+
+def _has_files(store: Warehouse, table: str) -> bool:
+    return bool(store.files(table)) if "://" not in store.root else _remote_exists(store, table)
+
+
+def _remote_exists(store: Warehouse, table: str) -> bool:
+    """Whether an asset on object storage has files (`Warehouse.exists` assumes it does)."""
+    with store.session() as con:
+        try:
+            con.execute(f"SELECT 1 FROM {store.scan(table)} LIMIT 1").fetchall()
+        except duckdb.IOException:
+            return False
+    return True
 
 
 def extend_dictionary(store: Warehouse, con: duckdb.DuckDBPyConnection, dictionary: KeyDictionary, ids: str) -> int:
@@ -55,59 +83,82 @@ def extend_dictionary(store: Warehouse, con: duckdb.DuckDBPyConnection, dictiona
     Leaves the whole dictionary as the temp table `<dictionary.table>` in `con`; returns the keys added.
     """
     ident, key, table = dictionary.id_column, dictionary.key_column, dictionary.table
-    known = store.scan(table) if store.exists(table) else f"(SELECT NULL::VARCHAR AS {ident}, NULL::{KEY_TYPE} AS {key} WHERE false)"
-    run(con, f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {ident}, {key}::{KEY_TYPE} AS {key} FROM {known}")
-    run(
-        con,
+    if _has_files(store, table):
+        known = store.scan(table)
+    else:
+        _refuse_restart(store, dictionary)
+        known = f"(SELECT NULL::VARCHAR AS {ident}, NULL::{KEY_TYPE} AS {key} WHERE false)"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {ident}, {key}::{KEY_TYPE} AS {key} FROM {known}")
+    con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE new_keys AS
         SELECT {ident},
-               ((SELECT coalesce(max({key}), 0) FROM {table}) + row_number() OVER (ORDER BY {ident}))::{KEY_TYPE} AS {key}
+               ((SELECT coalesce(max({key}), 0) FROM {table})
+                + row_number() OVER (ORDER BY {ident}))::{KEY_TYPE} AS {key}
         FROM (SELECT DISTINCT {ident} FROM {ids} WHERE {ident} IS NOT NULL
               EXCEPT SELECT {ident} FROM {table})
-        """,
+        """
     )
-    (added,) = run(con, "SELECT count(*) FROM new_keys")[0]
+    (added,) = con.execute("SELECT count(*) FROM new_keys").fetchall()[0]
     if added:
-        run(con, f"INSERT INTO {table} SELECT * FROM new_keys")
+        con.execute(f"INSERT INTO {table} SELECT * FROM new_keys")
         store.write(con, table, f"SELECT * FROM {table}", order_by=key)
-    run(con, "DROP TABLE new_keys")
+    con.execute("DROP TABLE new_keys")
     return int(added)
+
+
+def _refuse_restart(store: Warehouse, dictionary: KeyDictionary) -> None:
+    """Numbering again from 1 would give the keys the source's rows hold to other ids."""
+    if not _has_files(store, dictionary.source):
+        return
+    with store.session([dictionary.source]) as con:
+        columns = con.sql(f"SELECT * FROM {dictionary.source} LIMIT 0").columns
+        if dictionary.key_column not in columns:
+            return  # a warehouse from before the keys: its tables are keyed from scratch
+        (keyed,) = con.execute(
+            f"SELECT count({dictionary.key_column}) FROM {dictionary.source}"
+        ).fetchall()[0]
+    if keyed:
+        raise DictionaryError(
+            f"the key dictionary '{dictionary.table}' is missing but '{dictionary.source}' holds keys: "
+            f"restore {store.asset_dir(dictionary.table)} (new keys would be given to other ids)"
+        )
 
 
 def keyed_rows(store: Warehouse, con: duckdb.DuckDBPyConnection, contract: SourceContract, rows: str) -> str:
     """SQL for a source's rows as the warehouse holds them: the contract's columns, then their keys.
 
-    A dimension source first extends its dictionary with its new ids; an event source reads its customer's and
-    product's keys from the `customers` and `products` tables, which `con` must have as views.
+    A dimension source first extends its dictionary with its new ids. An event source reads its customer's and
+    product's keys from the dictionaries, which hold every id ever accepted; a row whose key cannot be found
+    (an id never accepted) fails the statement that reads it rather than losing its key.
     """
     if contract.name in BY_SOURCE:
         dictionary = BY_SOURCE[contract.name]
-        run(con, f"CREATE OR REPLACE TEMP TABLE source_ids AS SELECT {dictionary.id_column} FROM ({rows})")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE source_ids AS SELECT {dictionary.id_column} FROM ({rows})")
         extend_dictionary(store, con, dictionary, "source_ids")
-        return with_dimension_key(dictionary, rows)
+        return _with_keys(contract, rows, {dictionary.table: dictionary.table})
     if key_columns(contract):
-        return with_event_keys(contract, rows)
+        used = [BY_ID[c] for c in contract.column_names if c in BY_ID]
+        for dictionary in used:
+            if not _has_files(store, dictionary.table):
+                raise DictionaryError(
+                    f"'{contract.name}' needs the key dictionary '{dictionary.table}': ingest {dictionary.source} first"
+                )
+        return _with_keys(contract, rows, {d.table: store.scan(d.table) for d in used})
     return rows
 
 
-def with_dimension_key(dictionary: KeyDictionary, rows: str) -> str:
-    """SQL for the rows of a dimension source with their key (from the session's dictionary table) last."""
-    return (
-        f"SELECT r.*, d.{dictionary.key_column} FROM ({rows}) AS r "
-        f"LEFT JOIN {dictionary.table} AS d USING ({dictionary.id_column})"
-    )
-
-
-def with_event_keys(contract: SourceContract, rows: str) -> str:
-    """SQL for the rows of an event source with their customer's and product's keys (from the reference
-    tables of the session, `customers` and `products`) last."""
+def _with_keys(contract: SourceContract, rows: str, dictionaries: dict[str, str]) -> str:
+    """The rows with the key of each of their ids last, from the dictionaries (table expressions by name)."""
     joins, keys = [], []
     for number, column in enumerate(c for c in contract.column_names if c in BY_ID):
         dictionary = BY_ID[column]
         alias = f"k{number}"
-        joins.append(f"LEFT JOIN {dictionary.source} AS {alias} USING ({column})")
-        keys.append(f"{alias}.{dictionary.key_column}")
+        joins.append(f"LEFT JOIN {dictionaries[dictionary.table]} AS {alias} USING ({column})")
+        keys.append(
+            f"coalesce({alias}.{dictionary.key_column}, error('{MISSING_KEY}: ' || r.{column})) "
+            f"AS {dictionary.key_column}"
+        )
     return f"SELECT r.*, {', '.join(keys)} FROM ({rows}) AS r {' '.join(joins)}"
 
 
@@ -117,8 +168,8 @@ _KEY_COLUMN = re.compile(r"^(customer|product)_key(_\d+)?$")
 def readable_sql(table: str, columns: list[str], dictionaries: dict[str, str] | None = None) -> str:
     """SQL for the rows of `table` (whose columns are `columns`) with the ids next to their keys, for people:
     a `customer_key` gets its `customer_id`, a `product_key_2` its `product_id_2`, from the dictionaries (tables
-    or views of their names, or only the relations `dictionaries` gives by name). A table without keys, or with
-    its ids already, reads as it is."""
+    or views of their names, or only the table expressions `dictionaries` gives by name). A table without keys,
+    or with its ids already, reads as it is."""
     selected, joins = [], []
     for column in columns:
         match = _KEY_COLUMN.match(column)

@@ -31,6 +31,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from recopipeline.lib.keys import DICTIONARIES, readable_sql
+
 SQL_DIR = Path(__file__).parents[1] / "sql"
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _PARTITION = re.compile(r"^[A-Za-z0-9_\-:]+$")
@@ -262,22 +264,18 @@ class Warehouse:
 
         A table that stores integer keys shows each key's id next to it (lib/keys.py).
         """
-        from recopipeline.lib.keys import DICTIONARIES, readable_sql  # keys builds on this module
-
         if is_remote(self.root):
             return None
         remove_leftovers(self.root, prefix="catalog.duckdb.")
         temp = f"{self.catalog_path}.{uuid.uuid4().hex}.tmp"
         con = duckdb.connect(temp)
         try:
-            dictionaries = [d.table for d in DICTIONARIES]
             names = self.assets()
-            keyed = all(table in names for table in dictionaries)
-            for name in sorted(names, key=lambda n: (n not in dictionaries, n)):  # the views join the dictionaries
+            dictionaries = {d.table: d.table for d in DICTIONARIES if d.table in names}  # views, made first
+            for name in sorted(names, key=lambda n: (n not in dictionaries, n)):
                 stored = f"(SELECT * FROM {self.scan(name)})"
                 columns = [row[0] for row in run(con, f"DESCRIBE SELECT * FROM {stored}")]
-                view = readable_sql(stored, columns) if keyed else f"SELECT * FROM {stored}"
-                run(con, f"CREATE OR REPLACE VIEW {name} AS {view}")
+                run(con, f"CREATE OR REPLACE VIEW {name} AS {readable_sql(stored, columns, dictionaries)}")
         finally:
             con.close()
         os.replace(temp, self.catalog_path)

@@ -31,5 +31,5 @@ SELECT p.product_id,
        r.score
 FROM relations AS r
 JOIN available AS a ON a.product_key = r.related_product_key
-JOIN products AS p ON p.product_key = r.product_key
+JOIN product_keys AS p ON p.product_key = r.product_key  -- the page's product may have left the catalogue
 QUALIFY rank <= getvariable('relations_per_product')

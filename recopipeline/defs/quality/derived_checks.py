@@ -17,7 +17,7 @@ import dagster as dg
 
 from recopipeline.defs.quality import results
 from recopipeline.lib.gx_adapter import Expectation, validate
-from recopipeline.lib.keys import DICTIONARIES
+from recopipeline.lib.keys import dictionary_relations
 from recopipeline.lib.tuning import STRATEGIES, Tuning
 from recopipeline.lib.warehouse import Warehouse
 
@@ -329,11 +329,6 @@ def derived_check_specs(asset: str) -> list[dg.AssetCheckSpec]:
     return checks
 
 
-def dictionaries(store: Warehouse) -> dict[str, str] | None:
-    """The warehouse's key dictionaries as relations, for examples that show ids next to keys."""
-    return {d.table: store.scan(d.table) for d in DICTIONARIES if store.exists(d.table)}
-
-
 def run_derived_checks(
     context: dg.AssetExecutionContext, store: Warehouse, tuning: Tuning, asset: str, as_of: datetime
 ) -> list[dg.AssetCheckResult]:
@@ -344,12 +339,11 @@ def run_derived_checks(
     shares = SHARES.get(asset, [])
     needs = sorted({name for rule in [*invariants, *shares] for name in rule.needs} - {asset})
     checked: list[dg.AssetCheckResult] = []
+    shown = dictionary_relations(store)  # the examples show the ids next to the keys
     with store.session([asset, *needs], variables={**tuning.as_dict(), "as_of": as_of}) as con:
         for invariant in invariants:
             if invariant.applies(tuning):
-                checked.append(results.violations(
-                    con, invariant.check, invariant.sql, invariant.description, dictionaries(store)
-                ))
+                checked.append(results.violations(con, invariant.check, invariant.sql, invariant.description, shown))
             else:
                 checked.append(dg.AssetCheckResult(
                     check_name=invariant.check, passed=True, description="not applicable with these tuning values"

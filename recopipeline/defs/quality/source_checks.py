@@ -2,6 +2,8 @@
 
 - quarantine_share (blocking): the share of input rows quarantined stays within `max_quarantine_share`.
 - unique_key (blocking): the contract key is unique over the whole table (exact DuckDB aggregate).
+- keys_present (blocking): every row holds its integer keys (lib/keys.py), over the whole table: a file written
+  before the keys existed reads as NULL keys, which the derived stages could not join.
 - contract_expectations (blocking): the data contract as a Great Expectations suite, on a sample of accepted
   rows; it checks the accepted table independently of the ingest rules that produced it.
 - row_count_drift (WARN): the accepted row count moved at most `row_count_drift_band` since the last ingest.
@@ -23,6 +25,7 @@ from recopipeline.lib.warehouse import Warehouse
 
 QUARANTINE_SHARE = "quarantine_share"
 UNIQUE_KEY = "unique_key"
+KEYS_PRESENT = "keys_present"
 CONTRACT_EXPECTATIONS = "contract_expectations"
 ROW_COUNT_DRIFT = "row_count_drift"
 
@@ -41,10 +44,14 @@ def source_check_specs(contract: SourceContract) -> list[dg.AssetCheckSpec]:
             description=f"The key ({key}) is unique over the whole table (exact DuckDB aggregate).",
         ),
         dg.AssetCheckSpec(
+            KEYS_PRESENT, asset=contract.name, blocking=True,
+            description=f"Every row holds its integer keys ({', '.join(key_columns(contract))}), over the whole "
+            "table (exact DuckDB scan).",
+        ),
+        dg.AssetCheckSpec(
             CONTRACT_EXPECTATIONS, asset=contract.name, blocking=True,
-            description="Great Expectations suite from the data contract (columns in order, then the integer keys; required "
-            "values, "
-            "allowed values, amounts, key) on a sample of gx_sample_rows accepted rows.",
+            description="Great Expectations suite from the data contract (columns in order, then the integer keys; "
+            "required values, allowed values, amounts, key) on a sample of gx_sample_rows accepted rows.",
         ),
         dg.AssetCheckSpec(
             ROW_COUNT_DRIFT, asset=contract.name, blocking=False,
@@ -101,6 +108,14 @@ def run_source_checks(
             f"GROUP BY ALL HAVING count(*) > 1",
             f"key ({', '.join(contract.key)}) is unique",
         )
+        keys = key_columns(contract)
+        present = results.violations(
+            con,
+            KEYS_PRESENT,
+            f"SELECT {', '.join(contract.key)}, {', '.join(keys)} FROM {contract.name} "
+            f"WHERE {' OR '.join(f'{k} IS NULL' for k in keys)}",
+            f"every row holds its keys ({', '.join(keys)}); re-ingest the hours written before the keys existed",
+        )
         sample = con.sql(
             f"SELECT * FROM {contract.name} USING SAMPLE reservoir({int(tuning.gx_sample_rows)} ROWS) REPEATABLE (42)"
         ).df()
@@ -109,6 +124,7 @@ def run_source_checks(
     return [
         _quarantine_share(counts, tuning.max_quarantine_share, quarantined, tuning.quarantine_share_min_rows),
         unique,
+        present,
         results.expectations(CONTRACT_EXPECTATIONS, suite, table),
         results.row_count_drift(context, ROW_COUNT_DRIFT, contract.name, table, tuning.row_count_drift_band),
     ]
