@@ -98,3 +98,21 @@ def test_a_lost_dictionary_stops_the_ingest_instead_of_numbering_again(definitio
     shutil.rmtree(store.asset_dir("customer_keys"))
     with store.session() as con, pytest.raises(DictionaryError, match="'customer_keys' is missing but 'customers'"):
         keyed_rows(store, con, SOURCES["customers"], "SELECT 'C3' AS customer_id")
+
+
+def test_the_catalog_remakes_only_what_changed_and_drops_what_is_gone(tmp_path):
+    store = Warehouse(str(tmp_path / "warehouse"), memory_limit="1GB", threads=2)
+    with store.session() as con:
+        store.write(con, "alpha", "SELECT 1 AS x")
+        store.refresh_catalog()
+        store.write(con, "alpha", "SELECT 2 AS x")  # new files: the view reads the folder, nothing to remake
+        store.write(con, "beta", "SELECT 3 AS y")  # new to the catalog
+    store.refresh_catalog([])
+    assert store.query_catalog("SELECT (SELECT x FROM alpha) AS a, (SELECT y FROM beta) AS b").values.tolist() == [[2, 3]]
+    with store.session() as con:
+        store.write(con, "alpha", "SELECT 4 AS x, 5 AS z")  # a new column: its writer names it as changed
+    shutil.rmtree(store.asset_dir("beta"))
+    store.refresh_catalog(["alpha"])
+    assert store.query_catalog("SELECT * FROM alpha").values.tolist() == [[4, 5]]
+    views = store.query_catalog("SELECT view_name FROM duckdb_views() WHERE NOT internal")
+    assert views.view_name.tolist() == ["alpha"]

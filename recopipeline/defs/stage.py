@@ -124,7 +124,7 @@ def stage_asset(name: str) -> dg.AssetsDefinition:
             staged.discard()
             raise
         metadata |= publish_if_passed(staged, checked, context.log)
-        store.refresh_catalog()
+        store.refresh_catalog([name])
         return dg.MaterializeResult(
             metadata={
                 **metadata,

@@ -62,6 +62,8 @@ class Stage:
     reads: frozenset[str] = frozenset()  # tuning values read outside getvariable() (Python computes)
     kinds: frozenset[str] = frozenset()  # engines besides DuckDB, as the UI shows them
     rows_in_order: bool = False  # the compute gives its rows in `order_by` order: written as they come
+    # sql/<name>.sql files whose results the compute reads as temp tables <name>, made once before the batches
+    prepared: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.batched and self.split is not Split.PRODUCTS:
@@ -72,14 +74,16 @@ class Stage:
     @property
     def source_files(self) -> tuple[Path, ...]:
         """Where the computation is written: its SQL file, its Python function's module, or both."""
-        files = [SQL_DIR / f"{self.name}.sql"] if (SQL_DIR / f"{self.name}.sql").exists() else []
+        files = [SQL_DIR / f"{name}.sql" for name in self.prepared]
+        files += [SQL_DIR / f"{self.name}.sql"] if (SQL_DIR / f"{self.name}.sql").exists() else []
         if self.compute is not None:
             files.append(Path(sys.modules[self.compute.__module__].__file__))
         return tuple(files)
 
     def tuning_read(self) -> frozenset[str]:
         """Every tuning value the stage's result can depend on."""
-        return (sql_reads(self.name) if self.compute is None else frozenset()) | self.reads
+        prepared = frozenset().union(*(sql_reads(name) for name in self.prepared))
+        return (sql_reads(self.name) if self.compute is None else frozenset()) | prepared | self.reads
 
     def sql(self, con: duckdb.DuckDBPyConnection, tuning: Tuning) -> str:
         """The SQL of the stage's result in `con`, where its inputs are views and the variables are set."""
@@ -156,6 +160,7 @@ STAGES: tuple[Stage, ...] = (
         "Item-to-item cosine similarity over customers' affinities, top-K neighbours per product.",
         order_by="product_key_1, cf_rank", score_column="cf_similarity",
         split=Split.PRODUCTS, batched=True,  # the item pairs are aggregated per batch of anchor products
+        prepared=("collaborative_strongest_products",),  # each customer's strongest products, once for all batches
     ),
     Stage(
         ease.ASSET, "similarity", ease.INPUTS,
@@ -258,8 +263,11 @@ def run_stages(store: Warehouse, tuning: Tuning, as_of: datetime, names: Iterabl
 def write_stage(store: Warehouse, con: duckdb.DuckDBPyConnection, spec: Stage, tuning: Tuning) -> int:
     """Write the stage's table from `con` (a session over its inputs); returns the rows written.
 
-    A batched stage is computed once per batch of its split; the batches are appended and written at once.
+    A batched stage is computed once per batch of its split; the batches are appended and written at once. Its
+    prepared tables are made before the first batch.
     """
+    for name in spec.prepared:
+        run(con, f"CREATE OR REPLACE TEMP TABLE {name} AS {load_sql(name)}")
     if spec.rows_in_order:  # no sort: DuckDB keeps the rows in the order the compute gives them
         (preserved,) = run(con, "SELECT current_setting('preserve_insertion_order')")[0]
         run(con, "SET preserve_insertion_order = true")

@@ -259,20 +259,32 @@ class Warehouse:
             return []
         return sorted(p.name for p in root.iterdir() if p.is_dir() and _IDENTIFIER.match(p.name) and self.files(p.name))
 
-    def refresh_catalog(self) -> str | None:
-        """Rebuild `catalog.duckdb` with one view per materialized asset; swapped in by rename.
+    def refresh_catalog(self, changed: Iterable[str] | None = None) -> str | None:
+        """Bring `catalog.duckdb` up to date, one view per materialized asset; swapped in by rename.
 
-        A table that stores integer keys shows each key's id next to it (lib/keys.py).
+        A view reads its asset's folder, so it stays current as the files change: only the views of the `changed`
+        assets, of assets new to the catalog and of assets gone from it are made again (every view for `None`, a
+        missing catalog or a new key dictionary). A table that stores integer keys shows each key's id next to it
+        (lib/keys.py).
         """
         if is_remote(self.root):
             return None
         remove_leftovers(self.root, prefix="catalog.duckdb.")
         temp = f"{self.catalog_path}.{uuid.uuid4().hex}.tmp"
+        if changed is not None and os.path.exists(self.catalog_path):
+            shutil.copyfile(self.catalog_path, temp)
         con = duckdb.connect(temp)
         try:
             names = self.assets()
+            present = {row[0] for row in run(con, "SELECT view_name FROM duckdb_views() WHERE NOT internal")}
+            for gone in sorted(present - set(names)):
+                run(con, f"DROP VIEW {gone}")
             dictionaries = {d.table: d.table for d in DICTIONARIES if d.table in names}  # views, made first
-            for name in sorted(names, key=lambda n: (n not in dictionaries, n)):
+            stale = set(names) - present
+            if changed is None or stale & set(dictionaries):
+                stale = set(names)
+            stale |= set(changed or ()) & set(names)
+            for name in sorted(stale, key=lambda n: (n not in dictionaries, n)):
                 stored = f"(SELECT * FROM {self.scan(name)})"
                 columns = [row[0] for row in run(con, f"DESCRIBE SELECT * FROM {stored}")]
                 run(con, f"CREATE OR REPLACE VIEW {name} AS {readable_sql(stored, columns, dictionaries)}")

@@ -1,31 +1,22 @@
 -- collaborative_item_similarity: "customers who liked this also liked": cosine similarity between products
 -- over customers' affinities (log-damped), top-K neighbours per product. Each customer contributes only
--- their `cf_items_per_customer` strongest products, which bounds the pairs one heavy customer can add.
+-- their `cf_items_per_customer` strongest products (collaborative_strongest_products, made once before the
+-- batches), which bounds the pairs one heavy customer can add.
 -- Sums run over DECIMAL, which is exact: a rerun gives the same bits however the threads split the rows.
-WITH strongest AS (
-    SELECT customer_key, product_key, ln(1 + weighted_affinity_score) AS affinity
-    FROM customer_product_affinity
-    WHERE weighted_affinity_score > 0
-    QUALIFY row_number() OVER (
-        PARTITION BY customer_key ORDER BY weighted_affinity_score DESC, product_key
-    ) <= getvariable('cf_items_per_customer')
-),
-norms AS (
-    SELECT product_key, sqrt(sum((affinity * affinity)::DECIMAL(38, 12))::DOUBLE) AS norm
-    FROM strongest
-    GROUP BY product_key
-),
-co_liked AS (
+WITH co_liked AS (
     SELECT x.product_key AS product_key_1,
            y.product_key AS product_key_2,
            sum((x.affinity * y.affinity)::DECIMAL(38, 12))::DOUBLE AS dot,
            count(*)                                                AS common_customers
-    FROM strongest AS x
-    JOIN strongest AS y ON x.customer_key = y.customer_key AND x.product_key <> y.product_key
+    FROM collaborative_strongest_products AS x
+    JOIN collaborative_strongest_products AS y ON x.customer_key = y.customer_key AND x.product_key <> y.product_key
     -- the anchor products of this pass: all of them, or one batch (lib/stages.py, write_stage)
     WHERE x.product_key IN (SELECT product_key FROM anchor_products)
     GROUP BY x.product_key, y.product_key
     HAVING count(*) >= getvariable('cf_min_common_customers')
+),
+norms AS (
+    SELECT DISTINCT product_key, norm FROM collaborative_strongest_products
 )
 SELECT c.product_key_1,
        c.product_key_2,

@@ -57,7 +57,7 @@ def hourly_customer_refresh(
             f"{hour_key(hour)}: {result.touched_customers} customers, {result.rows} rows in {result.seconds:.2f} s"
         )
         touched, rows, seconds = touched + result.touched_customers, rows + result.rows, seconds + result.seconds
-    store.refresh_catalog()
+    store.refresh_catalog([HOURLY_CUSTOMER_REFRESH])
     return dg.MaterializeResult(
         metadata={
             "touched_customers": dg.MetadataValue.int(touched),

@@ -104,7 +104,7 @@ def published_recommendations(
             order_by="list, variant, recommendation_type",
         )
         metadata = describe(con, store, "published_recommendations", None)
-    store.refresh_catalog()
+    store.refresh_catalog(["published_recommendations"])
     checks = pd.DataFrame(
         [(name, c["passed"], str(c["expected"]), str(c["actual"])) for name, c in publication.checks.items()],
         columns=["audit", "passed", "expected", "actual"],

@@ -53,7 +53,7 @@ def recommendation_feedback_metrics(
         con.register("rates", rates)
         store.write(con, "recommendation_feedback_metrics", "SELECT * FROM rates", order_by="dimension, value")
         metadata = describe(con, store, "recommendation_feedback_metrics", None)
-    store.refresh_catalog()
+    store.refresh_catalog(["recommendation_feedback_metrics"])
     variants = rates[rates.dimension == "variant"]
     impressions, clicks = int(variants.impressions.sum()), int(variants.clicks.sum())
     numbers: dict[str, dg.MetadataValue] = {
@@ -102,7 +102,7 @@ def feedback_clicks(
         con.register("events", events)
         store.write(con, "feedback_clicks", "SELECT * FROM events", order_by="interaction_timestamp, event_id")
         metadata = describe(con, store, "feedback_clicks", None)
-    store.refresh_catalog()
+    store.refresh_catalog(["feedback_clicks"])
     return dg.MaterializeResult(
         metadata={**metadata, "input_files": dg.MetadataValue.text("\n".join(written) or "-")}
     )

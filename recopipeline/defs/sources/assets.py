@@ -76,7 +76,7 @@ def source_asset(contract: SourceContract) -> dg.AssetsDefinition:
             staged.discard()
             raise
         metadata |= publish_if_passed(staged, checked, context.log)
-        store.refresh_catalog()
+        store.refresh_catalog([contract.name])
         quarantine_file = (
             store.partition_path(QUARANTINE, quarantine_part(contract.name)) if window is None
             else store.asset_dir(QUARANTINE)
