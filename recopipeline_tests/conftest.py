@@ -27,6 +27,7 @@ from recopipeline.lib.keys import (  # noqa: E402
     dictionary_relations,
     extend_dictionary,
     key_columns,
+    keyed_rows,
     readable_query,
 )
 from recopipeline.lib.warehouse import Warehouse  # noqa: E402
@@ -81,9 +82,9 @@ BY_ID_TABLES = ("customer_top_recommendations",)  # derived tables that name cus
 def put(store: Warehouse, asset: str, frame: pd.DataFrame) -> None:
     """Write a hand-made table as if its asset had been materialized.
 
-    A source gets its integer keys as its ingest gives them (the dictionaries grow by the ids it names, so an
-    event source may come before its customers and products); a derived table written with ids gets the keys of
-    those ids instead.
+    A source gets its integer keys as its ingest gives them (the dictionaries first grow by the ids it names, so
+    an event source may come before its customers and products); a derived table written with ids gets the keys
+    of those ids instead.
     """
     with store.session() as con:
         con.register("frame", frame)
@@ -94,7 +95,7 @@ def put(store: Warehouse, asset: str, frame: pd.DataFrame) -> None:
                 base = _id_of(column)
                 if base is not None:
                     extend_dictionary(store, con, BY_ID[base], f"(SELECT {column} AS {base} FROM frame)")
-            query = _with_keys(store, con, frame, keep_ids=source)
+            query = keyed_rows(store, con, SOURCES[asset], query) if source else _with_keys(store, frame)
         store.write(con, asset, query)
 
 
@@ -103,22 +104,19 @@ def _id_of(column: str) -> str | None:
     return next((ident for ident in BY_ID if column == ident or column.startswith(f"{ident}_")), None)
 
 
-def _with_keys(store: Warehouse, con, frame: pd.DataFrame, keep_ids: bool = False) -> str:
-    """SQL for a hand-made table with the key of every `customer_id` / `product_id_2` …: instead of the id, or
-    (`keep_ids`, a source) after the other columns."""
-    selected, keys, joins = [], [], []
+def _with_keys(store: Warehouse, frame: pd.DataFrame) -> str:
+    """SQL for a hand-made derived table with every `customer_id` / `product_id_2` … replaced by its key."""
+    selected, joins = [], []
     for column in frame.columns:
         base = _id_of(column)
-        if base is None or keep_ids:
-            selected.append(f"f.{column}")
         if base is None:
+            selected.append(f"f.{column}")
             continue
         dictionary = BY_ID[base]
         alias = f"d{len(joins)}"
         joins.append(f"LEFT JOIN {store.scan(dictionary.table)} AS {alias} ON {alias}.{base} = f.{column}")
-        key = f"{alias}.{dictionary.key_column} AS {column.replace(base, dictionary.key_column)}"
-        (keys if keep_ids else selected).append(key)
-    return f"SELECT {', '.join(selected + keys)} FROM frame AS f {' '.join(joins)}"
+        selected.append(f"{alias}.{dictionary.key_column} AS {column.replace(base, dictionary.key_column)}")
+    return f"SELECT {', '.join(selected)} FROM frame AS f {' '.join(joins)}"
 
 
 def stage(

@@ -12,7 +12,7 @@ from recopipeline.defs.quality.derived_checks import derived_check_specs, run_de
 from recopipeline.defs.quality.results import blocking_failures
 from recopipeline.defs.resources import TuningResource, WarehouseResource
 from recopipeline.lib import settings
-from recopipeline.lib.keys import OWNER, dictionary_relations, readable_query
+from recopipeline.lib.keys import dictionary_relations, owning_assets, readable_query
 from recopipeline.lib.stages import NoEventsError, latest_event_time, run_stage, stage
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import Warehouse
@@ -98,7 +98,7 @@ def stage_asset(name: str) -> dg.AssetsDefinition:
     @dg.asset(
         name=name,
         group_name=spec.group,
-        deps=list(dict.fromkeys(OWNER.get(table, table) for table in spec.inputs)),  # a dictionary: its source
+        deps=owning_assets(spec.inputs),
         description=spec.description,
         pool=name,  # one writer of this asset at a time across runs (dagster.yaml: pools default_limit 1)
         kinds=KINDS | spec.kinds,

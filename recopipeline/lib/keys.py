@@ -16,6 +16,7 @@ holds keys is never started again from 1 (the ingest fails and says so).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -58,23 +59,14 @@ def key_columns(contract: SourceContract) -> list[str]:
     return [BY_ID[c].key_column for c in contract.column_names if c in BY_ID]
 
 
+def owning_assets(tables: Iterable[str]) -> list[str]:
+    """The assets that write the tables, in order: a dictionary is written by its source's ingest."""
+    return list(dict.fromkeys(OWNER.get(table, table) for table in tables))
+
+
 def dictionary_relations(store: Warehouse) -> dict[str, str]:
     """The warehouse's dictionaries that exist, as table expressions by name."""
-    return {d.table: store.scan(d.table) for d in DICTIONARIES if _has_files(store, d.table)}
-
-
-def _has_files(store: Warehouse, table: str) -> bool:
-    return bool(store.files(table)) if "://" not in store.root else _remote_exists(store, table)
-
-
-def _remote_exists(store: Warehouse, table: str) -> bool:
-    """Whether an asset on object storage has files (`Warehouse.exists` assumes it does)."""
-    with store.session() as con:
-        try:
-            con.execute(f"SELECT 1 FROM {store.scan(table)} LIMIT 1").fetchall()
-        except duckdb.IOException:
-            return False
-    return True
+    return {d.table: store.scan(d.table) for d in DICTIONARIES if store.exists(d.table)}
 
 
 def extend_dictionary(store: Warehouse, con: duckdb.DuckDBPyConnection, dictionary: KeyDictionary, ids: str) -> int:
@@ -83,7 +75,7 @@ def extend_dictionary(store: Warehouse, con: duckdb.DuckDBPyConnection, dictiona
     Leaves the whole dictionary as the temp table `<dictionary.table>` in `con`; returns the keys added.
     """
     ident, key, table = dictionary.id_column, dictionary.key_column, dictionary.table
-    if _has_files(store, table):
+    if store.exists(table):
         known = store.scan(table)
     else:
         _refuse_restart(store, dictionary)
@@ -109,7 +101,7 @@ def extend_dictionary(store: Warehouse, con: duckdb.DuckDBPyConnection, dictiona
 
 def _refuse_restart(store: Warehouse, dictionary: KeyDictionary) -> None:
     """Numbering again from 1 would give the keys the source's rows hold to other ids."""
-    if not _has_files(store, dictionary.source):
+    if not store.exists(dictionary.source):
         return
     with store.session([dictionary.source]) as con:
         columns = con.sql(f"SELECT * FROM {dictionary.source} LIMIT 0").columns
@@ -140,7 +132,7 @@ def keyed_rows(store: Warehouse, con: duckdb.DuckDBPyConnection, contract: Sourc
     if key_columns(contract):
         used = [BY_ID[c] for c in contract.column_names if c in BY_ID]
         for dictionary in used:
-            if not _has_files(store, dictionary.table):
+            if not store.exists(dictionary.table):
                 raise DictionaryError(
                     f"'{contract.name}' needs the key dictionary '{dictionary.table}': ingest {dictionary.source} first"
                 )
@@ -182,6 +174,16 @@ def readable_sql(table: str, columns: list[str], dictionaries: dict[str, str] | 
             selected.append(f"{alias}.{dictionary.id_column} AS {ident}")
         selected.append(f"t.{column}")
     return f"SELECT {', '.join(selected)} FROM {table} AS t {' '.join(joins)}"
+
+
+def create_readable_views(con: duckdb.DuckDBPyConnection, tables: Mapping[str, str], dictionaries: Iterable[str]) -> None:
+    """Create or replace one view per table (name -> table expression) that shows the ids next to the keys, from
+    the dictionaries named, which are views of `con` or among `tables` (those are made first)."""
+    named = {table: table for table in dictionaries}
+    for name in sorted(tables, key=lambda n: (n not in named, n)):
+        stored = f"(SELECT * FROM {tables[name]})"
+        columns = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {stored}").fetchall()]
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {readable_sql(stored, columns, named)}")
 
 
 def readable_query(con: duckdb.DuckDBPyConnection, sql: str, dictionaries: dict[str, str] | None = None) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import duckdb
 import pandas as pd
 
-from recopipeline.lib.keys import DICTIONARIES, readable_sql
+from recopipeline.lib.keys import DICTIONARIES, create_readable_views
 from recopipeline.lib.warehouse import Warehouse, is_remote, run
 
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:ANALY[SZ]E\s+)?", re.IGNORECASE)
@@ -75,12 +75,12 @@ def connect(assets: Mapping[str, Sequence[str]], memory_limit: str = "3GB", thre
         run(con, "SET autoinstall_known_extensions = false")
         run(con, "SET autoload_known_extensions = false")
         paths = [path for files in assets.values() for path in files]
-        dictionaries = {d.table: d.table for d in DICTIONARIES if d.table in assets}  # views, made first
-        for name in sorted(assets, key=lambda n: (n not in dictionaries, n)):
-            stored = f"(SELECT * FROM read_parquet({_list(assets[name])}, union_by_name = true))"
-            columns = [row[0] for row in run(con, f"DESCRIBE SELECT * FROM {stored}")]
-            # a table of keys shows each key's id next to it, as the catalog does
-            run(con, f"CREATE VIEW {name} AS {readable_sql(stored, columns, dictionaries)}")
+        # a table of keys shows each key's id next to it, as the catalog does
+        create_readable_views(
+            con,
+            {name: f"read_parquet({_list(files)}, union_by_name = true)" for name, files in assets.items()},
+            [d.table for d in DICTIONARIES if d.table in assets],
+        )
         run(con, f"SET allowed_paths = {_list(paths)}")
         run(con, "SET enable_external_access = false")
         run(con, "SET lock_configuration = true")

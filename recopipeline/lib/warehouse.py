@@ -31,7 +31,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from recopipeline.lib.keys import DICTIONARIES, readable_sql
+from recopipeline.lib.keys import DICTIONARIES, create_readable_views
 
 SQL_DIR = Path(__file__).parents[1] / "sql"
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -139,7 +139,14 @@ class Warehouse:
         return self.candidate.files(current) if self._staging(asset) else current
 
     def exists(self, asset: str) -> bool:
-        return bool(self.files(asset)) if not is_remote(self.root) else True
+        """Whether the asset has files (on object storage: whether its folder lists any)."""
+        if not is_remote(self.root):
+            return bool(self.files(asset))
+        con = duckdb.connect(":memory:")
+        try:
+            return bool(run(con, f"SELECT count(*) FROM glob({_quote(self.asset_dir(asset) + '/*.parquet')})")[0][0])
+        finally:
+            con.close()
 
     def scan(self, asset: str) -> str:
         """A DuckDB table expression that reads every file of the asset (of its candidate, while staged)."""
@@ -279,15 +286,12 @@ class Warehouse:
             present = {row[0] for row in run(con, "SELECT view_name FROM duckdb_views() WHERE NOT internal")}
             for gone in sorted(present - set(names)):
                 run(con, f"DROP VIEW {gone}")
-            dictionaries = {d.table: d.table for d in DICTIONARIES if d.table in names}  # views, made first
+            dictionaries = [d.table for d in DICTIONARIES if d.table in names]
             stale = set(names) - present
             if changed is None or stale & set(dictionaries):
                 stale = set(names)
             stale |= set(changed or ()) & set(names)
-            for name in sorted(stale, key=lambda n: (n not in dictionaries, n)):
-                stored = f"(SELECT * FROM {self.scan(name)})"
-                columns = [row[0] for row in run(con, f"DESCRIBE SELECT * FROM {stored}")]
-                run(con, f"CREATE OR REPLACE VIEW {name} AS {readable_sql(stored, columns, dictionaries)}")
+            create_readable_views(con, {name: self.scan(name) for name in stale}, dictionaries)
         finally:
             con.close()
         os.replace(temp, self.catalog_path)

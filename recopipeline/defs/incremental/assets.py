@@ -13,7 +13,7 @@ from recopipeline.defs.resources import ServingResource, TuningResource, Warehou
 from recopipeline.defs.stage import KINDS, OWNERS, code_references
 from recopipeline.lib import settings
 from recopipeline.lib.hourly import HOUR, hour_key, hours
-from recopipeline.lib.keys import OWNER
+from recopipeline.lib.keys import owning_assets
 from recopipeline.lib.refresh import OUTPUT_ORDER, refresh_hour
 from recopipeline.lib.settings import parse_as_of
 from recopipeline.lib.stages import CUSTOMER_SOURCES, shared_tables
@@ -32,7 +32,7 @@ LIB = Path(__file__).parents[2] / "lib"
     group_name=GROUP,
     partitions_def=hourly_partitions,
     backfill_policy=single_run_backfill,
-    deps=sorted({OWNER.get(name, name) for name in (*CUSTOMER_SOURCES, *shared_tables())}),  # a dictionary: its source
+    deps=sorted(owning_assets((*CUSTOMER_SOURCES, *shared_tables()))),
     pool=HOURLY_CUSTOMER_REFRESH,
     kinds=KINDS,
     owners=OWNERS,

@@ -13,7 +13,7 @@ import pandas as pd
 from recopipeline.defs.resources import ServingResource, TuningResource, WarehouseResource
 from recopipeline.defs.stage import OWNERS, code_references, describe
 from recopipeline.lib import settings
-from recopipeline.lib.keys import OWNER
+from recopipeline.lib.keys import owning_assets
 from recopipeline.lib.warehouse import SQL_DIR, load_sql, run
 from recopipeline.serving.publish import CUSTOMER_COLUMNS, RELATION_COLUMNS, Expected, PublishError, publish
 
@@ -43,7 +43,7 @@ def batches(con: duckdb.DuckDBPyConnection, table: str, columns: tuple[str, ...]
 
 @dg.asset(
     group_name=GROUP,
-    deps=list(dict.fromkeys(OWNER.get(table, table) for table in INPUTS)),  # a dictionary: its source
+    deps=owning_assets(INPUTS),
     description=(
         "Each customer's top recommendations (with A/B variant), a cold-start list per variant and each product's "
         "similar / complementary / bought-together lists, published as a new version of the serving database: "
