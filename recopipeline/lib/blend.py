@@ -3,39 +3,29 @@
 Method. DuckDB numbers the customer and product keys densely in key order (so number order is the SQL's key
 order) and the inputs are read once into numpy: the per-customer tables sorted by customer, the product-side tables
 as neighbour lists (CSR, rows = source product) of available candidates. Customers are then blended in batches of
-consecutive numbers, each bounded in customers and in expanded rows, so memory does not grow with the customers:
-- every strategy's rows of the batch are built with integer gathers: an item-to-item strategy gives one row per
-  (customer, candidate, source product) from the seeds' (for EASE: the bought products') neighbour lists, the
-  others one row per candidate (their per-row arithmetic is DuckDB's, done in SQL); rows of purchased products
-  (and, for collaborative, of products the customer interacted with) are dropped through per-batch flags;
-- one sort of packed integer keys groups the rows per (customer, product, strategy); contributions are summed as
-  integers of 1e-12, each rounded first, which is exactly the SQL's sum over DECIMAL(38, 12);
-- each candidate is divided by its customer's best eligible score in the strategy and weighted by the customer's
-  A/B variant; the strategies of a (customer, product) are adjacent, so blending is a segmented sum; one sort of
-  (customer, 1e9 - rounded score, product) ranks and cuts to `candidates_per_customer`;
-- evidence lists the sources of the kept item-to-item rows (contribution desc, then key), named by their ids
-  (product_keys) only in the output.
+consecutive numbers by a compiled per-customer loop (`blend_kernel.blend_batch`): each strategy's candidates are
+walked once and summed per (product, strategy) in a dense slot table, normalised by the customer's best in the
+strategy, weighted by the customer's A/B variant, blended per product, ranked and cut to `candidates_per_customer`,
+with the SQL's DECIMAL arithmetic reproduced exactly; evidence lists the sources of the strongest item-to-item
+strategy (contribution desc, then key), named by their ids (product_keys) only in the output.
 The result is a view over an Arrow stream: reading it computes the batches (two threads ahead of the reader) in
-(customer_key, recommendation_rank) order. DuckDB's rounding is reproduced where it matters: DOUBLE to DECIMAL
-rounds the scaled double half away from zero; DECIMAL to DOUBLE and round(x, 9) are correctly rounded from the
-exact decimal value.
+(customer_key, recommendation_rank) order.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from fractions import Fraction
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recopipeline.lib.blend_kernel import UNITS, blend_batch
 from recopipeline.lib.tuning import STRATEGIES, Tuning
 from recopipeline.lib.warehouse import run
 
@@ -47,14 +37,9 @@ SEED_STRATEGIES = {  # strategy -> (neighbour table, score column, rank column),
 }
 ITEM_STRATEGIES = (*SEED_STRATEGIES, "ease")  # their evidence lists source products
 STRATEGY = {name: index for index, name in enumerate(STRATEGIES)}  # a strategy's priority is its index + 1
-STRATEGY_BITS = 3  # a strategy's number in a row key
-ITEM_MASK = np.array([s in ITEM_STRATEGIES for s in STRATEGIES] + [False] * ((1 << STRATEGY_BITS) - len(STRATEGIES)))
-UNITS = 10**12  # DECIMAL(38, 12): sums are exact in units of 1e-12
-MAX_BATCH_ROWS = 1 << 22  # expanded candidate rows per batch (about 200 MB of numpy arrays)
-MAX_BATCH_CELLS = 1 << 27  # customers x products per batch (the membership flags, one byte per cell)
+ITEM_MASK = np.array([s in ITEM_STRATEGIES for s in STRATEGIES])  # by strategy number
+MAX_BATCH_ROWS = 1 << 22  # strategy rows walked per batch: batches of even work for the threads
 WORKERS = 2  # threads computing batches
-OWNED, PURCHASED = 1, 2  # membership flags: the customer has an affinity row / bought the product
-_CUSTOMER_BITS, _SCORE_BITS, _RELATIVE_BITS = 13, 30, 21  # the ranking key: customer, 1e9 - score, position
 
 
 @dataclass(frozen=True)
@@ -101,17 +86,14 @@ def product_recommendations(con: duckdb.DuckDBPyConnection, tuning: Tuning) -> s
     for name in ("blend_customers", "blend_products", "blend_categories", "blend_segments", "blend_affinity"):
         run(con, f"DROP TABLE IF EXISTS {name}")
     texts = _Texts.build(catalogue, customers, weights)
-    batches = _batches(customers, catalogue, tuning)
-
-    flags = threading.local()  # each worker's membership flags, reused from batch to batch
+    work = _work(customers, catalogue)
+    inputs = _kernel_inputs(catalogue, customers, weights, tuning)
 
     def record_batch(low: int, high: int) -> pa.RecordBatch | None:
-        if not hasattr(flags, "cells"):
-            flags.cells = np.zeros(_batch_limit(catalogue, tuning) << catalogue.product_bits, dtype=np.uint8)
-        rows = _blend_batch(catalogue, customers, weights, tuning, low, high, flags.cells)
+        rows = _blend_batch(catalogue, inputs, work, low, high)
         return None if rows is None else texts.batch(rows)
 
-    con.register(RESULT, _BatchStream(record_batch, batches))
+    con.register(RESULT, _BatchStream(record_batch, _batches(work, tuning)))
     return f"SELECT * FROM {RESULT}"
 
 
@@ -133,7 +115,6 @@ class Neighbours:
 @dataclass
 class Catalogue:
     products: int
-    product_bits: int  # a product number takes this many bits of a key
     product_keys: pa.Array  # by product number
     product_ids: pa.Array  # by product number (the evidence names products by id)
     categories: pa.Array  # category names by category number
@@ -146,7 +127,7 @@ class Catalogue:
     @property
     def evidence_offset(self) -> np.ndarray:
         """Per strategy: the evidence text of source number 0 (see _Texts.evidence)."""
-        offsets = np.zeros(1 << STRATEGY_BITS, dtype=np.int64)
+        offsets = np.zeros(len(STRATEGIES), dtype=np.int64)
         offsets[STRATEGY["category_preference"]] = self.products
         offsets[STRATEGY["popular"]] = self.products + len(self.categories)
         offsets[STRATEGY["repurchase"]] = self.products + len(self.categories) + len(self.segments) - 1
@@ -264,7 +245,6 @@ def _load_catalogue(con: duckdb.DuckDBPyConnection, tuning: Tuning, weights: Var
     )
     return Catalogue(
         products=products,
-        product_bits=max(1, (products - 1).bit_length()),
         product_keys=numbered["product_key"].combine_chunks(),
         product_ids=numbered["product_id"].combine_chunks(),
         categories=categories["category"].combine_chunks(),
@@ -410,274 +390,81 @@ def _load_customers(
 # ---- batches -------------------------------------------------------------------------------------------------
 
 
-def _batch_limit(catalogue: Catalogue, tuning: Tuning) -> int:
-    """The most customers in one batch: batch_customers, within the flag cells and the ranking key's bits."""
-    return max(1, min(tuning.batch_customers, 1 << _CUSTOMER_BITS, MAX_BATCH_CELLS >> catalogue.product_bits))
-
-
-def _batches(customers: Customers, catalogue: Catalogue, tuning: Tuning) -> list[tuple[int, int]]:
-    """Ranges of consecutive customers, each within the customer limit and about MAX_BATCH_ROWS expanded rows."""
+def _work(customers: Customers, catalogue: Catalogue) -> np.ndarray:
+    """Per customer: the most strategy rows the blend can walk (neighbour list entries, category products, ...)."""
     count = customers.count
-    work = np.zeros(count, dtype=np.float64)
+    work = np.zeros(count, dtype=np.int64)
     seeds, affinity = customers.seeds, customers.affinity
     for strategy, neighbours in catalogue.item.items():
         if strategy == "ease":
             bought = affinity["bought"]
             degree = neighbours.degree(affinity["product"][bought])
-            work += np.bincount(affinity["customer"][bought], weights=degree, minlength=count)
+            work += np.bincount(affinity["customer"][bought], weights=degree, minlength=count).astype(np.int64)
         else:
-            work += np.bincount(seeds["customer"], weights=neighbours.degree(seeds["product"]), minlength=count)
+            work += np.bincount(seeds["customer"], weights=neighbours.degree(seeds["product"]),
+                                minlength=count).astype(np.int64)
     categories = customers.categories
     work += np.bincount(categories["customer"], weights=catalogue.category_products.degree(categories["category"]),
-                        minlength=count)
+                        minlength=count).astype(np.int64)
     has_segment = customers.segment >= 0
     work[has_segment] += catalogue.popular.degree(customers.segment[has_segment])
     work += np.diff(customers.pointers["repurchase"])
-    cumulative = np.concatenate([[0.0], np.cumsum(work)])
-    limit = _batch_limit(catalogue, tuning)
+    return work
+
+
+def _batches(work: np.ndarray, tuning: Tuning) -> list[tuple[int, int]]:
+    """Ranges of consecutive customers, each within batch_customers and about MAX_BATCH_ROWS strategy rows."""
+    count = len(work)
+    cumulative = np.concatenate([[0], np.cumsum(work)])
     ranges, low = [], 0
     while low < count:
         high = int(np.searchsorted(cumulative, cumulative[low] + MAX_BATCH_ROWS, side="right")) - 1
-        high = min(max(high, low + 1), low + limit, count)
+        high = min(max(high, low + 1), low + tuning.batch_customers, count)
         ranges.append((low, high))
         low = high
     return ranges
 
 
-@dataclass
-class _Entries:
-    """Scored (customer, product, strategy) rows of one batch: contributions of a source product to an
-    item-to-item candidate, or a whole candidate of another strategy."""
-
-    key: list[np.ndarray]  # (customer << product_bits | product) << 3 | strategy
-    value: list[np.ndarray]  # the contribution, or the candidate's raw score
-    source: list[np.ndarray]  # the source product, or the evidence's category / segment / order count
-
-    def add(self, strategy: int, customer: np.ndarray, product: np.ndarray, value: np.ndarray,
-            source: np.ndarray, product_bits: int) -> None:
-        key = ((customer.astype(np.int64) << product_bits) | product) << STRATEGY_BITS | strategy
-        self.key.append(key)
-        self.value.append(np.asarray(value, dtype=np.float64))
-        self.source.append(np.asarray(source, dtype=np.int32))
-
-
-def _blend_batch(
-    catalogue: Catalogue, customers: Customers, weights: VariantWeights, tuning: Tuning, low: int, high: int,
-    flags: np.ndarray,
-) -> dict[str, np.ndarray] | None:
-    """The output rows of customers low..high-1, in (customer, rank) order, as numbers."""
-    bits = catalogue.product_bits
-    pointers = customers.pointers
-
-    def rows(table: str) -> dict[str, np.ndarray]:
-        start, end = pointers[table][low], pointers[table][high]
-        return {name: values[start:end] for name, values in getattr(customers, table).items()}
-
-    affinity = rows("affinity")
-    owned = ((affinity["customer"] - low) << bits) | affinity["product"]
-    purchased = [owned[affinity["bought"]]]
-    if tuning.exclude_purchased:
-        ordered = rows("ordered")
-        purchased.append(((ordered["customer"] - low) << bits) | ordered["product"])
-    flags[owned] = OWNED
-    for keys in purchased:
-        flags[keys] |= PURCHASED
-    try:
-        entries = _entries(catalogue, customers, weights.weights[customers.variant[low:high]], tuning, low, high,
-                           rows, flags)
-    finally:
-        flags[owned] = 0
-        for keys in purchased:
-            flags[keys] = 0
-    if not entries.key:
-        return None
-    return _blend(catalogue, customers, weights, tuning, low, high, entries)
-
-
-def _entries(catalogue, customers, customer_weights, tuning, low, high, rows, flags) -> _Entries:
-    """Every strategy's scored rows for the batch's customers, from available products only and without the
-    products a customer bought (when excluded) or, for collaborative, interacted with."""
-    bits = catalogue.product_bits
-    exclude = PURCHASED if tuning.exclude_purchased else 0
-    entries = _Entries([], [], [])
-
-    def used(customer: np.ndarray, strategy: str) -> np.ndarray:
-        return customer_weights[customer, STRATEGY[strategy]] > 0  # the customer's variant weighs the strategy
-
-    def allowed(customer: np.ndarray, product: np.ndarray, excluded: int) -> np.ndarray | None:
-        if not excluded:
-            return None
-        return (flags[(customer << bits) | product] & excluded) == 0
-
-    for strategy, neighbours in catalogue.item.items():
-        if strategy == "ease":  # EASE item-item weights summed over every product the customer bought
-            affinity = rows("affinity")
-            bought = affinity["bought"]
-            customer, source, weight = affinity["customer"][bought] - low, affinity["product"][bought], None
-        else:  # the customer's seeds (in product order, so that each candidate's contributions are too)
-            seeds = rows("seeds")
-            customer, source, weight = seeds["customer"] - low, seeds["product"], seeds["affinity"]
-        keep = used(customer, strategy)
-        if not keep.all():
-            customer, source = customer[keep], source[keep]
-            weight = None if weight is None else weight[keep]
-        which, position = _expand(neighbours, source)
-        candidate = neighbours.indices[position]
-        candidate_customer = customer[which]
-        # collaborative: never a product the customer already interacted with
-        keep = allowed(candidate_customer, candidate, exclude | (OWNED if strategy == "collaborative" else 0))
-        if keep is not None:
-            which, position, candidate, candidate_customer = which[keep], position[keep], candidate[keep], \
-                candidate_customer[keep]
-        value = neighbours.data[position] if weight is None else weight[which] * neighbours.data[position]
-        entries.add(STRATEGY[strategy], candidate_customer, candidate, value, source[which], bits)
-
-    if customer_weights[:, STRATEGY["category_preference"]].max(initial=0) > 0:
-        # the most popular available products of the customer's top categories
-        categories = rows("categories")
-        customer = categories["customer"] - low
-        keep = used(customer, "category_preference")
-        customer, category, score = customer[keep], categories["category"][keep], categories["score"][keep]
-        which, position = _expand(catalogue.category_products, category)
-        raw = score[which] * catalogue.category_products.data[position] / catalogue.category_best[category[which]]
-        _add_candidates(entries, "category_preference", customer[which], catalogue.category_products.indices[position],
-                        raw, category[which], allowed, exclude, bits)
-
-    if customer_weights[:, STRATEGY["repurchase"]].max(initial=0) > 0:
-        repurchase = rows("repurchase")
-        customer = repurchase["customer"] - low
-        keep = used(customer, "repurchase")
-        _add_candidates(entries, "repurchase", customer[keep], repurchase["product"][keep],
-                        repurchase["raw_score"][keep], repurchase["orders"][keep], allowed, exclude, bits)
-
-    if customer_weights[:, STRATEGY["popular"]].max(initial=0) > 0:
-        # cold start and fill: the customer's segment's popular products
-        segment = customers.segment[low:high]
-        customer = np.flatnonzero((segment >= 0) & used(np.arange(high - low), "popular")).astype(np.int32)
-        which, position = _expand(catalogue.popular, segment[customer])
-        _add_candidates(entries, "popular", customer[which], catalogue.popular.indices[position],
-                        catalogue.popular.data[position], segment[customer][which], allowed, exclude, bits)
-    return entries
-
-
-def _add_candidates(entries, strategy, customer, product, raw, source, allowed, exclude, bits) -> None:
-    """Whole candidates with a raw score > 0 that the customer may get."""
-    keep = raw > 0
-    permitted = allowed(customer, product, exclude)
-    if permitted is not None:
-        keep &= permitted
-    entries.add(STRATEGY[strategy], customer[keep], product[keep], raw[keep], source[keep], bits)
-
-
-def _blend(catalogue, customers, weights, tuning, low, high, entries: _Entries) -> dict[str, np.ndarray] | None:
-    """Sum, normalise, weight and blend the batch's rows, rank them per customer and list the kept ones' evidence."""
-    bits = catalogue.product_bits
-    variant = customers.variant[low:high]
-    customer_weights = weights.weights[variant]
-    keys = np.concatenate(entries.key)
-    value = np.concatenate(entries.value)
-    source = np.concatenate(entries.source)
-    if not len(keys):
-        return None
-
-    # one sort groups the rows per (customer, product, strategy), a strategy's sources in product order
-    order, start, group_key = _group(keys)
-    count = np.diff(np.append(start, len(order)))
-    strategy = (group_key & ((1 << STRATEGY_BITS) - 1)).astype(np.int8)
-    pair = group_key >> STRATEGY_BITS
-    first = order[start]
-    raw = value[first]
-    item = ITEM_MASK[strategy]
-    if item.any():
-        # item-to-item: the sum of the contributions over DECIMAL(38, 12), exactly
-        summed = _units_to_double(np.add.reduceat(_to_units(value)[order], start))
-        raw = np.where(item, summed, raw)
-    eligible = np.flatnonzero(raw > 0)
-    if len(eligible) < len(raw):
-        start, count, strategy, pair, first, raw = (
-            start[eligible], count[eligible], strategy[eligible], pair[eligible], first[eligible], raw[eligible])
-    customer = (pair >> bits).astype(np.int64)
-
-    # each strategy's scores divided by the customer's best in it, times the variant's weight
-    cell = customer * len(STRATEGIES) + strategy
-    best = np.full((high - low) * len(STRATEGIES), -np.inf)
-    np.maximum.at(best, cell, raw)
-    contribution = customer_weights.ravel()[cell] * raw / best[cell]
-    # strength: the contribution rounded to 1e-9, then the earlier strategy, as one integer
-    strength = _half_away(contribution * 1e9).astype(np.int64) * 16 + (14 - strategy)
-
-    # blend per (customer, product): the strategies of a pair are consecutive
-    pair_start = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
-    pair_count = np.diff(np.append(pair_start, len(pair)))
-    blended = _units_to_double(np.add.reduceat(_to_units(contribution), pair_start))
-    strongest_strength = np.maximum.reduceat(strength, pair_start)
-    strongest = np.flatnonzero(strength == np.repeat(strongest_strength, pair_count))
-    strategy_bits = np.bitwise_or.reduceat(np.left_shift(1, strategy, dtype=np.int16), pair_start)
-    pair_customer = customer[pair_start]
-    score = _round_to_units(blended / weights.total_weights[variant[pair_customer]], 10**9)
-
-    # rank per customer by rounded score desc, then product id (a customer's pairs are in product order)
-    customer_start = np.flatnonzero(np.r_[True, pair_customer[1:] != pair_customer[:-1]])
-    first_pair = np.zeros(high - low, dtype=np.int64)
-    first_pair[pair_customer[customer_start]] = customer_start
-    relative = np.arange(len(pair_customer)) - first_pair[pair_customer]
-    ranking = np.sort(
-        (pair_customer.astype(np.uint64) << np.uint64(_SCORE_BITS + _RELATIVE_BITS))
-        | (((1 << _SCORE_BITS) - 1 - score).astype(np.uint64) << np.uint64(_RELATIVE_BITS))
-        | relative.astype(np.uint64)
+def _kernel_inputs(catalogue: Catalogue, customers: Customers, weights: VariantWeights, tuning: Tuning) -> tuple:
+    """The arguments of blend_kernel.blend_batch after (low, high, products, capacity), in its order."""
+    item = list(catalogue.item.items())
+    sizes = np.cumsum([0] + [len(n.indices) for _, n in item])
+    indptr = np.stack([n.indptr + offset for (_, n), offset in zip(item, sizes)]) if item else \
+        np.zeros((0, catalogue.products + 1), dtype=np.int64)
+    indices = np.concatenate([n.indices for _, n in item]) if item else np.zeros(0, dtype=np.int32)
+    data = np.concatenate([n.data for _, n in item]) if item else np.zeros(0, dtype=np.float64)
+    start = customers.pointers
+    seeds, affinity, ordered = customers.seeds, customers.affinity, customers.ordered
+    categories, repurchase = customers.categories, customers.repurchase
+    return (
+        customers.variant, weights.weights, weights.total_weights, customers.segment,
+        start["seeds"], seeds["product"], seeds["affinity"].astype(np.float64),
+        start["affinity"], affinity["product"], affinity["bought"].astype(np.bool_),
+        start["ordered"], ordered["product"],
+        start["categories"], categories["category"].astype(np.int32), categories["score"].astype(np.float64),
+        start["repurchase"], repurchase["product"], repurchase["raw_score"].astype(np.float64),
+        repurchase["orders"].astype(np.int64),
+        np.array([STRATEGY[s] for s, _ in item], dtype=np.int64), np.array([s == "ease" for s, _ in item]),
+        indptr, indices, data,
+        catalogue.category_products.indptr, catalogue.category_products.indices,
+        catalogue.category_products.data.astype(np.float64), catalogue.category_best,
+        catalogue.popular.indptr, catalogue.popular.indices, catalogue.popular.data,
+        ITEM_MASK, catalogue.evidence_offset, STRATEGY["collaborative"], STRATEGY["category_preference"],
+        STRATEGY["repurchase"], STRATEGY["popular"],
+        tuning.exclude_purchased, tuning.candidates_per_customer, tuning.seeds_per_customer,
     )
-    ranked_customer = (ranking >> np.uint64(_SCORE_BITS + _RELATIVE_BITS)).astype(np.int64)
-    ranked = first_pair[ranked_customer] + (ranking & np.uint64((1 << _RELATIVE_BITS) - 1)).astype(np.int64)
-    rank = np.arange(len(ranked)) - _run_starts(ranked_customer) + 1
-    kept = rank <= tuning.candidates_per_customer
-    ranked, rank, ranked_customer = ranked[kept], rank[kept], ranked_customer[kept]
-
-    group = strongest[ranked]
-    kind = strategy[group]
-    offsets, evidence = _evidence(catalogue, tuning, kind, start[group], count[group], first[group], order, value,
-                                  source)
-    return {
-        "low": low,
-        "high": high,
-        "customer": ranked_customer.astype(np.int32),
-        "product": (pair[pair_start[ranked]] & ((1 << bits) - 1)).astype(np.int32),
-        "strategy": kind,
-        "score": score[ranked] / 1e9,
-        "bits": strategy_bits[ranked].astype(np.int8),
-        "evidence_offsets": offsets,
-        "evidence_values": evidence,
-        "rank": rank,
-        "variant": variant[ranked_customer],
-    }
 
 
-def _run_starts(values: np.ndarray) -> np.ndarray:
-    """For values in runs of equal values: the index where each value's run starts."""
-    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
-    return np.repeat(starts, np.diff(np.append(starts, len(values))))
-
-
-def _evidence(catalogue, tuning, kind, member_start, member_count, first, order, value, source):
-    """Each row's evidence as numbers in the evidence texts (_Texts): the strongest strategy's source products
-    (contribution desc, then id; at most seeds_per_customer), else its category, segment or order count."""
-    rows = len(kind)
-    item = ITEM_MASK[kind]
-    single = source[first].astype(np.int64) + catalogue.evidence_offset[kind]
-    counts = np.where(item, np.minimum(member_count, tuning.seeds_per_customer), 1)
-    offsets = np.zeros(rows + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    values = np.empty(offsets[-1], dtype=np.int64)
-    values[offsets[:-1]] = single
-    several = np.flatnonzero(item & (member_count > 1))
-    sizes = member_count[several]
-    for size in np.unique(sizes):
-        # the rows with `size` sources: their contributions sorted desc; ties keep the product order
-        these = several[sizes == size]
-        members = order[member_start[these][:, None] + np.arange(size)]
-        by_contribution = np.argsort(-value[members], axis=1, kind="stable")[:, : tuning.seeds_per_customer]
-        listed = np.take_along_axis(source[members], by_contribution, axis=1)
-        values[offsets[these][:, None] + np.arange(listed.shape[1])] = listed
-    return offsets, values
+def _blend_batch(catalogue: Catalogue, inputs: tuple, work: np.ndarray, low: int, high: int) -> dict | None:
+    """The output rows of customers low..high-1, in (customer, rank) order, as numbers."""
+    capacity = max(1, int(work[low:high].max()))
+    (customer, product, strategy, score, bits, rank, variant, offsets, evidence) = blend_batch(
+        low, high, catalogue.products, capacity, *inputs)
+    if not len(customer):
+        return None
+    return {"low": low, "high": high, "customer": customer, "product": product, "strategy": strategy,
+            "score": score, "bits": bits, "evidence_offsets": offsets, "evidence_values": evidence, "rank": rank,
+            "variant": variant}
 
 
 # ---- output --------------------------------------------------------------------------------------------------
@@ -778,77 +565,8 @@ class _BatchStream:
 # ---- integer helpers -----------------------------------------------------------------------------------------
 
 
-def _expand(neighbours: Neighbours, sources: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each entry of the sources' neighbour lists: which source it belongs to and its position in the CSR."""
-    start = neighbours.indptr[sources]
-    count = neighbours.indptr[sources + 1] - start
-    which = np.repeat(np.arange(len(sources), dtype=np.int32), count)
-    position = np.repeat(start - np.cumsum(count) + count, count) + np.arange(int(count.sum()))
-    return which, position
-
-
-def _group(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The order that groups equal keys (key order, then index), where each group starts, and its key."""
-    n = len(keys)
-    shift = max(1, (n - 1).bit_length())
-    assert int(keys.max()).bit_length() + shift <= 63, "batch too large for the packed sort"
-    packed = np.sort((keys << shift) | np.arange(n, dtype=np.int64))
-    order = packed & ((1 << shift) - 1)
-    packed >>= shift
-    start = np.flatnonzero(np.r_[True, packed[1:] != packed[:-1]])
-    return order, start, packed[start]
-
-
-def _half_away(x: np.ndarray) -> np.ndarray:
-    """C's round(): to the nearest integer, halves away from zero (DuckDB's round(DOUBLE) and DOUBLE to DECIMAL)."""
-    if len(x) and x.min() >= 0:
-        rounded = np.floor(x)
-        rounded += (x - rounded) >= 0.5
-        return rounded
-    magnitude = np.abs(x)
-    rounded = np.floor(magnitude)
-    rounded += (magnitude - rounded) >= 0.5
-    return np.copysign(rounded, x)
-
-
-def _half_away_scalar(x: float) -> int:
+def _half_away_scalar(x: float) -> float:
+    """C's round(): to the nearest integer, halves away from zero (DuckDB's DOUBLE to DECIMAL)."""
     rounded = math.floor(abs(x))
     rounded += (abs(x) - rounded) >= 0.5
     return int(math.copysign(rounded, x))
-
-
-def _to_units(x: np.ndarray) -> np.ndarray:
-    """x::DECIMAL(38, 12) as integers of 1e-12."""
-    return _half_away(x * 1e12).astype(np.int64)
-
-
-def _units_to_double(units: np.ndarray) -> np.ndarray:
-    """A DECIMAL(38, 12) given in integers of 1e-12 as DOUBLE: the double nearest to its exact value."""
-    result = units / 1e12  # correctly rounded while the integer has at most 53 bits
-    large = np.flatnonzero(np.abs(units) >= 1 << 53)
-    if not len(large):
-        return result
-    # whole part (exact, |x| >= 2**13) plus the fraction rounded once: the sum rounds to the nearest double
-    # unless it is within the fraction's error (2**-54) of a midpoint between doubles; those are divided exactly
-    whole, fraction = np.divmod(units[large], UNITS)
-    whole = whole.astype(np.float64)
-    fraction = fraction / 1e12
-    total = whole + fraction
-    error = np.abs((whole - total) + fraction)  # exact: |whole + fraction - total| (Fast2Sum, |whole| >= fraction)
-    spacing = np.spacing(np.abs(total))
-    near = np.minimum(np.abs(spacing / 2 - error), np.abs(spacing / 4 - error)) <= 2.0**-52
-    for i in np.flatnonzero(near):
-        total[i] = int(units[large[i]]) / UNITS
-    result[large] = total
-    return result
-
-
-def _round_to_units(x: np.ndarray, scale: int) -> np.ndarray:
-    """DuckDB's round(x, digits) for x >= 0 as integers of 1/scale: the exact decimal value, halves up."""
-    scaled = x * float(scale)
-    rounded = np.floor(scaled)
-    fraction = scaled - rounded
-    up = fraction > 0.5
-    for i in np.flatnonzero(fraction == 0.5):  # the product was rounded onto a half: decide on the exact value
-        up[i] = Fraction(float(x[i])) * scale >= int(rounded[i]) + Fraction(1, 2)
-    return rounded.astype(np.int64) + up
