@@ -268,13 +268,12 @@ def write_stage(store: Warehouse, con: duckdb.DuckDBPyConnection, spec: Stage, t
     """
     for name in spec.prepared:
         run(con, f"CREATE OR REPLACE TEMP TABLE {name} AS {load_sql(name)}")
-    if spec.rows_in_order:  # no sort: DuckDB keeps the rows in the order the compute gives them
-        (preserved,) = run(con, "SELECT current_setting('preserve_insertion_order')")[0]
-        run(con, "SET preserve_insertion_order = true")
+    if spec.rows_in_order:  # no sort: DuckDB keeps the rows in the order the compute gives them (this session)
+        run(con, "SET SESSION preserve_insertion_order = true")
         try:
             return store.write(con, spec.name, spec.sql(con, tuning))
         finally:
-            run(con, f"SET preserve_insertion_order = {bool(preserved)}")
+            run(con, "RESET SESSION preserve_insertion_order")
     batches = stage_batches(con, spec, tuning) if spec.batched else ["TRUE"]
     if len(batches) == 1:
         if spec.split is Split.PRODUCTS:

@@ -1,9 +1,10 @@
 """The warehouse: Parquet files under one storage root, computed by short-lived in-memory DuckDB sessions.
 
 Layout: `<root>/<asset>/data.parquet` for an unpartitioned asset, `<root>/<asset>/<partition>.parquet` for a
-partitioned one. Each step opens its own in-memory DuckDB, exposes its inputs as views named after the
-upstream assets, and writes its output to a temporary file that is renamed into place. Readers therefore
-never see a half-written file and parallel steps never share a database lock. On object storage
+partitioned one. Each step opens its own session (a cursor of the process's in-memory DuckDB, with views,
+temporary tables and variables of its own), exposes its inputs as views named after the upstream assets, and
+writes its output to a temporary file that is renamed into place. Readers therefore never see a half-written
+file and parallel steps (processes) never share a database lock. On object storage
 (`s3://…`, `gs://…`) the object is written directly; a single object PUT is atomic there.
 
 A step writes its asset as a *candidate* (`Warehouse.stage`): the new files go to a hidden folder inside the
@@ -21,6 +22,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -112,6 +114,38 @@ class Candidate:
         self.removed.clear()
 
 
+_DATABASES: dict[tuple, duckdb.DuckDBPyConnection] = {}
+_DATABASES_LOCK = threading.Lock()
+_INHERITED: list[duckdb.DuckDBPyConnection] = []  # a parent's databases, never used (nor closed) after a fork
+
+
+def _cursor(memory_limit: str, threads: int, temp_directory: str) -> duckdb.DuckDBPyConnection:
+    """A cursor of this process's in-memory DuckDB for these settings (made on first use): opening a database
+    costs about 20 ms, a cursor microseconds. The settings are the database's; each cursor has its own views,
+    temporary tables, registered Arrow streams and variables, all gone when it closes."""
+    key = (memory_limit, threads, temp_directory)
+    os.makedirs(temp_directory, exist_ok=True)
+    with _DATABASES_LOCK:
+        database = _DATABASES.get(key)
+        if database is None:
+            database = duckdb.connect(":memory:")
+            run(database, f"SET memory_limit = {_quote(memory_limit)}")
+            run(database, f"SET threads = {threads}")
+            run(database, f"SET temp_directory = {_quote(temp_directory)}")
+            run(database, "SET preserve_insertion_order = false")
+            run(database, "SET enable_progress_bar = false")
+            _DATABASES[key] = database
+        return database.cursor()
+
+
+def _forget_databases() -> None:
+    _INHERITED.extend(_DATABASES.values())
+    _DATABASES.clear()
+
+
+os.register_at_fork(after_in_child=_forget_databases)
+
+
 @dataclass(frozen=True)
 class Warehouse:
     root: str
@@ -142,11 +176,8 @@ class Warehouse:
         """Whether the asset has files (on object storage: whether its folder lists any)."""
         if not is_remote(self.root):
             return bool(self.files(asset))
-        con = duckdb.connect(":memory:")
-        try:
+        with self.session() as con:
             return bool(run(con, f"SELECT count(*) FROM glob({_quote(self.asset_dir(asset) + '/*.parquet')})")[0][0])
-        finally:
-            con.close()
 
     def scan(self, asset: str) -> str:
         """A DuckDB table expression that reads every file of the asset (of its candidate, while staged)."""
@@ -204,19 +235,13 @@ class Warehouse:
         self, inputs: Iterable[str] = (), variables: Mapping[str, object] | None = None
     ) -> Iterator[duckdb.DuckDBPyConnection]:
         """An in-memory DuckDB with each input asset as a view of the same name and `getvariable()` values."""
-        con = duckdb.connect(":memory:")
+        temp = self.temp_directory or os.path.join(tempfile.gettempdir(), "recopipeline-duckdb")
+        con = _cursor(self.memory_limit, int(self.threads), temp)
         try:
-            temp = self.temp_directory or os.path.join(tempfile.gettempdir(), "recopipeline-duckdb")
-            os.makedirs(temp, exist_ok=True)
-            run(con, f"SET memory_limit = {_quote(self.memory_limit)}")
-            run(con, f"SET threads = {int(self.threads)}")
-            run(con, f"SET temp_directory = {_quote(temp)}")
-            run(con, "SET preserve_insertion_order = false")
-            run(con, "SET enable_progress_bar = false")
             for name in inputs:
                 if not self.exists(name):
                     raise MissingAssetError(f"upstream asset '{name}' has not been materialized under {self.root}")
-                run(con, f"CREATE VIEW {name} AS SELECT * FROM {self.scan(name)}")
+                run(con, f"CREATE TEMP VIEW {name} AS SELECT * FROM {self.scan(name)}")
             for key, value in (variables or {}).items():
                 _check_identifier(key)
                 run(con, f"SET VARIABLE {key} = {_sql_literal(value)}")
