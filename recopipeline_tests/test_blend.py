@@ -17,13 +17,11 @@ import duckdb
 import pandas as pd
 import pytest
 
-from recopipeline.bench.pipeline import ingest_source
 from recopipeline.lib import blend
-from recopipeline.lib.contract import SOURCES
-from recopipeline.lib.sources import resolve_location
-from recopipeline.lib.stages import latest_event_time, run_stage, run_stages, stage, stage_order, variables
+from recopipeline.lib.stages import latest_event_time, run_stage, stage, variables
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import Warehouse, load_sql, run
+from recopipeline_tests.stage_inputs import build_inputs
 
 BLEND = stage("product_recommendations")
 ORDER = ["customer_key", "recommendation_rank"]
@@ -40,43 +38,14 @@ A_B = Tuning(
 REPURCHASE = Tuning(weight_repurchase=2.0, exclude_purchased=False, weight_collaborative=0.0)
 
 
-def _build(source: str, root: Path, customer_share: int = 1) -> Warehouse:
-    """A warehouse with every input of the blend, computed by the stage engine (from 1 in `customer_share` of
-    the source's customers)."""
-    location = resolve_location(source, root / "input")
-    if customer_share > 1:
-        location = _some_customers(location, root / "subset", customer_share)
-    store = Warehouse(root=str(root / "warehouse"), memory_limit="1GB", threads=2)
-    for name in SOURCES:
-        ingest_source(store, location, name)
-    needed = set(BLEND.inputs)
-    for spec in reversed(stage_order()):
-        if spec.name in needed:
-            needed |= set(spec.inputs)
-    run_stages(store, Tuning(), latest_event_time(store), names=needed - {BLEND.name} - set(SOURCES))
-    return store
-
-
-def _some_customers(location: Path, target: Path, share: int) -> Path:
-    """A copy of the source files with the customers whose id hashes to 0 modulo `share`, and all products."""
-    target.mkdir()
-    con = duckdb.connect()
-    for path in location.glob("*.parquet"):
-        relation = con.read_parquet(str(path))
-        condition = f"WHERE hash(customer_id) % {share} = 0" if "customer_id" in relation.columns else ""
-        con.sql(f"COPY (SELECT * FROM read_parquet('{path}') {condition}) TO '{target / path.name}' (FORMAT parquet)")
-    con.close()
-    return target
-
-
 @pytest.fixture(scope="module")
 def xs(tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
-    return _build("synthetic:xs", tmp_path_factory.mktemp("blend_xs"))
+    return build_inputs(BLEND, "synthetic:xs", tmp_path_factory.mktemp("blend_xs"))
 
 
 @pytest.fixture(scope="module")
 def retail(tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
-    return _build("online_retail:sample", tmp_path_factory.mktemp("blend_retail"), customer_share=4)
+    return build_inputs(BLEND, "online_retail:sample", tmp_path_factory.mktemp("blend_retail"), customer_share=4)
 
 
 def _oracle(con, tuning: Tuning) -> str:

@@ -15,9 +15,6 @@ The result is a view over an Arrow stream: reading it computes the batches (two 
 from __future__ import annotations
 
 import math
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import duckdb
@@ -25,7 +22,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recopipeline.lib.blend_kernel import UNITS, blend_batch
+from recopipeline.lib.batch_stream import BatchStream
+from recopipeline.lib.blend_kernel import blend_batch
+from recopipeline.lib.exact import UNITS
 from recopipeline.lib.tuning import STRATEGIES, Tuning
 from recopipeline.lib.warehouse import run
 
@@ -93,7 +92,7 @@ def product_recommendations(con: duckdb.DuckDBPyConnection, tuning: Tuning) -> s
         rows = _blend_batch(catalogue, inputs, work, low, high)
         return None if rows is None else texts.batch(rows)
 
-    con.register(RESULT, _BatchStream(record_batch, _batches(work, tuning)))
+    con.register(RESULT, BatchStream(SCHEMA, record_batch, _batches(work, tuning), WORKERS))
     return f"SELECT * FROM {RESULT}"
 
 
@@ -529,37 +528,6 @@ class _Texts:
             pa.array(rows["rank"], type=pa.int64()),
             pa.DictionaryArray.from_arrays(pa.array(rows["variant"]), self.variants),
         ], schema=SCHEMA)
-
-
-class _BatchStream:
-    """An Arrow stream (the PyCapsule interface) that computes its record batches anew for every read: WORKERS
-    threads compute the next batches (numpy releases the GIL) while the reader consumes them in order."""
-
-    def __init__(self, compute: Callable[[int, int], pa.RecordBatch | None], ranges: list[tuple[int, int]]):
-        self.compute = compute
-        self.ranges = ranges
-
-    def __arrow_c_stream__(self, requested_schema=None):
-        reader = pa.RecordBatchReader.from_batches(SCHEMA, self._batches())
-        return reader.__arrow_c_stream__(requested_schema)
-
-    def _batches(self) -> Iterator[pa.RecordBatch]:
-        pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="blend")
-        pending: deque = deque()
-        ranges = iter(self.ranges)
-        try:
-            while True:
-                while len(pending) < 2 * WORKERS and (batch := next(ranges, None)) is not None:
-                    pending.append(pool.submit(self.compute, *batch))
-                if not pending:
-                    return
-                batch = pending.popleft().result()
-                if batch is not None:
-                    yield batch
-        finally:
-            for future in pending:
-                future.cancel()
-            pool.shutdown(wait=True)
 
 
 # ---- integer helpers -----------------------------------------------------------------------------------------

@@ -5,83 +5,22 @@ the top products of the customer's categories, their orders, their segment's pop
 (product, strategy) in a dense slot table, so no candidate row is ever materialised or sorted. The SQL's decimal
 arithmetic is reproduced exactly: contributions are summed as integers of 1e-12, each rounded half away from zero
 first (DOUBLE to DECIMAL(38, 12)); DECIMAL to DOUBLE and round(x, 9) are correctly rounded from the exact decimal
-value, with the rare values near a rounding boundary decided in exact arithmetic.
+value.
 
-The kernel releases the GIL, so the blend's worker threads run batches in parallel. It is compiled on first use
-and cached next to this module (or in numba's user cache when the package directory is read-only).
+The arithmetic is `lib/exact.py`'s. The kernel releases the GIL, so the blend's worker threads run batches in
+parallel. It is compiled on first use and cached next to this module (or in numba's user cache when the package
+directory is read-only).
 """
 
 from __future__ import annotations
 
-import warnings
-from fractions import Fraction
-
 import numba
 import numpy as np
 
-# The exact fallbacks below take the GIL for the few values that need them; the batches still run in parallel.
-warnings.filterwarnings("ignore", "Code running in object mode won't allow parallel execution", numba.NumbaWarning)
+from recopipeline.lib.exact import half_away, round_to_units, to_units, units_to_double
 
-UNITS = 10**12  # DECIMAL(38, 12): sums are exact in units of 1e-12
 OWNED, PURCHASED = 1, 2  # per product of the current customer: has an affinity row / bought it
 _SCORE_LIMIT = (1 << 30) - 1  # a rounded score in units of 1e-9 is at most 1e9
-_TWO_53 = 1 << 53
-
-
-def _exact_double(units: int) -> float:
-    return int(units) / UNITS  # Python's int / int is correctly rounded
-
-
-def _exact_rounds_up(x: float, scale: int, rounded: float) -> bool:
-    return Fraction(float(x)) * scale >= int(rounded) + Fraction(1, 2)
-
-
-@numba.njit(cache=True, nogil=True)
-def half_away(x: float) -> float:
-    """C's round(): to the nearest integer, halves away from zero (DuckDB's round(DOUBLE) and DOUBLE to DECIMAL)."""
-    magnitude = abs(x)
-    rounded = np.floor(magnitude)
-    if magnitude - rounded >= 0.5:
-        rounded += 1.0
-    return rounded if x >= 0 else -rounded
-
-
-@numba.njit(cache=True, nogil=True)
-def to_units(x: float) -> np.int64:
-    """x::DECIMAL(38, 12) as an integer of 1e-12."""
-    return np.int64(half_away(x * 1e12))
-
-
-@numba.njit(cache=True, nogil=True)
-def units_to_double(units: np.int64) -> float:
-    """A DECIMAL(38, 12) given in integers of 1e-12 as DOUBLE: the double nearest to its exact value."""
-    if abs(units) < _TWO_53:
-        return units / 1e12  # both exact doubles: the division is correctly rounded
-    # whole part (exact, |x| >= 2**13) plus the fraction rounded once: the sum rounds to the nearest double
-    # unless it is within the fraction's error (2**-54) of a midpoint between doubles; those are divided exactly
-    whole = units // UNITS
-    fraction = (units - whole * UNITS) / 1e12
-    total = float(whole) + fraction
-    error = abs((float(whole) - total) + fraction)  # exact: Fast2Sum, |whole| >= fraction
-    magnitude = abs(total)
-    spacing = np.nextafter(magnitude, np.inf) - magnitude
-    if min(abs(spacing / 2 - error), abs(spacing / 4 - error)) <= 2.0**-52:
-        with numba.objmode(total="float64"):
-            total = _exact_double(units)
-    return total
-
-
-@numba.njit(cache=True, nogil=True)
-def round_to_units(x: float, scale: int) -> np.int64:
-    """DuckDB's round(x, digits) for x >= 0 as an integer of 1/scale: the exact decimal value, halves up."""
-    scaled = x * float(scale)
-    rounded = np.floor(scaled)
-    fraction = scaled - rounded
-    up = fraction > 0.5
-    if fraction == 0.5:  # the product was rounded onto a half: decide on the exact value
-        with numba.objmode(up="boolean"):
-            up = _exact_rounds_up(x, scale, rounded)
-    return np.int64(rounded) + np.int64(up)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -9,9 +9,8 @@ How a stage may be split is part of its spec:
   customer-keyed inputs (the customer sources and the other per-customer stages) and on whole product-side
   tables. The hourly refresh recomputes exactly these stages for the customers of an hour (the blend also
   batches its customers itself, see lib/blend.py).
-- `Split.PRODUCTS`: every output row belongs to one anchor product (the SQL reads the view `anchor_products`);
-  with `batched`, the stage runs per range of at most `batch_products` products, and the batches' union is
-  exactly the table one pass would write.
+- `Split.NONE`: the stage is computed over its whole inputs (the item pairs batch their anchor products
+  themselves, see lib/collaborative.py).
 
 Everything that runs stages — the Dagster assets, the hourly refresh, `bench` and `evaluate` — calls `run_stage`
 (or, for the hourly refresh, `compute_into`); the run order and "what must re-run after a tuning change" come
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import duckdb
 
-from recopipeline.lib import blend, ease, keys
+from recopipeline.lib import blend, collaborative, ease, keys
 from recopipeline.lib.contract import SOURCES
 from recopipeline.lib.tuning import STRATEGIES, Tuning
 from recopipeline.lib.warehouse import SQL_DIR, Warehouse, load_sql, run
@@ -45,7 +44,6 @@ CUSTOMER_SOURCES = ("customers", "customer_interactions", "orders", "cart_activi
 class Split(Enum):
     NONE = "none"
     CUSTOMERS = "per customer range"
-    PRODUCTS = "per product range"
 
 
 @dataclass(frozen=True)
@@ -58,18 +56,11 @@ class Stage:
     score_column: str | None = None  # summarised in the asset's metadata
     compute: Compute | None = None  # None: the SQL file sql/<name>.sql
     split: Split = Split.NONE
-    batched: bool = False  # the nightly run computes it in batches of its split
     reads: frozenset[str] = frozenset()  # tuning values read outside getvariable() (Python computes)
     kinds: frozenset[str] = frozenset()  # engines besides DuckDB, as the UI shows them
     rows_in_order: bool = False  # the compute gives its rows in `order_by` order: written as they come
     # sql/<name>.sql files whose results the compute reads as temp tables <name>, made once before the batches
     prepared: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.batched and self.split is not Split.PRODUCTS:
-            raise ValueError(f"stage {self.name}: the engine batches only stages split per product range")
-        if self.rows_in_order and self.split is Split.PRODUCTS:
-            raise ValueError(f"stage {self.name}: rows in order are written in one pass, without engine batches")
 
     @property
     def source_files(self) -> tuple[Path, ...]:
@@ -159,8 +150,10 @@ STAGES: tuple[Stage, ...] = (
         "collaborative_item_similarity", "similarity", ("customer_product_affinity",),
         "Item-to-item cosine similarity over customers' affinities, top-K neighbours per product.",
         order_by="product_key_1, cf_rank", score_column="cf_similarity",
-        split=Split.PRODUCTS, batched=True,  # the item pairs are aggregated per batch of anchor products
-        prepared=("collaborative_strongest_products",),  # each customer's strongest products, once for all batches
+        # a compiled loop over anchor products in batches; sql/collaborative_item_similarity.sql is its specification
+        compute=collaborative.collaborative_item_similarity, reads=sql_reads("collaborative_item_similarity"),
+        kinds=frozenset({"numpy"}), rows_in_order=True,
+        prepared=("collaborative_strongest_products",),  # each customer's strongest products, read by the loop
     ),
     Stage(
         ease.ASSET, "similarity", ease.INPUTS,
@@ -263,8 +256,7 @@ def run_stages(store: Warehouse, tuning: Tuning, as_of: datetime, names: Iterabl
 def write_stage(store: Warehouse, con: duckdb.DuckDBPyConnection, spec: Stage, tuning: Tuning) -> int:
     """Write the stage's table from `con` (a session over its inputs); returns the rows written.
 
-    A batched stage is computed once per batch of its split; the batches are appended and written at once. Its
-    prepared tables are made before the first batch.
+    Its prepared tables are made first.
     """
     for name in spec.prepared:
         run(con, f"CREATE OR REPLACE TEMP TABLE {name} AS {load_sql(name)}")
@@ -274,66 +266,12 @@ def write_stage(store: Warehouse, con: duckdb.DuckDBPyConnection, spec: Stage, t
             return store.write(con, spec.name, spec.sql(con, tuning))
         finally:
             run(con, "RESET SESSION preserve_insertion_order")
-    batches = stage_batches(con, spec, tuning) if spec.batched else ["TRUE"]
-    if len(batches) == 1:
-        if spec.split is Split.PRODUCTS:
-            _narrow(con, spec, "TRUE")  # the SQL reads `anchor_products`
-        return store.write(con, spec.name, spec.sql(con, tuning), order_by=spec.order_by)
-    for number, condition in enumerate(batches):
-        _narrow(con, spec, condition)
-        verb = "CREATE TEMP TABLE stage_batches AS" if number == 0 else "INSERT INTO stage_batches"
-        run(con, f"{verb} {spec.sql(con, tuning)}")
-    _narrow(con, spec, "TRUE")
-    rows = store.write(con, spec.name, "SELECT * FROM stage_batches", order_by=spec.order_by)
-    run(con, "DROP TABLE stage_batches")
-    return rows
+    return store.write(con, spec.name, spec.sql(con, tuning), order_by=spec.order_by)
 
 
 def compute_into(con: duckdb.DuckDBPyConnection, spec: Stage, tuning: Tuning) -> None:
     """Create the stage's result as the temp table `<name>` in `con` (whose tables hold the stage's inputs)."""
     run(con, f"CREATE TEMP TABLE {spec.name} AS {spec.sql(con, tuning)}")
-
-
-def stage_batches(con: duckdb.DuckDBPyConnection, spec: Stage, tuning: Tuning) -> list[str]:
-    """The SQL condition of each batch the stage runs in (`TRUE` alone for one pass)."""
-    if spec.split is Split.PRODUCTS:
-        return id_ranges(con, "product_key", spec.inputs[0], tuning.batch_products)
-    return ["TRUE"]
-
-
-def _narrow(con: duckdb.DuckDBPyConnection, spec: Stage, condition: str) -> None:
-    """Point `anchor_products` at the products of one batch (`TRUE`: every product)."""
-    run(
-        con,
-        f"CREATE OR REPLACE TEMP TABLE anchor_products AS "
-        f"SELECT DISTINCT product_key FROM {spec.inputs[0]} WHERE {condition}",
-    )
-
-
-def id_ranges(con: duckdb.DuckDBPyConnection, column: str, relation: str, size: int) -> list[str]:
-    """SQL conditions on `column`, one per range of at most `size` of its distinct values in `relation`."""
-    starts = [
-        row[0]
-        for row in run(
-            con,
-            f"SELECT {column} FROM (SELECT DISTINCT {column} FROM {relation}) "
-            f"QUALIFY (row_number() OVER (ORDER BY {column}) - 1) % {int(size)} = 0 ORDER BY {column}",
-        )
-    ]
-    if len(starts) <= 1:
-        return ["TRUE"]
-    bounds = [_literal(value) for value in starts[1:]]
-    return (
-        [f"{column} < {bounds[0]}"]
-        + [f"{column} >= {low} AND {column} < {high}" for low, high in zip(bounds, bounds[1:])]
-        + [f"{column} >= {bounds[-1]}"]
-    )
-
-
-def _literal(value) -> str:
-    if isinstance(value, int):
-        return str(value)
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 class NoEventsError(ValueError):

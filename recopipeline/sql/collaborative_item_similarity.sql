@@ -1,8 +1,10 @@
 -- collaborative_item_similarity: "customers who liked this also liked": cosine similarity between products
 -- over customers' affinities (log-damped), top-K neighbours per product. Each customer contributes only
--- their `cf_items_per_customer` strongest products (collaborative_strongest_products, made once before the
--- batches), which bounds the pairs one heavy customer can add.
+-- their `cf_items_per_customer` strongest products (collaborative_strongest_products, made before the stage),
+-- which bounds the pairs one heavy customer can add.
 -- Sums run over DECIMAL, which is exact: a rerun gives the same bits however the threads split the rows.
+-- The stage computes these rows with a compiled loop (lib/collaborative.py); this file is its specification,
+-- and recopipeline_tests/test_collaborative.py requires both to give the same rows.
 WITH co_liked AS (
     SELECT x.product_key AS product_key_1,
            y.product_key AS product_key_2,
@@ -10,8 +12,6 @@ WITH co_liked AS (
            count(*)                                                AS common_customers
     FROM collaborative_strongest_products AS x
     JOIN collaborative_strongest_products AS y ON x.customer_key = y.customer_key AND x.product_key <> y.product_key
-    -- the anchor products of this pass: all of them, or one batch (lib/stages.py, write_stage)
-    WHERE x.product_key IN (SELECT product_key FROM anchor_products)
     GROUP BY x.product_key, y.product_key
     HAVING count(*) >= getvariable('cf_min_common_customers')
 ),

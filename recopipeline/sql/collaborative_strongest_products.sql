@@ -1,6 +1,6 @@
 -- collaborative_strongest_products: each customer's `cf_items_per_customer` strongest products (log-damped
--- affinity) and every product's norm over them, for collaborative_item_similarity. Made once per run: the item
--- pairs are then aggregated per batch of anchor products over these rows.
+-- affinity) and every product's norm over them, for collaborative_item_similarity, which reads them once and
+-- aggregates the item pairs per batch of anchor products.
 -- The norms sum over DECIMAL, which is exact: a rerun gives the same bits however the threads split the rows.
 WITH strongest AS (
     SELECT customer_key, product_key, ln(1 + weighted_affinity_score) AS affinity
