@@ -92,7 +92,12 @@ def _assert_same(store: Warehouse, tuning: Tuning) -> pd.DataFrame:
     return actual
 
 
-@pytest.mark.parametrize("tuning", [Tuning(), A_B, REPURCHASE], ids=["default", "a_b", "repurchase"])
+# two seeds: the evidence lists of EASE's many bought products are cut to the strongest two
+FEW_SEEDS = Tuning(seeds_per_customer=2)
+
+
+@pytest.mark.parametrize("tuning", [Tuning(), A_B, REPURCHASE, FEW_SEEDS], ids=["default", "a_b", "repurchase",
+                                                                              "few_seeds"])
 def test_synthetic_rows_equal_the_sql(xs: Warehouse, tuning: Tuning) -> None:
     rows = _assert_same(xs, tuning)
     strategies = set(rows["recommendation_type"])

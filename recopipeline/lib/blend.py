@@ -3,7 +3,7 @@
 Method. DuckDB numbers the customer and product keys densely in key order (so number order is the SQL's key
 order) and the inputs are read once into numpy: the per-customer tables sorted by customer, the product-side tables
 as neighbour lists (CSR, rows = source product) of available candidates. Customers are then blended in batches of
-consecutive numbers by a compiled per-customer loop (`blend_kernel.blend_batch`): each strategy's candidates are
+consecutive numbers by a compiled per-customer loop (`kernels.blend_batch`): each strategy's candidates are
 walked once and summed per (product, strategy) in a dense slot table, normalised by the customer's best in the
 strategy, weighted by the customer's A/B variant, blended per product, ranked and cut to `candidates_per_customer`,
 with the SQL's DECIMAL arithmetic reproduced exactly; evidence lists the sources of the strongest item-to-item
@@ -23,8 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recopipeline.lib.batch_stream import BatchStream
-from recopipeline.lib.blend_kernel import blend_batch
-from recopipeline.lib.exact import UNITS
+from recopipeline.lib.kernels import UNITS, blend_batch
 from recopipeline.lib.tuning import STRATEGIES, Tuning
 from recopipeline.lib.warehouse import run
 
@@ -59,7 +58,7 @@ class VariantWeights:
 def variant_weights(tuning: Tuning) -> VariantWeights:
     """The weights per variant in priority order (`Tuning.variant_strategy_weights`) and the variants' buckets."""
     per_variant = tuning.variant_strategy_weights()
-    assert len(STRATEGIES) < 16, "the strength key packs a strategy's priority into 4 bits"
+    assert len(STRATEGIES) <= 7, "a row's set of strategies is an int8 of bits; the strength packs the priority in 4"
     buckets = tuning.experiment().buckets()
     names = tuple(name for name, _, _ in buckets)
     weights = np.array([[per_variant[name][s] for s in STRATEGIES] for name in names], dtype=np.float64)
@@ -435,7 +434,7 @@ def _batches(work: np.ndarray, tuning: Tuning) -> list[tuple[int, int]]:
 
 
 def _kernel_inputs(catalogue: Catalogue, customers: Customers, weights: VariantWeights, tuning: Tuning) -> tuple:
-    """The arguments of blend_kernel.blend_batch after (low, high, products, capacity), in its order."""
+    """The arguments of kernels.blend_batch after (low, high, products, capacity), in its order."""
     item = list(catalogue.item.items())
     sizes = np.cumsum([0] + [len(n.indices) for _, n in item])
     indptr = np.stack([n.indptr + offset for (_, n), offset in zip(item, sizes)]) if item else \

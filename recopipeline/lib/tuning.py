@@ -128,6 +128,8 @@ class Tuning:
             raise ValueError("repurchase_half_life_days must be > 0 and repurchase_trend_days >= 1")
         if self.repurchase_rate_power < 0 or self.repurchase_trend_weight < 0:
             raise ValueError("repurchase_rate_power and repurchase_trend_weight must be >= 0")
+        if self.seeds_per_customer < 1 or self.cf_top_k < 1 or self.cf_min_common_customers < 1:
+            raise ValueError("seeds_per_customer, cf_top_k and cf_min_common_customers must be >= 1")
         if self.ease_l2 <= 0 or self.ease_max_items < 2 or self.ease_top_k < 1:
             raise ValueError("ease_l2 must be > 0, ease_max_items >= 2 and ease_top_k >= 1")
         if self.similarity_threshold <= 0.42:

@@ -18,6 +18,7 @@ that writes the same asset.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
@@ -116,7 +117,6 @@ class Candidate:
 
 _DATABASES: dict[tuple, duckdb.DuckDBPyConnection] = {}
 _DATABASES_LOCK = threading.Lock()
-_INHERITED: list[duckdb.DuckDBPyConnection] = []  # a parent's databases, never used (nor closed) after a fork
 
 
 def _cursor(memory_limit: str, threads: int, temp_directory: str) -> duckdb.DuckDBPyConnection:
@@ -139,8 +139,13 @@ def _cursor(memory_limit: str, threads: int, temp_directory: str) -> duckdb.Duck
 
 
 def _forget_databases() -> None:
-    _INHERITED.extend(_DATABASES.values())
+    """In a forked child: the parent's databases are never used, nor freed (DuckDB's destructor would wait for
+    worker threads the child does not have); the child opens its own."""
+    global _DATABASES_LOCK
+    for database in _DATABASES.values():
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(database))
     _DATABASES.clear()
+    _DATABASES_LOCK = threading.Lock()  # another thread of the parent may have held it
 
 
 os.register_at_fork(after_in_child=_forget_databases)

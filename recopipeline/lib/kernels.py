@@ -1,23 +1,94 @@
-"""The blend's per-customer loop, compiled: a batch of customers' candidates scored, blended, ranked, explained.
+"""The compiled loops (numba) of the blend and of the item pairs, and DuckDB's exact arithmetic they share.
 
-For each customer the kernel walks every strategy's candidates once (a seed's or bought product's neighbour list,
-the top products of the customer's categories, their orders, their segment's popular products), accumulating each
-(product, strategy) in a dense slot table, so no candidate row is ever materialised or sorted. The SQL's decimal
-arithmetic is reproduced exactly: contributions are summed as integers of 1e-12, each rounded half away from zero
-first (DOUBLE to DECIMAL(38, 12)); DECIMAL to DOUBLE and round(x, 9) are correctly rounded from the exact decimal
-value.
+- DuckDB's DECIMAL and rounding, exactly: a DOUBLE cast to DECIMAL(38, 12) rounds the scaled double half away
+  from zero; DECIMAL sums are exact, so a loop sums integers of 1e-12; DECIMAL to DOUBLE and round(x, digits) are
+  correctly rounded from the exact decimal value. The few values within a hair of a rounding boundary are decided
+  in exact (Python) arithmetic.
+- `blend_batch`: a batch of customers' candidates scored, blended, ranked and explained (lib/blend.py). For each
+  customer the loop walks every strategy's candidates once (a seed's or bought product's neighbour list, the top
+  products of the customer's categories, their orders, their segment's popular products), accumulating each
+  (product, strategy) in a dense slot table, so no candidate row is ever materialised or sorted.
+- `item_pairs`: a batch of anchor products' item pairs (lib/collaborative.py).
 
-The arithmetic is `lib/exact.py`'s. The kernel releases the GIL, so the blend's worker threads run batches in
-parallel. It is compiled on first use and cached next to this module (or in numba's user cache when the package
-directory is read-only).
+The loops release the GIL, so worker threads run batches in parallel. They are compiled on first use and cached
+next to this module (or in numba's user cache when the package directory is read-only). They live in one module
+because numba's cache checks only the file that defines a compiled function: a change to a helper in another
+file would leave the old machine code in use.
 """
 
 from __future__ import annotations
 
+import warnings
+from fractions import Fraction
+
 import numba
 import numpy as np
 
-from recopipeline.lib.exact import half_away, round_to_units, to_units, units_to_double
+UNITS = 10**12  # DECIMAL(38, 12): sums are exact in units of 1e-12
+_TWO_53 = 1 << 53
+
+# The exact fallbacks below take the GIL for the few values that need them; the loops still run in parallel.
+warnings.filterwarnings("ignore", "Code running in object mode won't allow parallel execution", numba.NumbaWarning)
+
+
+def _exact_double(units: int) -> float:
+    return int(units) / UNITS  # Python's int / int is correctly rounded
+
+
+def _exact_rounds_up(x: float, scale: int, rounded: float) -> bool:
+    return Fraction(float(x)) * scale >= int(rounded) + Fraction(1, 2)
+
+
+@numba.njit(cache=True, nogil=True)
+def half_away(x: float) -> float:
+    """C's round(): to the nearest integer, halves away from zero (DuckDB's round(DOUBLE) and DOUBLE to DECIMAL)."""
+    magnitude = abs(x)
+    rounded = np.floor(magnitude)
+    if magnitude - rounded >= 0.5:
+        rounded += 1.0
+    return rounded if x >= 0 else -rounded
+
+
+@numba.njit(cache=True, nogil=True)
+def to_units(x: float) -> np.int64:
+    """x::DECIMAL(38, 12) as an integer of 1e-12."""
+    return np.int64(half_away(x * 1e12))
+
+
+@numba.njit(cache=True, nogil=True)
+def units_to_double(units: np.int64) -> float:
+    """A DECIMAL(38, 12) given in integers of 1e-12 as DOUBLE: the double nearest to its exact value."""
+    if abs(units) < _TWO_53:
+        return units / 1e12  # both exact doubles: the division is correctly rounded
+    # whole part (exact, |x| >= 2**13) plus the fraction rounded once: the sum rounds to the nearest double
+    # unless it is within the fraction's error (2**-54) of a midpoint between doubles; those are divided exactly
+    whole = units // UNITS
+    fraction = (units - whole * UNITS) / 1e12
+    total = float(whole) + fraction
+    error = abs((float(whole) - total) + fraction)  # exact: Fast2Sum, |whole| >= fraction
+    magnitude = abs(total)
+    spacing = np.nextafter(magnitude, np.inf) - magnitude
+    if min(abs(spacing / 2 - error), abs(spacing / 4 - error)) <= 2.0**-52:
+        with numba.objmode(total="float64"):
+            total = _exact_double(units)
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def round_to_units(x: float, scale: int) -> np.int64:
+    """DuckDB's round(x, digits) for x >= 0 as an integer of 1/scale: the exact decimal value, halves up."""
+    scaled = x * float(scale)
+    rounded = np.floor(scaled)
+    fraction = scaled - rounded
+    up = fraction > 0.5
+    if fraction == 0.5:  # the product was rounded onto a half: decide on the exact value
+        with numba.objmode(up="boolean"):
+            up = _exact_rounds_up(x, scale, rounded)
+    return np.int64(rounded) + np.int64(up)
+
+
+# ---- the blend ---------------------------------------------------------------------------------------------
+
 
 OWNED, PURCHASED = 1, 2  # per product of the current customer: has an affinity row / bought it
 _SCORE_LIMIT = (1 << 30) - 1  # a rounded score in units of 1e-9 is at most 1e9
@@ -71,7 +142,7 @@ def blend_batch(
     pair_group = np.empty(capacity, dtype=np.int32)
     pair_bits = np.empty(capacity, dtype=np.int8)
     ranking = np.empty(capacity, dtype=np.int64)
-    listed = np.empty(capacity, dtype=np.int32)
+    listed = np.empty(seeds_per_customer, dtype=np.int32)  # the evidence of one row, strongest first
 
     limit = (high - low) * candidates
     out_customer = np.empty(limit, dtype=np.int32)
@@ -239,19 +310,20 @@ def blend_batch(
             out_variant[rows] = variant[customer]
             at = evidence_offsets[rows]
             if is_item[kind]:
-                # the group's sources by contribution desc; ties keep the row order (product order)
+                # the group's `seeds_per_customer` strongest sources by contribution desc; ties keep the row order
+                # (product order): a source enters only if it beats the last one listed
                 count = 0
                 member = group_head[group]
-                while count < group_count[group]:
+                for _ in range(group_count[group]):
                     value = member_value[member]
-                    j = count
-                    while j > 0 and member_value[listed[j - 1]] < value:
-                        listed[j] = listed[j - 1]
-                        j -= 1
-                    listed[j] = member
-                    count += 1
+                    if count < seeds_per_customer or member_value[listed[count - 1]] < value:
+                        j = min(count, seeds_per_customer - 1)  # when the list is full, its last one drops out
+                        while j > 0 and member_value[listed[j - 1]] < value:
+                            listed[j] = listed[j - 1]
+                            j -= 1
+                        listed[j] = member
+                        count = min(count + 1, seeds_per_customer)
                     member = member_next[member]
-                count = min(count, seeds_per_customer)
                 for j in range(count):
                     evidence_values[at + j] = member_source[listed[j]] + evidence_offset[kind]
             else:
@@ -274,3 +346,103 @@ def blend_batch(
     return (out_customer[:rows], out_product[:rows], out_strategy[:rows], out_score[:rows], out_bits[:rows],
             out_rank[:rows], out_variant[:rows], evidence_offsets[: rows + 1],
             evidence_values[: evidence_offsets[rows]])
+
+
+# ---- the item pairs ---------------------------------------------------------------------------------------
+
+
+_CARRY = 1 << 62  # an accumulator is high x 2**62 + low, 0 <= low < 2**62: exact for any number of terms
+
+
+def _exact_sum(high: int, low: int) -> float:
+    return (int(high) * _CARRY + int(low)) / UNITS  # Python's int / int is correctly rounded
+
+
+@numba.njit(cache=True, nogil=True)
+def _dot(high: np.int64, low: np.int64) -> float:
+    if high == 0:
+        return units_to_double(low)
+    with numba.objmode(total="float64"):
+        total = _exact_sum(high, low)
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def item_pairs(
+    low, high, product_start, by_product, customer_of_row, customer_start, product, affinity, norms,
+    min_common, top_k,
+):
+    """The kept pairs of anchor products low..high-1: anchor, other product, common customers, similarity and
+    rank, in (anchor, rank) order, products as numbers."""
+    products = len(norms)
+    accumulated_low = np.zeros(products, dtype=np.int64)
+    accumulated_high = np.zeros(products, dtype=np.int64)
+    common = np.zeros(products, dtype=np.int64)
+    touched = np.empty(products, dtype=np.int32)
+    best_product = np.empty(top_k, dtype=np.int32)
+    best_common = np.empty(top_k, dtype=np.int64)
+    best_score = np.empty(top_k, dtype=np.int64)
+    limit = (high - low) * top_k
+    out_first = np.empty(limit, dtype=np.int32)
+    out_second = np.empty(limit, dtype=np.int32)
+    out_common = np.empty(limit, dtype=np.int64)
+    out_similarity = np.empty(limit, dtype=np.float64)
+    out_rank = np.empty(limit, dtype=np.int64)
+    rows = 0
+    for anchor in range(low, high):
+        others = 0
+        for j in range(product_start[anchor], product_start[anchor + 1]):
+            row = by_product[j]
+            weight = affinity[row]
+            holder = customer_of_row[row]
+            for k in range(customer_start[holder], customer_start[holder + 1]):
+                other = product[k]
+                if other == anchor:
+                    continue
+                if common[other] == 0:
+                    touched[others] = other
+                    others += 1
+                common[other] += 1
+                term = to_units(weight * affinity[k])  # >= 0: affinities are ln(1 + a positive score)
+                accumulated_high[other] += term >> 62
+                accumulated_low[other] += term & (_CARRY - 1)
+                if accumulated_low[other] >= _CARRY:
+                    accumulated_low[other] -= _CARRY
+                    accumulated_high[other] += 1
+        kept = 0
+        for t in range(others):
+            other = touched[t]
+            shared = common[other]
+            if shared >= min_common:
+                dot = _dot(accumulated_high[other], accumulated_low[other])
+                score = round_to_units(dot / (norms[anchor] * norms[other]), 10**9)
+                # insert into the best `top_k`: score desc, common customers desc, product number
+                position = kept
+                while position > 0 and (
+                    best_score[position - 1] < score
+                    or (best_score[position - 1] == score and (
+                        best_common[position - 1] < shared
+                        or (best_common[position - 1] == shared and best_product[position - 1] > other)))
+                ):
+                    if position < top_k:
+                        best_score[position] = best_score[position - 1]
+                        best_common[position] = best_common[position - 1]
+                        best_product[position] = best_product[position - 1]
+                    position -= 1
+                if position < top_k:
+                    best_score[position] = score
+                    best_common[position] = shared
+                    best_product[position] = other
+                    if kept < top_k:
+                        kept += 1
+            accumulated_low[other] = 0
+            accumulated_high[other] = 0
+            common[other] = 0
+        for r in range(kept):
+            out_first[rows] = anchor
+            out_second[rows] = best_product[r]
+            out_common[rows] = best_common[r]
+            out_similarity[rows] = best_score[r] / 1e9
+            out_rank[rows] = r + 1
+            rows += 1
+    return out_first[:rows], out_second[:rows], out_common[:rows], out_similarity[:rows], out_rank[:rows]
