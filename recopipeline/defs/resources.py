@@ -15,7 +15,7 @@ from recopipeline.serving.database import ServingDatabase
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The Parquet warehouse under one storage root; each step computes in its own in-memory DuckDB."""
+    """The Parquet warehouse under one storage root; each step computes in its own in-memory DuckDB session."""
 
     root: str
     memory_limit: str = "3GB"
