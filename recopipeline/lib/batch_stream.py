@@ -6,7 +6,21 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pyarrow as pa
+
+
+def work_ranges(work: np.ndarray, most_work: int, most_items: int) -> list[tuple[int, int]]:
+    """Ranges [low, high) of consecutive items (customers, anchor products), each of at most `most_items` items
+    and about `most_work` of their `work` (at least one item): batches of even work for the threads."""
+    cumulative = np.concatenate([[0], np.cumsum(work)])
+    ranges, low = [], 0
+    while low < len(work):
+        high = int(np.searchsorted(cumulative, cumulative[low] + most_work, side="right")) - 1
+        high = min(max(high, low + 1), low + most_items, len(work))
+        ranges.append((low, high))
+        low = high
+    return ranges
 
 
 class BatchStream:

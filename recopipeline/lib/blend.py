@@ -14,7 +14,6 @@ The result is a view over an Arrow stream: reading it computes the batches (two 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import duckdb
@@ -22,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recopipeline.lib.batch_stream import BatchStream
-from recopipeline.lib.kernels import UNITS, blend_batch
+from recopipeline.lib.batch_stream import BatchStream, work_ranges
+from recopipeline.lib.kernels import UNITS, blend_batch, to_units
 from recopipeline.lib.tuning import STRATEGIES, Tuning
 from recopipeline.lib.warehouse import run
 
@@ -62,7 +61,7 @@ def variant_weights(tuning: Tuning) -> VariantWeights:
     buckets = tuning.experiment().buckets()
     names = tuple(name for name, _, _ in buckets)
     weights = np.array([[per_variant[name][s] for s in STRATEGIES] for name in names], dtype=np.float64)
-    totals = [sum(_half_away_scalar(w * UNITS) for w in row) / UNITS for row in weights.tolist()]
+    totals = [sum(int(to_units(w)) for w in row) / UNITS for row in weights.tolist()]  # the DECIMAL sum
     return VariantWeights(
         variants=names,
         weights=weights,
@@ -91,7 +90,7 @@ def product_recommendations(con: duckdb.DuckDBPyConnection, tuning: Tuning) -> s
         rows = _blend_batch(catalogue, inputs, work, low, high)
         return None if rows is None else texts.batch(rows)
 
-    con.register(RESULT, BatchStream(SCHEMA, record_batch, _batches(work, tuning), WORKERS))
+    con.register(RESULT, BatchStream(SCHEMA, record_batch, work_ranges(work, MAX_BATCH_ROWS, tuning.batch_customers), WORKERS))
     # the texts of few values as ENUMs: Parquet stores them as the same dictionary-encoded strings (read back as
     # VARCHAR), and DuckDB's writer skips hashing 19 million strings per column at scale l (about 2 s)
     named = {"recommendation_type": texts.strategies, "strategies": texts.strategy_sets, "variant": texts.variants}
@@ -420,19 +419,6 @@ def _work(customers: Customers, catalogue: Catalogue) -> np.ndarray:
     return work
 
 
-def _batches(work: np.ndarray, tuning: Tuning) -> list[tuple[int, int]]:
-    """Ranges of consecutive customers, each within batch_customers and about MAX_BATCH_ROWS strategy rows."""
-    count = len(work)
-    cumulative = np.concatenate([[0], np.cumsum(work)])
-    ranges, low = [], 0
-    while low < count:
-        high = int(np.searchsorted(cumulative, cumulative[low] + MAX_BATCH_ROWS, side="right")) - 1
-        high = min(max(high, low + 1), low + tuning.batch_customers, count)
-        ranges.append((low, high))
-        low = high
-    return ranges
-
-
 def _kernel_inputs(catalogue: Catalogue, customers: Customers, weights: VariantWeights, tuning: Tuning) -> tuple:
     """The arguments of kernels.blend_batch after (low, high, products, capacity), in its order."""
     item = list(catalogue.item.items())
@@ -537,13 +523,3 @@ class _Texts:
             pa.array(rows["rank"], type=pa.int64()),
             pa.DictionaryArray.from_arrays(pa.array(rows["variant"]), self.variants),
         ], schema=SCHEMA)
-
-
-# ---- integer helpers -----------------------------------------------------------------------------------------
-
-
-def _half_away_scalar(x: float) -> float:
-    """C's round(): to the nearest integer, halves away from zero (DuckDB's DOUBLE to DECIMAL)."""
-    rounded = math.floor(abs(x))
-    rounded += (abs(x) - rounded) >= 0.5
-    return int(math.copysign(rounded, x))

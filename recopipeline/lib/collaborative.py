@@ -18,7 +18,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from recopipeline.lib.batch_stream import BatchStream
+from recopipeline.lib.batch_stream import BatchStream, work_ranges
 from recopipeline.lib.kernels import item_pairs
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import run
@@ -57,10 +57,9 @@ def collaborative_item_similarity(con: duckdb.DuckDBPyConnection, tuning: Tuning
     customer = np.asarray(rows["customer_key"])
     product = np.asarray(rows["product"]).astype(np.int32)
     affinity = np.asarray(rows["affinity"]).astype(np.float64)
-    customer_start = np.flatnonzero(np.r_[True, customer[1:] != customer[:-1]]) if len(customer) else np.zeros(0, int)
-    customer_of_row = (np.cumsum(np.r_[False, customer[1:] != customer[:-1]]) if len(customer) else
-                       np.zeros(0, dtype=np.int64)).astype(np.int64)
-    customer_start = np.append(customer_start, len(customer)).astype(np.int64)
+    first_of_customer = np.r_[True, customer[1:] != customer[:-1]] if len(customer) else np.zeros(0, dtype=bool)
+    customer_of_row = np.cumsum(first_of_customer, dtype=np.int64) - 1  # rows are numbered customers, in order
+    customer_start = np.append(np.flatnonzero(first_of_customer), len(customer)).astype(np.int64)
     by_product = np.argsort(product, kind="stable").astype(np.int64)  # each product's rows, in customer order
     product_start = np.zeros(count + 1, dtype=np.int64)
     np.cumsum(np.bincount(product, minlength=count), out=product_start[1:])
@@ -81,17 +80,5 @@ def collaborative_item_similarity(con: duckdb.DuckDBPyConnection, tuning: Tuning
             pa.array(keys[first]), pa.array(keys[second]), pa.array(common), pa.array(similarity), pa.array(rank),
         ], schema=SCHEMA)
 
-    con.register(RESULT, BatchStream(SCHEMA, record_batch, _batches(work, tuning.batch_products), WORKERS))
+    con.register(RESULT, BatchStream(SCHEMA, record_batch, work_ranges(work, MAX_BATCH_WORK, tuning.batch_products), WORKERS))
     return f"SELECT * FROM {RESULT}"
-
-
-def _batches(work: np.ndarray, most: int) -> list[tuple[int, int]]:
-    """Ranges of consecutive anchor products, each within `most` products and about MAX_BATCH_WORK steps."""
-    cumulative = np.concatenate([[0.0], np.cumsum(work)])
-    ranges, low = [], 0
-    while low < len(work):
-        high = int(np.searchsorted(cumulative, cumulative[low] + MAX_BATCH_WORK, side="right")) - 1
-        high = min(max(high, low + 1), low + most, len(work))
-        ranges.append((low, high))
-        low = high
-    return ranges
