@@ -174,6 +174,7 @@ _DEFAULTS = {
     "orders": {"quantity": 1, "line_value": 10.0},
     "customer_interactions": {"session_id": None},
     "cart_activity": {"cart_status": "abandoned"},
+    "merchandising_rules": {},
 }
 _PANDAS_TYPES = {"VARCHAR": "string", "TIMESTAMP": "datetime64[us]", "DOUBLE": "float64", "INTEGER": "int32",
                  "BOOLEAN": "bool"}

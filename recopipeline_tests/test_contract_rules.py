@@ -87,6 +87,8 @@ def test_the_limits_are_those_of_the_contract():
         ("customer_interactions", "product_id"): 64, ("customer_interactions", "session_id"): 128,
         ("cart_activity", "cart_id"): 64, ("cart_activity", "customer_id"): 64,
         ("cart_activity", "product_id"): 64,
+        ("merchandising_rules", "rule_id"): 64, ("merchandising_rules", "product_ids"): 4000,
+        ("merchandising_rules", "category"): 100, ("merchandising_rules", "brand"): 100,
     }
     assert REASONS.index("missing_value") < REASONS.index("value_too_long") < REASONS.index("unknown_customer")
 

@@ -9,7 +9,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from recopipeline.lib.contract import CART_STATUSES, INTERACTION_TYPES, SOURCES
+from recopipeline.lib.contract import CART_STATUSES, INTERACTION_TYPES, REQUIRED_SOURCES, SOURCES
 from recopipeline.lib.generator import SCALES, generate
 
 END = datetime(2026, 10, 1)
@@ -28,7 +28,7 @@ def xs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int], 
 def con(xs) -> duckdb.DuckDBPyConnection:
     out, _, _ = xs
     connection = duckdb.connect()
-    for name in SOURCES:
+    for name in REQUIRED_SOURCES:
         connection.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{out / name}.parquet')")
     return connection
 
@@ -38,17 +38,17 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str):
 
 
 def read_all(out: Path) -> dict[str, object]:
-    return {name: pq.read_table(out / f"{name}.parquet") for name in SOURCES}
+    return {name: pq.read_table(out / f"{name}.parquet") for name in REQUIRED_SOURCES}
 
 
-def test_writes_exactly_the_five_sources(xs):
+def test_writes_exactly_the_five_required_sources(xs):
     out, counts, lines = xs
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"{name}.parquet" for name in SOURCES)
-    assert set(counts) == set(SOURCES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{name}.parquet" for name in REQUIRED_SOURCES)
+    assert set(counts) == set(REQUIRED_SOURCES)
     assert any(line.startswith("customer_interactions: ") for line in lines)
 
 
-@pytest.mark.parametrize("source", list(SOURCES))
+@pytest.mark.parametrize("source", list(REQUIRED_SOURCES))
 def test_follows_the_contract(con, xs, source):
     contract = SOURCES[source]
     described = con.execute(f"DESCRIBE {source}").fetchall()
@@ -82,7 +82,7 @@ def test_deterministic(xs, tmp_path):
     generate("xs", tmp_path / "same", seed=42, end=END, days=DAYS)
     generate("xs", tmp_path / "other", seed=7, end=END, days=DAYS)
     first, same, other = read_all(out), read_all(tmp_path / "same"), read_all(tmp_path / "other")
-    for name in SOURCES:
+    for name in REQUIRED_SOURCES:
         assert first[name].equals(same[name]), name
     assert not first["customer_interactions"].equals(other["customer_interactions"])
     assert not first["products"].equals(other["products"])

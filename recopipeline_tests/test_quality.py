@@ -121,6 +121,7 @@ def blend_inputs(warehouse):
     ]))
     put(warehouse, "orders", rows("orders", [
         {"order_id": "O1", "customer_id": "C1", "product_id": "P1", "order_timestamp": AS_OF}]))
+    put(warehouse, "merchandising_rules", rows("merchandising_rules", []))
     put(warehouse, "customer_segments", frame("customer_id customer_segment", ("C1", "returning"), ("C2", "new")))
     put(warehouse, "customer_product_affinity", frame(
         "customer_id product_id weighted_affinity_score purchase_count weighted_purchase_count",
@@ -225,7 +226,8 @@ def test_every_check_passes_on_synthetic_sources_with_readable_metadata(definiti
     result = run(definitions, store, list(SOURCES))
     assert result.success
     evaluations = result.get_asset_check_evaluations()
-    assert len(evaluations) == 5 * len(SOURCES) and all(e.passed for e in evaluations)
+    # five checks per source; the rules (no file: no rules) have no keys, and two checks of their own
+    assert len(evaluations) == 5 * len(SOURCES) + 1 and all(e.passed for e in evaluations)
     suite = evaluation(result, "customer_interactions", sources.CONTRACT_EXPECTATIONS)
     assert suite.metadata["sample_rows"].value == Tuning().gx_sample_rows < suite.metadata["table_rows"].value
     assert "expect_column_values_to_be_in_set" in suite.metadata["expectations"].value

@@ -28,6 +28,7 @@ def candidates(warehouse):
     put(warehouse, "orders", rows("orders", [
         {"order_id": "O1", "customer_id": "C1", "product_id": "P1", "order_timestamp": AS_OF},
     ]))
+    put(warehouse, "merchandising_rules", rows("merchandising_rules", []))
     put(warehouse, "customer_segments", frame("customer_id customer_segment", ("C1", "returning"), ("C2", "new")))
     put(warehouse, "customer_product_affinity", frame(
         "customer_id product_id weighted_affinity_score purchase_count weighted_purchase_count",

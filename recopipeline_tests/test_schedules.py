@@ -160,7 +160,7 @@ def test_the_jobs_select_what_docs_refresh_md_says(definitions):
     def selected(job: str) -> set[str]:
         return {key.to_user_string() for key in definitions.resolve_job_def(job).asset_layer.selected_asset_keys}
 
-    sources = {"customers", "products", "customer_interactions", "cart_activity", "orders"}
+    sources = {"customers", "products", "merchandising_rules", "customer_interactions", "cart_activity", "orders"}
     incremental = {"hourly_customer_refresh", "hourly_customer_publish"}
     assert selected("hourly_refresh") == sources | incremental
     assert selected("ingest_sources") == sources

@@ -31,6 +31,7 @@ GOOD = {
         "E2,C1,P1,purchase,2026-09-01 10:00:00,S1",
     ],
     "cart_activity": ["K1,C1,P1,2026-09-01 09:30:00,checked_out"],
+    "merchandising_rules": ["R1,boost,home,,P1,,,,,,1.5,2026-01-01,2027-01-01,1"],
 }
 # One bad row per kind of bad input: (source, line, reason, words of the detail, the id that marks the row)
 BAD_ROWS = [

@@ -1,7 +1,8 @@
-"""The data contract of the five sources: column names, DuckDB types, nullability, length limits and keys.
+"""The data contract of the sources: column names, DuckDB types, nullability, length limits and keys.
 
 Every source file (CSV or Parquet) that the pipeline ingests, and every file the synthetic generator or the
-Online Retail adapter writes, follows this contract. `docs/data_contract.md` explains each column and what a
+Online Retail adapter writes, follows this contract. Five sources are the shop's data and must be present; the
+sixth, `merchandising_rules`, is optional (no file: no rules). `docs/data_contract.md` explains each column and what a
 missing optional value means. Timestamps are stored naive and in UTC. Identifiers are strings.
 """
 
@@ -13,6 +14,10 @@ import pyarrow as pa
 
 INTERACTION_TYPES = ("view", "click", "cart_add", "cart_remove", "purchase")
 CART_STATUSES = ("open", "abandoned", "checked_out")
+RULE_ACTIONS = ("exclude", "boost", "bury", "pin")
+PLACEMENTS = ("home",)  # where lists are served; a merchandising rule names one
+PINNED = "pinned"  # the recommendation type of a pinned product that was none of the customer's candidates
+SEGMENTS = ("new", "returning", "vip", "at_risk")  # customer_segments.sql
 
 
 # Length limits of text values, in characters; a longer value is quarantined (value_too_long).
@@ -21,6 +26,7 @@ NAME_LENGTH = 200
 LABEL_LENGTH = 100  # category, brand, country
 EMAIL_LENGTH = 254  # the longest address SMTP can carry (RFC 5321)
 SESSION_LENGTH = 128
+RULE_PRODUCTS_LENGTH = 4000  # a rule's '|'-separated product ids
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,7 @@ class Column:
     nullable: bool
     description: str
     max_length: int | None = None  # VARCHAR only: the most characters a value may have
+    may_be_future: bool = False  # TIMESTAMP only: a time after the ingest is valid (a rule's validity window)
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class SourceContract:
     columns: tuple[Column, ...]
     description: str
     event_time: str | None = None  # the column that places a row in time, for event sources
+    optional: bool = False  # a source location may lack it: then its table is empty
 
     @property
     def column_names(self) -> list[str]:
@@ -122,9 +130,45 @@ CART_ACTIVITY = SourceContract(
     ),
 )
 
+MERCHANDISING_RULES = SourceContract(
+    name="merchandising_rules",
+    key=("rule_id",),
+    optional=True,
+    description="The shop's merchandising rules: products to exclude, boost, bury or pin in a placement's lists, "
+    "each within its validity window. A product matches a rule when it meets every condition the rule gives.",
+    columns=(
+        Column("rule_id", "VARCHAR", False, "Stable rule identifier; shown in the evidence as rule:<id>.", ID_LENGTH),
+        Column("action", "VARCHAR", False, "One of exclude, boost, bury, pin."),
+        Column("placement", "VARCHAR", False, "Where the rule applies: home."),
+        Column("customer_segment", "VARCHAR", True,
+               "Only for customers of this segment (new, returning, vip, at_risk); null: every customer."),
+        Column("product_ids", "VARCHAR", True,
+               "Products matched, separated by '|'; a pin names exactly one. Null: no product condition.",
+               RULE_PRODUCTS_LENGTH),
+        Column("category", "VARCHAR", True, "Products of this category; null: any.", LABEL_LENGTH),
+        Column("brand", "VARCHAR", True, "Products of this brand; null: any.", LABEL_LENGTH),
+        Column("min_price", "DOUBLE", True, "Products priced at least this (a product of unknown price does not "
+               "match a price condition); null: no lower bound."),
+        Column("max_price", "DOUBLE", True, "Products priced at most this; null: no upper bound."),
+        Column("new_within_days", "INTEGER", True,
+               "Products listed (created_at) within this many days before the as-of time; null: any age."),
+        Column("value", "DOUBLE", True,
+               "boost: a factor > 1 on the score; bury: a factor in (0, 1); pin: the position (1 = first); "
+               "exclude: none."),
+        Column("valid_from", "TIMESTAMP", True, "The rule applies from this time (UTC); null: always has.",
+               may_be_future=True),
+        Column("valid_to", "TIMESTAMP", True, "The rule applies until just before this time (UTC); null: no end.",
+               may_be_future=True),
+        Column("priority", "INTEGER", True, "Between pins competing for a position or a product, the higher "
+               "priority wins (then the smaller rule id); null is 0."),
+    ),
+)
+
 SOURCES: dict[str, SourceContract] = {
-    c.name: c for c in (CUSTOMERS, PRODUCTS, ORDERS, CUSTOMER_INTERACTIONS, CART_ACTIVITY)
+    c.name: c for c in (CUSTOMERS, PRODUCTS, ORDERS, CUSTOMER_INTERACTIONS, CART_ACTIVITY, MERCHANDISING_RULES)
 }
+# the sources every source location must hold
+REQUIRED_SOURCES = tuple(name for name, contract in SOURCES.items() if not contract.optional)
 # the sources partitioned by hour: their rows are events with an event time
 EVENT_SOURCES = tuple(name for name, contract in SOURCES.items() if contract.event_time is not None)
 

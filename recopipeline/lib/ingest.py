@@ -49,7 +49,10 @@ class RawInput:
 
 
 def load_raw(con: duckdb.DuckDBPyConnection, contract: SourceContract, files: list[Path]) -> RawInput:
-    """Create `raw_input` and `malformed_lines` in the session from the source's files."""
+    """Create `raw_input` and `malformed_lines` in the session from the source's files (none: no rows)."""
+    if not files:
+        _load_nothing(con, contract)
+        return RawInput(parsed_rows=0, malformed_lines=0)
     present = [_check_columns(con, contract, path) for path in files]
     if files[0].suffix == ".csv":
         _load_csv(con, contract, files, present)
@@ -210,6 +213,13 @@ def _load_parquet(
         f"CREATE TEMP TABLE {MALFORMED_LINES} "
         "(_file VARCHAR, line BIGINT, csv_line VARCHAR, error VARCHAR)",
     )
+
+
+def _load_nothing(con: duckdb.DuckDBPyConnection, contract: SourceContract) -> None:
+    """An optional source without files: its columns as text, and no rows."""
+    columns = ", ".join(f"{name} VARCHAR" for name in contract.column_names)
+    run(con, f"CREATE TEMP TABLE {RAW_INPUT} ({columns}, _file VARCHAR, _row BIGINT)")
+    run(con, f"CREATE TEMP TABLE {MALFORMED_LINES} (_file VARCHAR, line BIGINT, csv_line VARCHAR, error VARCHAR)")
 
 
 def _quote(text: str) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from recopipeline.lib.contract import SourceContract
+from recopipeline.lib.contract import MERCHANDISING_RULES, SourceContract
 from recopipeline.lib.keys import keyed_rows
 from recopipeline.lib.ingest import MALFORMED_LINES, RAW_INPUT, load_raw, raw_types
 from recopipeline.lib.quarantine import QUARANTINE, quarantine_part
@@ -59,8 +59,11 @@ class IngestCounts:
 
 
 def source_references(contract: SourceContract) -> list[str]:
-    """The tables an ingest checks the source's keys against: customers and products, for the event sources."""
-    return sorted(REFERENCES.values()) if contract.event_time is not None else []
+    """The tables an ingest reads besides its files: customers and products for the event sources (their keys are
+    checked against them), the products for the merchandising rules (their checks match rules to products)."""
+    if contract.event_time is not None:
+        return sorted(REFERENCES.values())
+    return ["products"] if contract.name == MERCHANDISING_RULES.name else []
 
 
 def ingest_source_files(
@@ -86,7 +89,7 @@ def ingest_source_files(
     with store.session(references) as con:
         run(con, "SET TimeZone = 'UTC'")
         raw = load_raw(con, contract, files)
-        if raw.input_rows == 0 and contract.event_time is None:
+        if raw.input_rows == 0 and contract.event_time is None and not contract.optional:
             raise SourceError(f"source '{contract.name}' has no rows; customers and products must not be empty")
         types = raw_types(con)
         relation, input_rows, carried, placed = RAW_INPUT, raw.input_rows, (), "NULL"

@@ -51,12 +51,14 @@ def resolve_location(spec: str, cache_dir: Path, seed: int = 42) -> Path:
 
 
 def source_files(location: Path, contract: SourceContract) -> list[Path]:
-    """The files that hold one source, in a stable order."""
+    """The files that hold one source, in a stable order; none for an optional source the location lacks."""
     folder = location / contract.name
     candidates = [location / f"{contract.name}.parquet", location / f"{contract.name}.csv"]
     if folder.is_dir():
         candidates += sorted(folder.glob("*.parquet")) + sorted(folder.glob("*.csv"))
     files = [path for path in candidates if path.is_file()]
+    if not files and contract.optional:
+        return []
     if not files:
         raise SourceError(
             f"no file for source '{contract.name}' in {location} "

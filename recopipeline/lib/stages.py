@@ -177,9 +177,13 @@ STAGES: tuple[Stage, ...] = (
         kinds=frozenset({"numpy"}), split=Split.CUSTOMERS, rows_in_order=True,
     ),
     Stage(
-        "customer_top_recommendations", "recommendations", ("product_recommendations", "customer_keys", "products"),
-        "Each customer's top N recommendations with type, score and evidence.",
+        "customer_top_recommendations", "recommendations",
+        ("product_recommendations", "customer_keys", "products", "merchandising_rules", "customer_segments",
+         "orders", "customer_product_affinity"),
+        "Each customer's top N recommendations with type, score and evidence, the merchandising rules in force "
+        "applied (exclude, boost, bury, pin; each rule that moved a row named in its evidence).",
         order_by="customer_id, recommendation_rank", score_column="recommendation_score", split=Split.CUSTOMERS,
+        prepared=("merchandising_rule_products",),  # the products each rule in force matches, made once
     ),
 )
 STAGES_BY_NAME = {stage.name: stage for stage in STAGES}
@@ -258,8 +262,7 @@ def write_stage(store: Warehouse, con: duckdb.DuckDBPyConnection, spec: Stage, t
 
     Its prepared tables are made first.
     """
-    for name in spec.prepared:
-        run(con, f"CREATE OR REPLACE TEMP TABLE {name} AS {load_sql(name)}")
+    _prepare(con, spec)
     if spec.rows_in_order:  # no sort: DuckDB keeps the rows in the order the compute gives them (this session)
         run(con, "SET SESSION preserve_insertion_order = true")
         try:
@@ -270,8 +273,15 @@ def write_stage(store: Warehouse, con: duckdb.DuckDBPyConnection, spec: Stage, t
 
 
 def compute_into(con: duckdb.DuckDBPyConnection, spec: Stage, tuning: Tuning) -> None:
-    """Create the stage's result as the temp table `<name>` in `con` (whose tables hold the stage's inputs)."""
+    """Create the stage's result as the temp table `<name>` in `con` (whose tables hold the stage's inputs); its
+    prepared tables are made first."""
+    _prepare(con, spec)
     run(con, f"CREATE TEMP TABLE {spec.name} AS {spec.sql(con, tuning)}")
+
+
+def _prepare(con: duckdb.DuckDBPyConnection, spec: Stage) -> None:
+    for name in spec.prepared:
+        run(con, f"CREATE OR REPLACE TEMP TABLE {name} AS {load_sql(name)}")
 
 
 class NoEventsError(ValueError):

@@ -8,10 +8,15 @@ so `input rows = accepted + quarantined`. A row gets the FIRST reason that appli
                            INTEGER: 30.5 is not rounded to 31)
   missing_value            a required column (nullable = False in the contract) is NULL or blank
   value_too_long           a text value longer than its column's `max_length` (in characters)
-  unknown_<column>         a value outside its allowed set (interaction_type, cart_status)
-  negative_<column>        a negative price, stock_quantity or line_value
-  non_positive_quantity    an order line with quantity <= 0
-  future_timestamp         a timestamp later than the ingest time plus `future_tolerance_hours`
+  unknown_<column>         a value outside its allowed set (interaction_type, cart_status; a rule's action,
+                           placement, customer_segment)
+  negative_<column>        a negative price, stock_quantity or line_value (a rule's min_price, max_price)
+  non_positive_<column>    an order line with quantity <= 0 (a rule's new_within_days)
+  invalid_rule             a merchandising rule that cannot apply as written: no condition on products, a
+                           value outside its action's range, a pin that names other than one product,
+                           valid_to not after valid_from, min_price above max_price
+  future_timestamp         a timestamp later than the ingest time plus `future_tolerance_hours` (a rule's
+                           validity window may lie in the future)
   unknown_customer         an event of a customer that is not among the accepted customers
   unknown_product          an event of a product that is not among the accepted products
   duplicate_key            a row whose key an earlier valid row already holds (the first, by file and position,
@@ -25,7 +30,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from recopipeline.lib.contract import CART_STATUSES, INTERACTION_TYPES, SourceContract
+from recopipeline.lib.contract import (
+    CART_STATUSES,
+    INTERACTION_TYPES,
+    MERCHANDISING_RULES,
+    PLACEMENTS,
+    RULE_ACTIONS,
+    SEGMENTS,
+    SourceContract,
+)
 
 REASONS = (
     "malformed_line",
@@ -34,23 +47,54 @@ REASONS = (
     "value_too_long",
     "unknown_interaction_type",
     "unknown_cart_status",
+    "unknown_action",
+    "unknown_placement",
+    "unknown_customer_segment",
     "negative_price",
     "negative_stock_quantity",
     "negative_line_value",
+    "negative_min_price",
+    "negative_max_price",
     "non_positive_quantity",
+    "non_positive_new_within_days",
+    "invalid_rule",
     "future_timestamp",
     "unknown_customer",
     "unknown_product",
     "duplicate_key",
 )
 
-ALLOWED_VALUES: dict[str, tuple[str, ...]] = {"interaction_type": INTERACTION_TYPES, "cart_status": CART_STATUSES}
+ALLOWED_VALUES: dict[str, tuple[str, ...]] = {
+    "interaction_type": INTERACTION_TYPES,
+    "cart_status": CART_STATUSES,
+    "action": RULE_ACTIONS,
+    "placement": PLACEMENTS,
+    "customer_segment": SEGMENTS,
+}
 MINIMUMS: dict[str, tuple[float, bool]] = {  # column -> (bound, whether the bound itself is allowed)
     "price": (0, True),
     "stock_quantity": (0, True),
     "line_value": (0, True),
+    "min_price": (0, True),
+    "max_price": (0, True),
     "quantity": (0, False),
+    "new_within_days": (0, False),
 }
+# What makes a merchandising rule inapplicable, each with what to tell (checked after the column rules).
+_RULE_PROBLEMS = (
+    ("product_ids IS NULL AND category IS NULL AND brand IS NULL AND min_price IS NULL AND max_price IS NULL "
+     "AND new_within_days IS NULL", "'the rule has no condition on products'"),
+    ("action = 'boost' AND (value IS NULL OR value <= 1)", "format('a boost needs a value > 1, not {}', value)"),
+    ("action = 'bury' AND (value IS NULL OR value <= 0 OR value >= 1)",
+     "format('a bury needs a value in (0, 1), not {}', value)"),
+    ("action = 'pin' AND (value IS NULL OR value < 1 OR value <> trunc(value))",
+     "format('a pin needs a whole position >= 1, not {}', value)"),
+    ("action = 'pin' AND (product_ids IS NULL OR contains(product_ids, '|') OR trim(product_ids) = '' "
+     "OR category IS NOT NULL OR brand IS NOT NULL OR min_price IS NOT NULL OR max_price IS NOT NULL "
+     "OR new_within_days IS NOT NULL)", "'a pin names exactly one product in product_ids and no other condition'"),
+    ("valid_to <= valid_from", "format('valid_to {} is not after valid_from {}', valid_to, valid_from)"),
+    ("min_price > max_price", "format('min_price {} is above max_price {}', min_price, max_price)"),
+)
 # Integer types that cast to INTEGER without rounding (a value out of range still fails the cast).
 _WHOLE_NUMBER_TYPES = {
     "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT",
@@ -123,9 +167,13 @@ def rules(contract: SourceContract, ingest: Ingest) -> list[Rule]:
                 f"{name} {'<' if inclusive else '<='} {bound}",
                 f"format('{name} {{}} must be {'>=' if inclusive else '>'} {bound}', {name})",
             ))
+    if contract.name == MERCHANDISING_RULES.name:
+        broken = " OR ".join(f"({condition})" for condition, _ in _RULE_PROBLEMS)
+        detail = "CASE " + " ".join(f"WHEN {condition} THEN {text}" for condition, text in _RULE_PROBLEMS) + " END"
+        found.append(Rule("invalid_rule", f"coalesce({broken}, false)", detail))
     limit = f"TIMESTAMP '{ingest.latest_allowed:%Y-%m-%d %H:%M:%S}'"
     for c in contract.columns:
-        if c.type == "TIMESTAMP":
+        if c.type == "TIMESTAMP" and not c.may_be_future:
             found.append(Rule(
                 "future_timestamp",
                 f"{c.name} > {limit}",

@@ -1,6 +1,112 @@
--- customer_top_recommendations: each customer's top N recommendations with the product's display fields, by
--- the customer's and the product's ids (joined back from their keys). A product without a name is shown by its
--- id; an unknown price stays NULL.
+-- customer_top_recommendations: each customer's top N recommendations for the home placement, the shop's
+-- merchandising rules applied (merchandising_rule_products: the products each rule in force matches), with the
+-- product's display fields, by the customer's and the product's ids (joined back from their keys). A product
+-- without a name is shown by its id; an unknown price stays NULL.
+--
+-- Of a customer's candidates (product_recommendations, best first), for the rules of the customer's segment:
+--   exclude      a matched candidate is dropped (and a matched product is never pinned);
+--   boost, bury  a matched candidate's score is multiplied by the rule's value (by every matching rule's), capped
+--                at 1; the candidates are ranked again by that score, ties by the blend's rank;
+--   pin          the product takes the pinned position: pins are placed by position, then higher priority, then
+--                smaller rule id, a taken position passing to the next free one; of two pins of one product the
+--                stronger counts. A pinned product the customer bought (with exclude_purchased) is not shown; one
+--                that is not a candidate comes with type 'pinned' and score 0;
+-- the other candidates fill the free positions in their order, and the first top_n positions are kept. The
+-- rules that moved a row are listed after its evidence ('rule:<id>'). Customers no rule touches keep the blend's
+-- ranks as they are.
+WITH touched AS (
+    -- the exclude, boost and bury rules of each candidate they match
+    SELECT r.customer_key, r.product_key,
+           bool_or(m.action = 'exclude')                                         AS excluded,
+           product(m.value) FILTER (WHERE m.action IN ('boost', 'bury'))         AS factor,
+           string_agg('rule:' || m.rule_id, '|' ORDER BY m.rule_id)
+               FILTER (WHERE m.action IN ('boost', 'bury'))                      AS rules
+    FROM product_recommendations AS r
+    JOIN merchandising_rule_products AS m USING (product_key)
+    JOIN customer_segments AS s USING (customer_key)
+    WHERE m.action <> 'pin' AND (m.customer_segment IS NULL OR m.customer_segment = s.customer_segment)
+    GROUP BY r.customer_key, r.product_key
+),
+pins AS (
+    -- each customer's pins in force: the stronger of two pins of one product
+    SELECT s.customer_key, m.product_key, m.rule_id, m.value::INTEGER AS position, m.priority
+    FROM merchandising_rule_products AS m
+    JOIN customer_segments AS s ON m.customer_segment IS NULL OR m.customer_segment = s.customer_segment
+    WHERE m.action = 'pin'
+      AND NOT EXISTS (
+          SELECT 1 FROM merchandising_rule_products AS x
+          WHERE x.action = 'exclude' AND x.product_key = m.product_key
+            AND (x.customer_segment IS NULL OR x.customer_segment = s.customer_segment)
+      )
+      AND NOT (
+          getvariable('exclude_purchased')
+          AND (EXISTS (SELECT 1 FROM orders AS o
+                       WHERE o.customer_key = s.customer_key AND o.product_key = m.product_key
+                         AND o.order_timestamp <= getvariable('as_of'))
+               OR EXISTS (SELECT 1 FROM customer_product_affinity AS a
+                          WHERE a.customer_key = s.customer_key AND a.product_key = m.product_key
+                            AND a.purchase_count > 0))
+      )
+    QUALIFY row_number() OVER (PARTITION BY s.customer_key, m.product_key ORDER BY m.priority DESC, m.rule_id) = 1
+),
+pin_slots AS (
+    -- the j-th pin (by position, priority, rule id) takes max(position, the previous pin's slot + 1)
+    SELECT customer_key, product_key, rule_id, j,
+           j + max(position - j) OVER (PARTITION BY customer_key ORDER BY j ROWS UNBOUNDED PRECEDING) AS slot
+    FROM (
+        SELECT *, row_number() OVER (PARTITION BY customer_key ORDER BY position, priority DESC, rule_id) AS j
+        FROM pins
+    )
+),
+affected AS (
+    SELECT customer_key FROM touched UNION SELECT customer_key FROM pin_slots
+),
+free AS (
+    -- the affected customers' candidates that no pin places, ranked again after the rules
+    SELECT r.customer_key, r.product_key, r.recommendation_type,
+           least(r.recommendation_score * coalesce(t.factor, 1), 1.0) AS recommendation_score,
+           concat_ws('|', r.evidence, t.rules) AS evidence, r.variant,
+           row_number() OVER (
+               PARTITION BY r.customer_key
+               ORDER BY r.recommendation_score * coalesce(t.factor, 1) DESC, r.recommendation_rank
+           ) AS free_rank
+    FROM product_recommendations AS r
+    LEFT JOIN touched AS t USING (customer_key, product_key)
+    WHERE r.customer_key IN (SELECT customer_key FROM affected)
+      AND NOT coalesce(t.excluded, false)
+      AND NOT EXISTS (SELECT 1 FROM pin_slots AS p WHERE p.customer_key = r.customer_key AND p.product_key = r.product_key)
+),
+placed AS (
+    -- a free candidate of free rank k goes after the pins with fewer than k free positions before them
+    SELECT f.customer_key, f.product_key, f.recommendation_type, f.recommendation_score, f.evidence, f.variant,
+           f.free_rank + (SELECT count(*) FROM pin_slots AS p
+                          WHERE p.customer_key = f.customer_key AND p.slot - p.j < f.free_rank) AS position
+    FROM free AS f
+    WHERE f.free_rank <= getvariable('top_n')
+    UNION ALL
+    SELECT p.customer_key, p.product_key,
+           coalesce(r.recommendation_type, 'pinned'),  -- contract.PINNED
+           coalesce(r.recommendation_score, 0.0),
+           concat_ws('|', r.evidence, 'rule:' || p.rule_id),
+           coalesce(r.variant, (SELECT any_value(v.variant) FROM product_recommendations AS v
+                                WHERE v.customer_key = p.customer_key)),
+           p.slot
+    FROM pin_slots AS p
+    LEFT JOIN product_recommendations AS r USING (customer_key, product_key)
+),
+ranked AS (
+    -- the blend's ranks where no rule applies; positions numbered without gaps where rules did
+    SELECT customer_key, product_key, recommendation_rank, recommendation_type, recommendation_score, evidence,
+           variant
+    FROM product_recommendations
+    WHERE recommendation_rank <= getvariable('top_n')
+      AND customer_key NOT IN (SELECT customer_key FROM affected)
+    UNION ALL
+    SELECT customer_key, product_key,
+           row_number() OVER (PARTITION BY customer_key ORDER BY position, product_key) AS recommendation_rank,
+           recommendation_type, recommendation_score, evidence, variant
+    FROM placed
+)
 SELECT c.customer_id,
        r.recommendation_rank,
        p.product_id,
@@ -11,7 +117,7 @@ SELECT c.customer_id,
        r.recommendation_score,
        r.evidence,
        r.variant
-FROM product_recommendations AS r
+FROM ranked AS r
 JOIN customer_keys AS c USING (customer_key)
 JOIN products AS p USING (product_key)
 WHERE r.recommendation_rank <= getvariable('top_n')

@@ -29,7 +29,7 @@ from recopipeline.lib.contract import EVENT_SOURCES
 
 LANE_TAG = "recopipeline/lane"
 REFRESH_LANE = {LANE_TAG: "refresh"}
-SNAPSHOT_SOURCES = ("customers", "products")
+SNAPSHOT_SOURCES = ("customers", "products", "merchandising_rules")
 
 
 def code_location_modules() -> list[str]:

@@ -16,6 +16,7 @@ from datetime import datetime
 import dagster as dg
 
 from recopipeline.defs.quality import results
+from recopipeline.lib.contract import PINNED
 from recopipeline.lib.gx_adapter import Expectation, validate
 from recopipeline.lib.keys import dictionary_relations
 from recopipeline.lib.tuning import STRATEGIES, Tuning
@@ -382,7 +383,7 @@ def _top_recommendations_suite(con, asset: str, tuning: Tuning, rows: int) -> dg
         Expectation("ExpectColumnValuesToBeBetween",
                     {"column": "recommendation_score", "min_value": 0, "max_value": 1}),
         Expectation("ExpectColumnValuesToBeBetween", {"column": "price", "min_value": 0}),
-        Expectation("ExpectColumnValuesToBeInSet", {"column": "recommendation_type", "value_set": list(STRATEGIES)}),
+        Expectation("ExpectColumnValuesToBeInSet", {"column": "recommendation_type", "value_set": [*STRATEGIES, PINNED]}),
         Expectation("ExpectCompoundColumnsToBeUnique", {"column_list": ["customer_id", "recommendation_rank"]}),
         Expectation("ExpectCompoundColumnsToBeUnique", {"column_list": ["customer_id", "product_id"]}),
     ]

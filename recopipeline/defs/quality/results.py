@@ -28,7 +28,7 @@ def markdown(frame: pd.DataFrame) -> dg.MetadataValue:
 
 def violations(
     con: duckdb.DuckDBPyConnection, check_name: str, sql: str, description: str,
-    dictionaries: dict[str, str] | None = None,
+    dictionaries: dict[str, str] | None = None, severity: dg.AssetCheckSeverity = ERROR,
 ) -> dg.AssetCheckResult:
     """A check that passes when `sql` (one row per violation) returns no rows; exact, over the whole table.
 
@@ -40,7 +40,7 @@ def violations(
     return dg.AssetCheckResult(
         check_name=check_name,
         passed=count == 0,
-        severity=ERROR,
+        severity=severity,
         description=description if count == 0 else f"{count:,} violation(s): {description}",
         metadata={"violations": count, "examples": markdown(found.drop(columns="violations"))},
     )

@@ -7,32 +7,41 @@
 - contract_expectations (blocking): the data contract as a Great Expectations suite, on a sample of accepted
   rows; it checks the accepted table independently of the ingest rules that produced it.
 - row_count_drift (WARN): the accepted row count moved at most `row_count_drift_band` since the last ingest.
+
+The merchandising rules also get:
+- pins_can_be_honoured (blocking): every pin not yet expired names a product of the catalogue that is available.
+- rules_match_products (WARN): every rule in force now matches at least one product.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import dagster as dg
+import duckdb
 import pandas as pd
 
 from recopipeline.defs.quality import results
-from recopipeline.lib.contract import SourceContract
+from recopipeline.lib.contract import MERCHANDISING_RULES, SourceContract
 from recopipeline.lib.gx_adapter import Expectation, validate
 from recopipeline.lib.keys import key_columns
 from recopipeline.lib.source_ingest import IngestCounts
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.validation import ALLOWED_VALUES, MINIMUMS
-from recopipeline.lib.warehouse import Warehouse
+from recopipeline.lib.warehouse import Warehouse, load_sql, run
 
 QUARANTINE_SHARE = "quarantine_share"
 UNIQUE_KEY = "unique_key"
 KEYS_PRESENT = "keys_present"
 CONTRACT_EXPECTATIONS = "contract_expectations"
 ROW_COUNT_DRIFT = "row_count_drift"
+PINS_CAN_BE_HONOURED = "pins_can_be_honoured"
+RULES_MATCH_PRODUCTS = "rules_match_products"
 
 
 def source_check_specs(contract: SourceContract) -> list[dg.AssetCheckSpec]:
     key = ", ".join(contract.key)
-    return [
+    specs = [
         dg.AssetCheckSpec(
             QUARANTINE_SHARE, asset=contract.name, blocking=True,
             description="At most max_quarantine_share (default 1%) of the input rows are quarantined, for an "
@@ -59,6 +68,21 @@ def source_check_specs(contract: SourceContract) -> list[dg.AssetCheckSpec]:
             "previous ingest.",
         ),
     ]
+    if not key_columns(contract):
+        specs = [spec for spec in specs if spec.name != KEYS_PRESENT]
+    if contract.name == MERCHANDISING_RULES.name:
+        specs += [
+            dg.AssetCheckSpec(
+                PINS_CAN_BE_HONOURED, asset=contract.name, blocking=True,
+                description="Every pin that has not expired names a product of the catalogue that is available "
+                "(active, in stock or stock unknown).",
+            ),
+            dg.AssetCheckSpec(
+                RULES_MATCH_PRODUCTS, asset=contract.name, blocking=False,
+                description="Warns when a rule in force at the ingest time matches no product.",
+            ),
+        ]
+    return specs
 
 
 def contract_suite(contract: SourceContract) -> list[Expectation]:
@@ -100,7 +124,10 @@ def run_source_checks(
     `table_rows`: the whole table's rows, for a partitioned source whose ingest wrote only some hours (the sample
     and the drift are then measured on the table, not on the hours just written).
     """
-    with store.session([contract.name]) as con:
+    rules = contract.name == MERCHANDISING_RULES.name
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    inputs = [contract.name, "products"] if rules else [contract.name]
+    with store.session(inputs, variables={"as_of": now}) as con:
         unique = results.violations(
             con,
             UNIQUE_KEY,
@@ -109,13 +136,16 @@ def run_source_checks(
             f"key ({', '.join(contract.key)}) is unique",
         )
         keys = key_columns(contract)
-        present = results.violations(
-            con,
-            KEYS_PRESENT,
-            f"SELECT {', '.join(contract.key)}, {', '.join(keys)} FROM {contract.name} "
-            f"WHERE {' OR '.join(f'{k} IS NULL' for k in keys)}",
-            f"every row holds its keys ({', '.join(keys)}); re-ingest the hours written before the keys existed",
-        )
+        present = [
+            results.violations(
+                con,
+                KEYS_PRESENT,
+                f"SELECT {', '.join(contract.key)}, {', '.join(keys)} FROM {contract.name} "
+                f"WHERE {' OR '.join(f'{k} IS NULL' for k in keys)}",
+                f"every row holds its keys ({', '.join(keys)}); re-ingest the hours written before the keys existed",
+            )
+        ] if keys else []
+        merchandising = _rule_checks(con) if rules else []
         sample = con.sql(
             f"SELECT * FROM {contract.name} USING SAMPLE reservoir({int(tuning.gx_sample_rows)} ROWS) REPEATABLE (42)"
         ).df()
@@ -124,10 +154,43 @@ def run_source_checks(
     return [
         _quarantine_share(counts, tuning.max_quarantine_share, quarantined, tuning.quarantine_share_min_rows),
         unique,
-        present,
+        *present,
         results.expectations(CONTRACT_EXPECTATIONS, suite, table),
         results.row_count_drift(context, ROW_COUNT_DRIFT, contract.name, table, tuning.row_count_drift_band),
+        *merchandising,
     ]
+
+
+def _rule_checks(con: duckdb.DuckDBPyConnection) -> list[dg.AssetCheckResult]:
+    """Whether the pins can be honoured and every rule in force matches a product (as of the session's as_of)."""
+    unhonoured = results.violations(
+        con,
+        PINS_CAN_BE_HONOURED,
+        """
+        SELECT r.rule_id, trim(r.product_ids) AS product_id,
+               CASE WHEN p.product_id IS NULL THEN 'not in the catalogue' ELSE 'not available' END AS problem
+        FROM merchandising_rules AS r
+        LEFT JOIN products AS p ON p.product_id = trim(r.product_ids)
+        WHERE r.action = 'pin' AND (r.valid_to IS NULL OR r.valid_to > getvariable('as_of'))
+          AND (p.product_id IS NULL OR NOT p.is_active OR p.stock_quantity <= 0)
+        """,
+        "every pin that has not expired names an available product of the catalogue",
+    )
+    run(con, f"CREATE OR REPLACE TEMP TABLE merchandising_rule_products AS {load_sql('merchandising_rule_products')}")
+    unmatched = results.violations(
+        con,
+        RULES_MATCH_PRODUCTS,
+        """
+        SELECT rule_id, action, placement, customer_segment, product_ids, category, brand
+        FROM merchandising_rules
+        WHERE (valid_from IS NULL OR valid_from <= getvariable('as_of'))
+          AND (valid_to IS NULL OR valid_to > getvariable('as_of'))
+          AND rule_id NOT IN (SELECT rule_id FROM merchandising_rule_products)
+        """,
+        "every rule in force matches at least one product",
+        severity=results.WARN,
+    )
+    return [unhonoured, unmatched]
 
 
 def _quarantine_share(

@@ -1,4 +1,4 @@
-"""The five source assets: contract files read as they are, validated row by row, accepted or quarantined.
+"""The source assets: contract files read as they are, validated row by row, accepted or quarantined.
 
 The ingest itself is `lib/source_ingest.py`; the step fails unless `input = accepted + quarantined`. The event
 sources depend on customers and products because an event of an unknown customer or product is quarantined.
@@ -144,3 +144,4 @@ products = source_asset(SOURCES["products"])
 orders = source_asset(SOURCES["orders"])
 customer_interactions = source_asset(SOURCES["customer_interactions"])
 cart_activity = source_asset(SOURCES["cart_activity"])
+merchandising_rules = source_asset(SOURCES["merchandising_rules"])

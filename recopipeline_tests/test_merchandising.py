@@ -1,0 +1,202 @@
+"""Merchandising rules, hand-computed: exclude, boost, bury and pin, their validity windows, segments and
+priorities, applied to a customer's candidates before the top N; and the rules' own ingest and checks."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+
+from recopipeline.lib.contract import SOURCES
+from recopipeline.lib.warehouse import Warehouse
+from recopipeline_tests.conftest import AS_OF, put, rows, stage, table
+from recopipeline_tests.test_validation import HEADERS, ingest, quarantine, write_sources
+
+RULES = SOURCES["merchandising_rules"]
+HOUR = timedelta(hours=1)
+
+
+def rules(*records: dict) -> pd.DataFrame:
+    """Rules for the home placement; unnamed columns are NULL."""
+    full = [{"placement": "home", **record} for record in records]
+    frame = pd.DataFrame(full, columns=RULES.column_names)
+    types = {"VARCHAR": "string", "DOUBLE": "float64", "INTEGER": "Int32", "TIMESTAMP": "datetime64[us]"}
+    return frame.astype({c.name: types[c.type] for c in RULES.columns})
+
+
+def candidates(*records) -> pd.DataFrame:
+    """product_recommendations rows: (customer, product, rank, score)."""
+    return pd.DataFrame(
+        [
+            {"customer_id": c, "product_id": p, "recommendation_rank": rank, "recommendation_score": score,
+             "recommendation_type": "affinity_similar", "strategies": "affinity_similar",
+             "evidence": f"seed:{p}", "variant": "control"}
+            for c, p, rank, score in records
+        ]
+    )
+
+
+@pytest.fixture
+def shop(warehouse: Warehouse) -> Warehouse:
+    """C1 (returning) and C2 (vip) with blended candidates; C3 (new) whom no rule touches."""
+    put(warehouse, "products", rows("products", [
+        {"product_id": p, "product_name": f"name {p}", "category": c, "brand": b, "price": price, **extra}
+        for p, c, b, price, extra in [
+            ("P1", "A", None, 5.0, {}), ("P2", "A", None, 6.0, {}), ("P3", "B", None, 7.0, {}),
+            ("P4", "B", None, 8.0, {}), ("P5", "C", "X", 9.0, {}), ("P6", "C", "X", 9.0, {"stock_quantity": 0}),
+            ("P8", "D", None, 20.0, {}), ("P9", "D", None, 30.0, {}),
+        ]
+    ]))
+    put(warehouse, "customer_segments", pd.DataFrame(
+        [("C1", "returning"), ("C2", "vip"), ("C3", "new")], columns=["customer_id", "customer_segment"]))
+    put(warehouse, "orders", rows("orders", [
+        {"order_id": "O1", "customer_id": "C2", "product_id": "P9", "order_timestamp": AS_OF - 10 * HOUR},
+    ]))
+    put(warehouse, "customer_product_affinity", pd.DataFrame(
+        [("C2", "P9", 3.0, 1, 1.0)],
+        columns=["customer_id", "product_id", "weighted_affinity_score", "purchase_count", "weighted_purchase_count"],
+    ))
+    put(warehouse, "product_recommendations", candidates(
+        ("C1", "P1", 1, 0.9), ("C1", "P2", 2, 0.8), ("C1", "P3", 3, 0.7), ("C1", "P4", 4, 0.6), ("C1", "P5", 5, 0.5),
+        ("C2", "P1", 1, 0.9), ("C2", "P3", 2, 0.5),
+        ("C3", "P4", 1, 0.4), ("C3", "P3", 2, 0.3),
+    ))
+    return warehouse
+
+
+def top(store: Warehouse) -> dict[str, list[tuple]]:
+    found = table(store, "customer_top_recommendations", "customer_id, recommendation_rank")
+    return {
+        customer: [
+            (r.product_id, r.recommendation_rank, r.recommendation_type, round(r.recommendation_score, 9), r.evidence)
+            for r in group.itertuples()
+        ]
+        for customer, group in found.groupby("customer_id")
+    }
+
+
+def test_each_rule_kind_does_what_it_says_within_its_window(definitions, shop):
+    put(shop, "merchandising_rules", rules(
+        {"rule_id": "ex_a", "action": "exclude", "category": "A"},
+        {"rule_id": "boost_x", "action": "boost", "brand": "X", "value": 2.0},
+        # in force from exactly the as-of time
+        {"rule_id": "bury_p3", "action": "bury", "product_ids": "P3", "value": 0.5, "valid_from": AS_OF},
+        {"rule_id": "pin_p8", "action": "pin", "product_ids": "P8", "value": 2, "customer_segment": "vip"},
+        # ended exactly at the as-of time, and not begun yet: neither applies
+        {"rule_id": "ended", "action": "exclude", "product_ids": "P4", "valid_to": AS_OF},
+        {"rule_id": "later", "action": "boost", "product_ids": "P4", "value": 5.0, "valid_from": AS_OF + HOUR},
+        # another placement's rule would not apply either; a price range that matches nothing changes nothing
+        {"rule_id": "dear", "action": "exclude", "min_price": 100.0},
+    ))
+    stage(definitions, shop, ["customer_top_recommendations"], top_n=3)
+    got = top(shop)
+    # C1: P1, P2 excluded (category A); P5 0.5 x 2 = 1.0 (capped at 1); P3 0.7 x 0.5 = 0.35; P4 untouched 0.6
+    assert got["C1"] == [
+        ("P5", 1, "affinity_similar", 1.0, "seed:P5|rule:boost_x"),
+        ("P4", 2, "affinity_similar", 0.6, "seed:P4"),
+        ("P3", 3, "affinity_similar", 0.35, "seed:P3|rule:bury_p3"),
+    ]
+    # C2 (vip): P1 excluded, P3 buried to 0.25, P8 pinned at position 2 though it was no candidate
+    assert got["C2"] == [
+        ("P3", 1, "affinity_similar", 0.25, "seed:P3|rule:bury_p3"),
+        ("P8", 2, "pinned", 0.0, "rule:pin_p8"),
+    ]
+    # C3: the rules on P4 are not in force; P3's bury (every segment) lowers its score, not its place
+    assert got["C3"] == [
+        ("P4", 1, "affinity_similar", 0.4, "seed:P4"),
+        ("P3", 2, "affinity_similar", 0.15, "seed:P3|rule:bury_p3"),
+    ]
+
+
+def test_without_rules_every_list_is_the_blends_top_n(definitions, shop):
+    put(shop, "merchandising_rules", rules())
+    stage(definitions, shop, ["customer_top_recommendations"], top_n=2)
+    got = top(shop)
+    assert got["C1"] == [("P1", 1, "affinity_similar", 0.9, "seed:P1"), ("P2", 2, "affinity_similar", 0.8, "seed:P2")]
+    assert [row[0] for row in got["C2"]] == ["P1", "P3"] and [row[0] for row in got["C3"]] == ["P4", "P3"]
+
+
+def test_pins_compete_by_position_then_priority_and_respect_purchases_and_exclusions(definitions, shop):
+    put(shop, "merchandising_rules", rules(
+        {"rule_id": "pin_low", "action": "pin", "product_ids": "P8", "value": 1, "priority": 1},
+        {"rule_id": "pin_high", "action": "pin", "product_ids": "P4", "value": 1, "priority": 5},
+        # P3 pinned twice: the stronger pin (priority 2 over 0) places it, at position 4
+        {"rule_id": "pin_p3_weak", "action": "pin", "product_ids": "P3", "value": 1},
+        {"rule_id": "pin_p3_strong", "action": "pin", "product_ids": "P3", "value": 4, "priority": 2},
+        # C2 bought P9: never shown to C2; unavailable P6 cannot be pinned; excluded P5 is not pinned
+        {"rule_id": "pin_bought", "action": "pin", "product_ids": "P9", "value": 2},
+        {"rule_id": "pin_gone", "action": "pin", "product_ids": "P6", "value": 1},
+        {"rule_id": "pin_ex", "action": "pin", "product_ids": "P5", "value": 1},
+        {"rule_id": "no_p5", "action": "exclude", "product_ids": "P5"},
+    ))
+    stage(definitions, shop, ["customer_top_recommendations"], top_n=6)
+    got = top(shop)
+    # pins by (position, priority desc, rule id): P4 (1, 5) -> 1, P8 (1, 1) -> 2, P9 (2, 0) -> 3, P3 (4, 2) -> 4;
+    # C1's free candidates P1, P2 fill positions 5 and 6 (P5 is excluded)
+    assert [(p, rank, evidence) for p, rank, _, _, evidence in got["C1"]] == [
+        ("P4", 1, "seed:P4|rule:pin_high"), ("P8", 2, "rule:pin_low"), ("P9", 3, "rule:pin_bought"),
+        ("P3", 4, "seed:P3|rule:pin_p3_strong"), ("P1", 5, "seed:P1"), ("P2", 6, "seed:P2"),
+    ]
+    # C2 bought P9: its pin is not honoured for C2, and the positions close up
+    # (slots 1, 2 and 4; P1 takes the first free position, 3)
+    assert [p for p, *_ in got["C2"]] == ["P4", "P8", "P1", "P3"]
+
+
+def test_rules_are_validated_and_quarantined_with_their_reason(definitions, tmp_path):
+    future = "2099-01-01 00:00:00"
+    folder = write_sources(tmp_path / "input", {"merchandising_rules": [
+        f"R2,pin,home,,P1,,,,,,1,{future},,",  # a window in the future is valid
+        "R3,boost,home,,P1,,,,,,0.5,,,",
+        "R4,shuffle,home,,P1,,,,,,,,,",
+        "R5,pin,home,,P1|P2,,,,,,1,,,",
+        "R6,exclude,home,,,,,,,,,,,",
+        "R7,exclude,home,,,kitchen,,,,,,2026-05-01,2026-04-01,",
+        "R8,exclude,cart,,P1,,,,,,,,,",
+        "R9,exclude,home,gold,P1,,,,,,,,,",
+        "R10,bury,home,,,,,10,5,,0.5,,,",
+        "R11,exclude,home,,,,,,,0,,,,",
+    ]})
+    store = Warehouse(str(tmp_path / "warehouse"))
+    assert ingest(definitions, store, folder, selection=["customers", "products", "merchandising_rules"]).success
+    held = quarantine(store)
+    held = held[held.source == "merchandising_rules"]
+    reasons = dict(zip(held.raw_row.str.extract(r'"rule_id":"(R\d+)"')[0], held.reason))
+    assert reasons == {
+        "R3": "invalid_rule", "R4": "unknown_action", "R5": "invalid_rule", "R6": "invalid_rule",
+        "R7": "invalid_rule", "R8": "unknown_placement", "R9": "unknown_customer_segment", "R10": "invalid_rule",
+        "R11": "non_positive_new_within_days",
+    }
+    details = dict(zip(held.raw_row.str.extract(r'"rule_id":"(R\d+)"')[0], held.detail))
+    assert "a boost needs a value > 1" in details["R3"]
+    assert "exactly one product" in details["R5"]
+    assert "no condition on products" in details["R6"]
+    assert "is not after valid_from" in details["R7"]
+    assert "min_price 10.0 is above max_price 5.0" in details["R10"]
+    kept = store.read("SELECT rule_id FROM merchandising_rules ORDER BY rule_id", inputs=["merchandising_rules"])
+    assert kept.rule_id.tolist() == ["R1", "R2"]
+
+
+def test_an_unhonourable_pin_fails_its_check_and_an_idle_rule_warns(definitions, tmp_path):
+    folder = write_sources(tmp_path / "input", {"merchandising_rules": [
+        "R2,pin,home,,P2,,,,,,1,,,",  # P2 is inactive
+        "R3,pin,home,,P77,,,,,,1,,2020-01-01,",  # unknown, but expired: no matter
+        "R4,exclude,home,,,garden,,,,,,,,",  # no garden products
+    ]})
+    store = Warehouse(str(tmp_path / "warehouse"))
+    result = ingest(definitions, store, folder, selection=["customers", "products", "merchandising_rules"])
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()
+              if e.asset_key.path == ["merchandising_rules"]}
+    assert not checks["pins_can_be_honoured"].passed
+    assert checks["pins_can_be_honoured"].metadata["violations"].value == 1
+    assert not checks["rules_match_products"].passed
+    assert checks["rules_match_products"].severity.value == "WARN"
+    assert checks["quarantine_share"].passed and checks["unique_key"].passed
+
+
+def test_a_location_without_rules_has_none(definitions, tmp_path):
+    folder = write_sources(tmp_path / "input", skip=("merchandising_rules",))
+    assert not (folder / "merchandising_rules.csv").exists() and HEADERS["merchandising_rules"].startswith("rule_id")
+    store = Warehouse(str(tmp_path / "warehouse"))
+    assert ingest(definitions, store, folder, selection=["customers", "products", "merchandising_rules"]).success
+    assert len(store.read("SELECT * FROM merchandising_rules", inputs=["merchandising_rules"])) == 0
