@@ -200,3 +200,46 @@ def test_a_location_without_rules_has_none(definitions, tmp_path):
     store = Warehouse(str(tmp_path / "warehouse"))
     assert ingest(definitions, store, folder, selection=["customers", "products", "merchandising_rules"]).success
     assert len(store.read("SELECT * FROM merchandising_rules", inputs=["merchandising_rules"])) == 0
+
+
+def test_a_rule_that_ends_or_begins_in_an_hour_is_applied_by_that_hours_refresh(definitions, nightly, tmp_path):
+    from recopipeline.defs.incremental.assets import HOURLY_CUSTOMER_REFRESH
+    from recopipeline.lib.hourly import hour_key
+    from recopipeline.lib.refresh import refresh_hour
+    from recopipeline.lib.tuning import Tuning
+
+    store = nightly.copy_to(tmp_path, serving=False)
+    hour = nightly.hour
+    # the most recommended product: excluded from 10 minutes into the hour; an available product pinned first
+    # to everyone until half past
+    (excluded, pinned) = store.read(
+        """
+        SELECT (SELECT product_id FROM customer_top_recommendations GROUP BY product_id
+                ORDER BY count(*) DESC, product_id LIMIT 1),
+               (SELECT product_id FROM products WHERE is_active AND coalesce(stock_quantity, 1) > 0
+                ORDER BY product_id DESC LIMIT 1)
+        """,
+        inputs=["customer_top_recommendations", "products"],
+    ).iloc[0]
+    put(store, "merchandising_rules", rules(
+        {"rule_id": "sale", "action": "pin", "product_ids": pinned, "value": 1, "valid_to": hour + 30 * HOUR / 60},
+        {"rule_id": "recall", "action": "exclude", "product_ids": excluded, "valid_from": hour + 10 * HOUR / 60},
+    ))
+    stage(definitions, store, ["customer_top_recommendations"], as_of=hour)
+    nightly_top = table(store, "customer_top_recommendations", "customer_id, recommendation_rank")
+    firsts = nightly_top[nightly_top.recommendation_rank == 1]
+    assert (firsts.product_id == pinned).mean() > 0.9 and (nightly_top.product_id == excluded).any()
+
+    refresh_hour(store, HOURLY_CUSTOMER_REFRESH, hour, Tuning(), as_of=hour + HOUR)
+    path = store.partition_path(HOURLY_CUSTOMER_REFRESH, hour_key(hour))
+    refreshed = store.read(f"SELECT * FROM read_parquet('{path}') ORDER BY customer_id, recommendation_rank")
+    # the pin's end reaches every customer it applied to, not only those active in the hour
+    assert set(refreshed.customer_id) >= set(firsts[firsts.product_id == pinned].customer_id)
+    assert not refreshed.evidence.fillna("").str.contains("rule:sale").any()
+    assert excluded not in set(refreshed.product_id)
+    # a customer whose list only the pin changed gets the blend's list back
+    candidates = table(store, "product_recommendations", "customer_id, recommendation_rank")
+    quiet = sorted(set(refreshed.customer_id) - set(candidates[candidates.product_id == excluded].customer_id))[0]
+    got = refreshed[refreshed.customer_id == quiet].product_id.tolist()
+    expected = candidates[(candidates.customer_id == quiet) & (candidates.recommendation_rank <= 20)]
+    assert got == expected.product_id.tolist()

@@ -1,5 +1,5 @@
 -- customer_top_recommendations: each customer's top N recommendations for the home placement, the shop's
--- merchandising rules applied (merchandising_rule_products: the products each rule in force matches), with the
+-- merchandising rules in force applied (merchandising_rule_products: the products each rule matches), with the
 -- product's display fields, by the customer's and the product's ids (joined back from their keys). A product
 -- without a name is shown by its id; an unknown price stays NULL.
 --
@@ -14,7 +14,13 @@
 -- the other candidates fill the free positions in their order, and the first top_n positions are kept. The
 -- rules that moved a row are listed after its evidence ('rule:<id>'). Customers no rule touches keep the blend's
 -- ranks as they are.
-WITH touched AS (
+WITH rules AS (
+    -- in force at the as-of time: from valid_from (or always) until just before valid_to (or for good)
+    SELECT * FROM merchandising_rule_products
+    WHERE (valid_from IS NULL OR valid_from <= getvariable('as_of'))
+      AND (valid_to IS NULL OR valid_to > getvariable('as_of'))
+),
+touched AS (
     -- the exclude, boost and bury rules of each candidate they match
     SELECT r.customer_key, r.product_key,
            bool_or(m.action = 'exclude')                                         AS excluded,
@@ -22,7 +28,7 @@ WITH touched AS (
            string_agg('rule:' || m.rule_id, '|' ORDER BY m.rule_id)
                FILTER (WHERE m.action IN ('boost', 'bury'))                      AS rules
     FROM product_recommendations AS r
-    JOIN merchandising_rule_products AS m USING (product_key)
+    JOIN rules AS m USING (product_key)
     JOIN customer_segments AS s USING (customer_key)
     WHERE m.action <> 'pin' AND (m.customer_segment IS NULL OR m.customer_segment = s.customer_segment)
     GROUP BY r.customer_key, r.product_key
@@ -30,11 +36,11 @@ WITH touched AS (
 pins AS (
     -- each customer's pins in force: the stronger of two pins of one product
     SELECT s.customer_key, m.product_key, m.rule_id, m.value::INTEGER AS position, m.priority
-    FROM merchandising_rule_products AS m
+    FROM rules AS m
     JOIN customer_segments AS s ON m.customer_segment IS NULL OR m.customer_segment = s.customer_segment
     WHERE m.action = 'pin'
       AND NOT EXISTS (
-          SELECT 1 FROM merchandising_rule_products AS x
+          SELECT 1 FROM rules AS x
           WHERE x.action = 'exclude' AND x.product_key = m.product_key
             AND (x.customer_segment IS NULL OR x.customer_segment = s.customer_segment)
       )

@@ -1,20 +1,17 @@
--- merchandising_rule_products: every product each merchandising rule in force matches, for the home placement.
--- A rule is in force from valid_from (or always) until just before valid_to (or forever), at the as-of time.
--- A product matches when it meets every condition the rule gives: one of its product ids, its category, its
+-- merchandising_rule_products: every product each merchandising rule of the home placement matches, with the
+-- rule's validity window (its users keep the rules in force at their time). A product matches when it meets every condition the rule gives: one of its product ids, its category, its
 -- brand, its price within [min_price, max_price] (an unknown price meets no price condition), listed within
 -- new_within_days days before the as-of time. Pins match only available products (active, in stock or stock
 -- unknown): an unavailable product is never shown.
-WITH in_force AS (
-    SELECT rule_id, action, customer_segment, value, coalesce(priority, 0) AS priority,
+WITH home AS (
+    SELECT rule_id, action, customer_segment, value, coalesce(priority, 0) AS priority, valid_from, valid_to,
            list_transform(string_split(product_ids, '|'), lambda id: trim(id)) AS product_ids,
            category, brand, min_price, max_price, new_within_days
     FROM merchandising_rules
     WHERE placement = 'home'
-      AND (valid_from IS NULL OR valid_from <= getvariable('as_of'))
-      AND (valid_to IS NULL OR valid_to > getvariable('as_of'))
 )
-SELECT r.rule_id, r.action, r.customer_segment, r.value, r.priority, p.product_key
-FROM in_force AS r
+SELECT r.rule_id, r.action, r.customer_segment, r.value, r.priority, r.valid_from, r.valid_to, p.product_key
+FROM home AS r
 JOIN products AS p
   ON (r.product_ids IS NULL OR list_contains(r.product_ids, p.product_id))
  AND (r.category IS NULL OR p.category = r.category)
