@@ -243,3 +243,33 @@ def test_a_rule_that_ends_or_begins_in_an_hour_is_applied_by_that_hours_refresh(
     got = refreshed[refreshed.customer_id == quiet].product_id.tolist()
     expected = candidates[(candidates.customer_id == quiet) & (candidates.recommendation_rank <= 20)]
     assert got == expected.product_id.tolist()
+
+
+@pytest.mark.parametrize(("caps", "expected"), [
+    # C1's candidates by score: P1 A, P2 A, P3 B, P4 B, P5 C/X. One per category: A, B, C first, then the rest
+    ({"diversity_max_per_category": 1}, ["P1", "P3", "P5", "P2", "P4"]),
+    ({"diversity_max_per_category": 2}, ["P1", "P2", "P3", "P4", "P5"]),
+    # only P5 has a brand: a brand cap of 1 moves nothing
+    ({"diversity_max_per_brand": 1}, ["P1", "P2", "P3", "P4", "P5"]),
+])
+def test_the_diversity_cap_defers_what_is_beyond_it_and_keeps_the_order_otherwise(definitions, shop, caps, expected):
+    put(shop, "merchandising_rules", rules())
+    stage(definitions, shop, ["customer_top_recommendations"], top_n=5, **caps)
+    got = top(shop)
+    assert [row[0] for row in got["C1"]] == expected
+    assert [row[3] for row in got["C1"]] == [{"P1": 0.9, "P2": 0.8, "P3": 0.7, "P4": 0.6, "P5": 0.5}[p] for p in expected]
+
+
+def test_the_diversity_cap_counts_after_the_rules_and_leaves_pins_alone(definitions, shop):
+    put(shop, "products", rows("products", [
+        {"product_id": p, "product_name": p, "category": c, "brand": b, "price": 5.0}
+        for p, c, b in [("P1", "A", "Y"), ("P2", "A", "Y"), ("P3", "B", "Y"), ("P4", "B", None), ("P5", "C", "X"),
+                        ("P6", "C", None), ("P8", "A", "Y"), ("P9", "D", None)]
+    ]))
+    put(shop, "merchandising_rules", rules(
+        {"rule_id": "pin_p8", "action": "pin", "product_ids": "P8", "value": 1},
+        {"rule_id": "boost_p4", "action": "boost", "product_ids": "P4", "value": 3.0},
+    ))
+    stage(definitions, shop, ["customer_top_recommendations"], top_n=5, diversity_max_per_brand=2)
+    # after the boost: P4 1.0 (no brand), P1 Y, P2 Y, P3 Y (third Y: deferred), P5 X; P8 pinned first (also Y)
+    assert [row[0] for row in top(shop)["C1"]] == ["P8", "P4", "P1", "P2", "P5"]

@@ -39,8 +39,11 @@ def only(strategy: str, base: Tuning) -> Tuning:
     return replace(base, **weights)
 
 
+DIVERSITY_CAPS = (2, 5)
+
+
 def pipeline_configurations(default: Tuning) -> dict[str, list[tuple[str, str, Tuning]]]:
-    """(method, group, tuning) per variant: the default, the tutorial blend and each strategy alone."""
+    """(method, group, tuning) per variant: the default, the tutorial blend, diversity caps and each strategy alone."""
     discovery_base = replace(default, exclude_purchased=True, weight_repurchase=0.0)
     repeat_base = replace(default, **REPEAT_SETTINGS)
     configs = {
@@ -53,6 +56,9 @@ def pipeline_configurations(default: Tuning) -> dict[str, list[tuple[str, str, T
             ("tutorial_blend", "baseline", replace(repeat_base, exclude_purchased=True, **TUTORIAL_WEIGHTS)),
         ],
     }
+    for cap in DIVERSITY_CAPS:  # the top N with at most `cap` products of a category (the rest after)
+        configs[DISCOVERY].append((f"category_cap_{cap}", "diversity", replace(discovery_base, diversity_max_per_category=cap)))
+        configs[REPEAT].append((f"category_cap_{cap}", "diversity", replace(repeat_base, diversity_max_per_category=cap)))
     for strategy in STRATEGIES:
         if strategy != "repurchase":
             configs[DISCOVERY].append((f"only_{strategy}", "ablation", only(strategy, discovery_base)))

@@ -99,6 +99,12 @@ def refresh_hour(store: Warehouse, asset: str, hour: datetime, tuning: Tuning, a
     return Refresh(touched_customers=int(touched), rows=rows, seconds=time.perf_counter() - started)
 
 
+_WINDOW_EDGE_IN_HOUR = (
+    "(valid_from > getvariable('as_of') - INTERVAL 1 HOUR AND valid_from <= getvariable('as_of')) "
+    "OR (valid_to > getvariable('as_of') - INTERVAL 1 HOUR AND valid_to <= getvariable('as_of'))"
+)
+
+
 def rerank_for_rule_changes(store: Warehouse, touched: pa.Table, tuning: Tuning, as_of: datetime) -> pa.Table | None:
     """The rows of the stages that apply the merchandising rules, for the customers (other than `touched`, by id)
     whose rules opened or closed in the hour before `as_of`, computed over their nightly tables; None if nobody's."""
@@ -108,6 +114,8 @@ def rerank_for_rule_changes(store: Warehouse, touched: pa.Table, tuning: Tuning,
     if not all(store.exists(name) for name in (MERCHANDISING_RULES.name, *nightly)):
         return None
     with store.session([*shared_tables(), *nightly], variables=variables(tuning, as_of)) as con:
+        if not run(con, f"SELECT 1 FROM merchandising_rules WHERE {_WINDOW_EDGE_IN_HOUR} LIMIT 1"):
+            return None  # the usual hour: no rule began or ended in it
         con.register("touched_ids", touched)
         run(con, f"CREATE TEMP TABLE merchandising_rule_products AS {load_sql('merchandising_rule_products')}")
         run(

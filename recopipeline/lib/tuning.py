@@ -71,6 +71,9 @@ class Tuning:
     exclude_purchased: bool = True
     candidates_per_customer: int = 100
     top_n: int = 20
+    # --- diversity in the top N (customer_top_recommendations; 0 = no cap; docs/evaluation.md) ---
+    diversity_max_per_category: int = 0  # at most this many of one category before the rest of the list
+    diversity_max_per_brand: int = 0  # at most this many of one brand (a product without a brand has none)
     batch_customers: int = 5_000  # per-customer stages run over at most this many customers at a time
     batch_products: int = 20_000  # item-pair stages run over at most this many anchor products at a time
     # --- data quality (ingest validation and asset checks; see docs/data_quality.md) ---
@@ -118,6 +121,8 @@ class Tuning:
             raise ValueError("batch_customers and batch_products must be >= 1")
         if not 1 <= self.top_n <= self.candidates_per_customer:
             raise ValueError("top_n must be between 1 and candidates_per_customer")
+        if self.diversity_max_per_category < 0 or self.diversity_max_per_brand < 0:
+            raise ValueError("diversity_max_per_category and diversity_max_per_brand must be >= 0 (0: no cap)")
         if any(w < 0 for w in self.strategy_weights().values()):
             raise ValueError("strategy weights must be >= 0")
         if sum(self.strategy_weights().values()) <= 0:

@@ -12,8 +12,14 @@
 --                stronger counts. A pinned product the customer bought (with exclude_purchased) is not shown; one
 --                that is not a candidate comes with type 'pinned' and score 0;
 -- the other candidates fill the free positions in their order, and the first top_n positions are kept. The
--- rules that moved a row are listed after its evidence ('rule:<id>'). Customers no rule touches keep the blend's
--- ranks as they are.
+-- rules that moved a row are listed after its evidence ('rule:<id>').
+--
+-- Diversity (diversity_max_per_category, diversity_max_per_brand; 0 is no cap): a candidate comes after the rest
+-- of the list when more than the cap of the customer's better candidates (after the rules) share its category,
+-- or its brand; among themselves such candidates keep their order. With one cap this is the greedy re-rank that
+-- keeps every category to the cap while candidates of other categories last. Pins are placed as they are.
+--
+-- Customers whom no rule touches, without a diversity cap, keep the blend's ranks as they are.
 WITH rules AS (
     -- in force at the as-of time: from valid_from (or always) until just before valid_to (or for good)
     SELECT * FROM merchandising_rule_products
@@ -65,22 +71,41 @@ pin_slots AS (
     )
 ),
 affected AS (
-    SELECT customer_key FROM touched UNION SELECT customer_key FROM pin_slots
+    SELECT customer_key FROM touched
+    UNION SELECT customer_key FROM pin_slots
+    UNION SELECT customer_key FROM customer_segments
+    WHERE getvariable('diversity_max_per_category') > 0 OR getvariable('diversity_max_per_brand') > 0
 ),
-free AS (
-    -- the affected customers' candidates that no pin places, ranked again after the rules
+rescored AS (
+    -- the affected customers' candidates that no pin places, in their order after the rules
     SELECT r.customer_key, r.product_key, r.recommendation_type,
            least(r.recommendation_score * coalesce(t.factor, 1), 1.0) AS recommendation_score,
-           concat_ws('|', r.evidence, t.rules) AS evidence, r.variant,
+           concat_ws('|', r.evidence, t.rules) AS evidence, r.variant, p.category, p.brand,
            row_number() OVER (
                PARTITION BY r.customer_key
                ORDER BY r.recommendation_score * coalesce(t.factor, 1) DESC, r.recommendation_rank
-           ) AS free_rank
+           ) AS rule_rank
     FROM product_recommendations AS r
+    JOIN products AS p USING (product_key)
     LEFT JOIN touched AS t USING (customer_key, product_key)
     WHERE r.customer_key IN (SELECT customer_key FROM affected)
       AND NOT coalesce(t.excluded, false)
       AND NOT EXISTS (SELECT 1 FROM pin_slots AS p WHERE p.customer_key = r.customer_key AND p.product_key = r.product_key)
+),
+free AS (
+    -- the diversity caps: a candidate beyond its category's or brand's cap goes after the others
+    SELECT *,
+           row_number() OVER (PARTITION BY customer_key ORDER BY beyond_cap, rule_rank) AS free_rank
+    FROM (
+        SELECT *,
+               (getvariable('diversity_max_per_category') > 0
+                AND row_number() OVER (PARTITION BY customer_key, category ORDER BY rule_rank)
+                    > getvariable('diversity_max_per_category'))
+               OR (getvariable('diversity_max_per_brand') > 0 AND brand IS NOT NULL
+                   AND row_number() OVER (PARTITION BY customer_key, brand ORDER BY rule_rank)
+                       > getvariable('diversity_max_per_brand')) AS beyond_cap
+        FROM rescored
+    )
 ),
 placed AS (
     -- a free candidate of free rank k goes after the pins with fewer than k free positions before them
