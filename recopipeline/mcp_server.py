@@ -38,6 +38,13 @@ class ConfigurationError(RuntimeError):
     """The server cannot start as configured."""
 
 
+TRENDING_DESCRIPTION = (
+    "The shop's trending products: available products whose interest in the last 24 hours grows most beyond "
+    "their daily mean of the week before, refreshed hourly. Each has a rank, product_id, product_name, score "
+    "(1 = the strongest growth) and evidence (the growth factor)."
+)
+
+
 def build_server(recommender: Recommender | None = None, impressions: bool = True) -> MCPServer:
     """The MCP server over a recommender (default: the configured serving database).
 
@@ -73,6 +80,16 @@ def build_server(recommender: Recommender | None = None, impressions: bool = Tru
         if impressions:
             record_impressions(recommender.db, answer)
         return answer
+
+    @server.tool(name="get_trending_products", description=TRENDING_DESCRIPTION)
+    def get_trending_products(
+        customer_id: Annotated[
+            str | None,
+            WithJsonSchema({"type": "string", "description": "Optional: the customer, for their A/B variant's list"}),
+        ] = None,
+        limit: Annotated[int, Field(ge=1, le=MAX_LIMIT, description="Maximum number of products to return")] = 10,
+    ) -> dict[str, Any]:
+        return {"customer_id": customer_id, "trending": recommender.trending(customer_id, limit)}
 
     @server.tool(name="record_feedback", description=FEEDBACK_DESCRIPTION)
     def record_feedback(

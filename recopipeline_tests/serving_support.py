@@ -11,6 +11,7 @@ from sqlalchemy import create_engine, text
 
 from recopipeline.lib.variants import Experiment
 from recopipeline.serving import COLD_START, Expected, ServingDatabase, publish
+from recopipeline.serving.schema import TRENDING
 
 POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 ONE_VARIANT = Experiment.parse('{"control": {"share": 1.0}}', "test-salt")
@@ -75,6 +76,15 @@ def generation(
         for variant in experiment.names
         for rank in range(1, 6)
     ]
+    trending = [
+        {
+            "customer_id": TRENDING, "variant": variant, "rank": rank, "product_id": f"P8{rank:03d}",
+            "product_name": tag, "recommendation_type": "trending", "score": round(1 / rank, 6),
+            "evidence": f"trending:{4 - rank}.0x",
+        }
+        for variant in experiment.names
+        for rank in range(1, 4)
+    ]
     relations = [
         {
             "product_id": f"P{p:04d}", "relation": relation, "rank": rank,
@@ -87,7 +97,8 @@ def generation(
     ]
     expected = Expected(len(rows), customers, len(relations), tuple(experiment.names))
     batch = 1000
-    customer_batches = [(rows + cold)[i : i + batch] for i in range(0, len(rows) + len(cold), batch)]
+    listed = rows + cold + trending
+    customer_batches = [listed[i : i + batch] for i in range(0, len(listed), batch)]
     return customer_batches, [relations], expected
 
 

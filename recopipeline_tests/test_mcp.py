@@ -56,13 +56,17 @@ async def exercise(client: Client) -> int:
     """What every transport must do: the tutorial's schema, answers, errors and feedback; returns the number of
     feedback rows it caused (each answered recommendation is an impression, plus one click)."""
     tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-    assert set(tools) == {"get_product_recommendations", "record_feedback"}
+    assert set(tools) == {"get_product_recommendations", "get_trending_products", "record_feedback"}
     schema = tools["get_product_recommendations"].input_schema
     assert schema["required"] == ["customer_id"]
     for name, expected in TUTORIAL_SCHEMA.items():
         assert expected.items() <= schema["properties"][name].items()
     tutorial_types = {"all", "affinity_similar", "collaborative", "complementary", "category_preference"}
     assert tutorial_types <= set(schema["properties"]["recommendation_type"]["enum"])
+
+    trending = await client.call_tool("get_trending_products", {"limit": 2})
+    assert not trending.is_error
+    assert [(r["rank"], r["product_id"]) for r in trending.structured_content["trending"]] == [(1, "P8001"), (2, "P8002")]
 
     result = await client.call_tool("get_product_recommendations", {"customer_id": "C00001", "limit": 3})
     assert not result.is_error
@@ -117,7 +121,7 @@ def test_every_strategy_of_the_blend_is_a_recommendation_type(serving_url):
         async with Client(build_server(Recommender(db, cache_ttl=0), impressions=False)) as client:
             tools = {tool.name: tool for tool in (await client.list_tools()).tools}
             schema = tools["get_product_recommendations"].input_schema["properties"]["recommendation_type"]
-            assert schema["enum"] == ["all", *STRATEGIES]
+            assert schema["enum"] == ["all", *STRATEGIES, "pinned"]
             for strategy in STRATEGIES:
                 result = await client.call_tool(
                     "get_product_recommendations", {"customer_id": "C00001", "recommendation_type": strategy}

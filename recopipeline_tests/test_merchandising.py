@@ -273,3 +273,33 @@ def test_the_diversity_cap_counts_after_the_rules_and_leaves_pins_alone(definiti
     stage(definitions, shop, ["customer_top_recommendations"], top_n=5, diversity_max_per_brand=2)
     # after the boost: P4 1.0 (no brand), P1 Y, P2 Y, P3 Y (third Y: deferred), P5 X; P8 pinned first (also Y)
     assert [row[0] for row in top(shop)["C1"]] == ["P8", "P4", "P1", "P2", "P5"]
+
+
+def test_trending_is_the_smoothed_growth_of_the_last_day_over_the_week_before(definitions, warehouse):
+    day = timedelta(days=1)
+    put(warehouse, "products", rows("products", [
+        {"product_id": p, "product_name": p, "category": "A", "price": 1.0, **extra}
+        for p, extra in [("PA", {}), ("PB", {}), ("PC", {}), ("PD", {"stock_quantity": 0}), ("PE", {})]
+    ]))
+    put(warehouse, "customers", rows("customers", [{"customer_id": "C1"}]))
+    events = (
+        [("PA", "view", AS_OF - HOUR * k) for k in (1, 2, 3)]  # 3 in the last day, nothing before
+        + [("PB", "purchase", AS_OF - HOUR * k) for k in (1, 5)]  # 20 in the last day
+        + [("PB", "view", AS_OF - day - HOUR * k) for k in range(1, 15)]  # 14 over the week before: 2 a day
+        + [("PB", "view", AS_OF - day)]  # exactly 24 hours before: the week before's, 15 / 7 a day
+        + [("PC", "view", AS_OF - HOUR)]  # 1 against 10 a day: falling
+        + [("PC", "view", AS_OF - day - HOUR * k) for k in range(1, 71)]
+        + [("PD", "purchase", AS_OF - HOUR)]  # out of stock
+        + [("PE", "purchase", AS_OF - 9 * day), ("PE", "view", AS_OF + HOUR)]  # outside the window
+    )
+    put(warehouse, "customer_interactions", rows("customer_interactions", [
+        {"customer_id": "C1", "product_id": p, "interaction_type": kind, "interaction_timestamp": at}
+        for p, kind, at in events
+    ]))
+    stage(definitions, warehouse, ["product_trending"])
+    got = table(warehouse, "product_trending", "trending_rank")
+    assert got.product_id.tolist() == ["PB", "PA"] and got.trending_rank.tolist() == [1, 2]
+    pb, pa = got.iloc[0], got.iloc[1]
+    assert pb.recent_score == 20 and pb.baseline_daily_score == pytest.approx(15 / 7)
+    assert pb.trending_score == pytest.approx((20 + 10) / (15 / 7 + 10))
+    assert pa.trending_score == pytest.approx((3 + 10) / 10) and pa.baseline_daily_score == 0

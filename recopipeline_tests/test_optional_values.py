@@ -114,6 +114,8 @@ def test_serving_lists_show_an_unknown_name_as_the_id_and_keep_unknown_stock(war
     put(warehouse, "customer_top_recommendations", frame(
         "customer_id recommendation_rank product_id product_name recommendation_type recommendation_score "
         "evidence variant", ("C1", 1, "P3", "p3", "popular", 1.0, "popular:all", "control")))
+    put(warehouse, "product_trending", frame(
+        "product_id recent_score baseline_daily_score trending_score trending_rank", ("P1", 30.0, 2.0, 3.33, 1)))
     variables = {**Tuning().as_dict(), "relations_per_product": 10}
     with warehouse.session(PUBLISHED_INPUTS, variables=variables) as con:
         relations = con.sql(f"SELECT * FROM ({load_sql('serving_product_relations')}) ORDER BY 1, 2, 3").df()

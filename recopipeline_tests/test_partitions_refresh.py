@@ -15,7 +15,7 @@ from recopipeline.lib.stages import per_customer_stages, shared_tables
 from recopipeline.lib.hourly import HOUR, hour_key
 from recopipeline.lib.warehouse import Warehouse
 from recopipeline.serving.database import ServingDatabase
-from recopipeline.serving.schema import customer_recommendations, serving_state
+from recopipeline.serving.schema import LISTS, customer_recommendations, serving_state
 from recopipeline_tests.conftest import stage
 from recopipeline_tests.nightly_base import job_selection
 
@@ -108,7 +108,7 @@ def test_the_touched_customers_are_published_and_others_are_left_alone(refreshed
         "SELECT customer_id, recommendation_rank AS rank, product_id FROM customer_top_recommendations",
         inputs=["customer_top_recommendations"],
     )
-    untouched = served[~served.customer_id.isin(set(rows.customer_id)) & (served.customer_id != "__cold_start__")]
+    untouched = served[~served.customer_id.isin(set(rows.customer_id) | set(LISTS))]
     assert len(untouched) > 0
     merged = untouched.merge(nightly, on=["customer_id", "rank"], suffixes=("", "_nightly"))
     assert len(merged) == len(untouched) and (merged.product_id == merged.product_id_nightly).all()

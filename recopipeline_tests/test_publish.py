@@ -100,8 +100,18 @@ def test_published_answers_equal_the_warehouse_tables(built):
     related = reader.related_products(product, "complementary", limit=50)
     assert [item["product_id"] for item in related] == list(rows.product_id_2)[:20]
 
+    trending = store.read(
+        "SELECT product_id FROM product_trending JOIN products USING (product_key) ORDER BY trending_rank",
+        inputs=["product_trending", "products"],
+    )
+    assert len(trending) > 0
+    served_trending = reader.trending("C000001", limit=50)
+    assert [item["product_id"] for item in served_trending] == list(trending.product_id)
+    assert served_trending[0]["score"] == 1.0 and served_trending[0]["evidence"].startswith("trending:")
+
     summary = store.read("SELECT * FROM published_recommendations", inputs=["published_recommendations"])
-    assert set(summary.variant) == {"control", "popular_heavy"} and set(summary.list) == {"customers", "cold_start"}
+    assert set(summary.variant) == {"control", "popular_heavy"}
+    assert set(summary.list) == {"customers", "cold_start", "trending"}
     assert summary[summary.list == "customers"].rows.sum() == len(top)
 
 

@@ -162,7 +162,7 @@ def test_the_jobs_select_what_docs_refresh_md_says(definitions):
 
     sources = {"customers", "products", "merchandising_rules", "customer_interactions", "cart_activity", "orders"}
     incremental = {"hourly_customer_refresh", "hourly_customer_publish"}
-    assert selected("hourly_refresh") == sources | incremental
+    assert selected("hourly_refresh") == sources | incremental | {"product_trending"}
     assert selected("ingest_sources") == sources
     nightly = selected("full_rebuild")
     assert sources | {"customer_top_recommendations", "published_recommendations"} <= nightly

@@ -140,7 +140,7 @@ def test_sql_injection_strings_are_harmless(database):
         with pytest.raises(ValueError):
             reader.recommend("C00001", recommendation_type=attack)
     assert reader.recommend("C00001")["cold_start"] is False
-    assert rows_of(database, 1) == 50 * 5 + 5
+    assert rows_of(database, 1) == 50 * 5 + 5 + 3  # customers, cold start, trending
     with database.engine.connect() as conn:
         stored = conn.execute(
             select(recommendation_feedback.c.customer_id).order_by(recommendation_feedback.c.feedback_id)

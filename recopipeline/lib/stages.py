@@ -125,6 +125,12 @@ STAGES: tuple[Stage, ...] = (
         order_by="segment, popularity_rank, product_key", score_column="popularity_score",
     ),
     Stage(
+        "product_trending", "behavior", ("customer_interactions", "products"),
+        "Available products whose interest in the last 24 hours grows beyond their daily mean of the 7 days "
+        "before (smoothed), best first; refreshed hourly, served as the trending list.",
+        order_by="trending_rank", score_column="trending_score",
+    ),
+    Stage(
         "product_repurchase_rates", "behavior", ("orders",),
         "How likely each bought product is to be bought again: smoothed repeat-buyer rate and recent sales "
         "trend, combined into the factor the repurchase strategy weighs a customer's own orders by.",

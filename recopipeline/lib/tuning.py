@@ -56,6 +56,9 @@ class Tuning:
     category_products: int = 20
     popular_window_days: int = 30
     popular_products: int = 50
+    # --- trending (product_trending: the last 24 h against the 7 days before) ---
+    trending_prior: float = 10.0  # interest added to both sides of the growth ratio, so tiny counts don't win
+    trending_products: int = 50  # the length of the trending list
     # --- blend (product_recommendations) ---
     weight_affinity_similar: float = 1.0
     weight_collaborative: float = 1.0
@@ -121,6 +124,8 @@ class Tuning:
             raise ValueError("batch_customers and batch_products must be >= 1")
         if not 1 <= self.top_n <= self.candidates_per_customer:
             raise ValueError("top_n must be between 1 and candidates_per_customer")
+        if self.trending_prior <= 0 or self.trending_products < 1:
+            raise ValueError("trending_prior must be > 0 and trending_products >= 1")
         if self.diversity_max_per_category < 0 or self.diversity_max_per_brand < 0:
             raise ValueError("diversity_max_per_category and diversity_max_per_brand must be >= 0 (0: no cap)")
         if any(w < 0 for w in self.strategy_weights().values()):

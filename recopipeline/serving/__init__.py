@@ -27,7 +27,7 @@ from recopipeline.serving.schema import COLD_START
 __all__ = [
     "COLD_START", "RECOMMENDATION_TYPES", "Expected", "NotPublishedError", "Publication", "PublishError",
     "Recommender", "ServingDatabase", "ServingError", "click_events", "click_through_rates", "default_recommender",
-    "get_product_recommendations", "history", "publish", "publish_customers", "record_feedback",
+    "get_product_recommendations", "get_trending_products", "history", "publish", "publish_customers", "record_feedback",
     "record_impressions", "rollback",
 ]
 
@@ -54,6 +54,11 @@ def get_product_recommendations(
     An unknown customer gets the cold-start list (`cold_start` is true); invalid arguments raise ValueError.
     """
     return default_recommender().recommend(customer_id, product_id, limit, recommendation_type)
+
+
+def get_trending_products(customer_id: str | None = None, limit: int = 10) -> list[dict]:
+    """The trending list (limit 1-50), of the customer's A/B variant when `customer_id` is given."""
+    return default_recommender().trending(customer_id, limit)
 
 
 def record_feedback(customer_id: str, product_id: str, event: str = "click", **details) -> dict:

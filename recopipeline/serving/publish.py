@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError
 from recopipeline.serving.database import ServingDatabase, ServingError, utcnow
 from recopipeline.serving.schema import (
     COLD_START,
+    LISTS,
     customer_recommendations,
     product_relations,
     publications,
@@ -309,7 +310,7 @@ def _audit(conn: Connection, version: int, expected: Expected, max_shrink: float
     cr = customer_recommendations
     rows, customers = conn.execute(
         select(func.count(), func.count(cr.c.customer_id.distinct())).where(
-            cr.c.version == version, cr.c.customer_id != COLD_START
+            cr.c.version == version, cr.c.customer_id.not_in(LISTS)
         )
     ).one()
     cold_start_variants = set(

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from sqlalchemy import DateTime, String, and_, bindparam, cast, literal_column, null, select, union_all
 
+from recopipeline.lib.contract import PINNED
 from recopipeline.lib.tuning import STRATEGIES
 from recopipeline.lib.variants import Experiment
 from recopipeline.serving.cache import TTLCache
@@ -22,13 +23,15 @@ from recopipeline.serving.database import ServingDatabase, ServingError
 from recopipeline.serving.schema import (
     COLD_START,
     RELATIONS,
+    TRENDING,
     customer_recommendations,
     product_relations,
     publications,
     serving_state,
 )
 
-RECOMMENDATION_TYPES = ("all", *STRATEGIES)  # the tutorial's filter, over every strategy of our blend
+# the tutorial's filter, over every strategy of our blend and the merchandising rules' pins
+RECOMMENDATION_TYPES = ("all", *STRATEGIES, PINNED)
 MAX_LIMIT = 50
 MAX_ID_LENGTH = 256
 CONTEXT_TYPES = {"complementary": "complementary", "similar": "affinity_similar"}  # viewed product -> type
@@ -162,6 +165,15 @@ COLD_START_STATEMENT = select(
     _cr.c.variant, _cr.c.rank, _cr.c.product_id, _cr.c.product_name, _cr.c.recommendation_type, _cr.c.score,
     _cr.c.evidence, _cr.c.generated_at,
 ).where(_cr.c.version == bindparam("version"), _cr.c.customer_id == COLD_START).order_by(_cr.c.variant, _cr.c.rank)
+TRENDING_STATEMENT = (
+    select(_cr.c.variant, _cr.c.rank, _cr.c.product_id, _cr.c.product_name, _cr.c.score, _cr.c.evidence,
+           publications.c.experiment)
+    .select_from(
+        _live.join(_cr, and_(_cr.c.version == _live.c.version, _cr.c.customer_id == TRENDING))
+        .outerjoin(publications, publications.c.publication_id == _live.c.version)
+    )
+    .order_by(_cr.c.variant, _cr.c.rank)
+)
 EXPERIMENT_STATEMENT = select(publications.c.experiment).where(publications.c.publication_id == bindparam("version"))
 RELATED_STATEMENT = (
     select(_pr.c.rank, _pr.c.related_product_id, _pr.c.related_product_name, _pr.c.score)
@@ -220,6 +232,28 @@ class Recommender:
                  "score": r.score}
                 for r in rows
             ]
+
+    def trending(self, customer_id: str | None = None, limit: int = 10) -> list[dict]:
+        """The trending list of the live version (product_trending), of the customer's A/B variant if given."""
+        if customer_id is not None:
+            check_id("customer_id", customer_id)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(TRENDING_STATEMENT).all()
+        if not rows:
+            return []
+        lists: dict[str, list] = {}
+        for r in rows:
+            lists.setdefault(r.variant, []).append(r)
+        experiment = _experiment(rows[0].experiment)
+        variant = experiment.assign(customer_id) if experiment and customer_id is not None else next(iter(lists))
+        chosen = lists.get(variant) or next(iter(lists.values()))
+        return [
+            {"rank": r.rank, "product_id": r.product_id, "product_name": r.product_name, "score": r.score,
+             "evidence": r.evidence}
+            for r in chosen[:limit]
+        ]
 
     def state(self) -> tuple[int, int] | None:
         """(version, revision) of the live state, read again after `pointer_ttl` seconds."""

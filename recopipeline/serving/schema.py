@@ -22,6 +22,8 @@ from sqlalchemy import (
 )
 
 COLD_START = "__cold_start__"  # the customer id of the list served to customers without their own rows
+TRENDING = "__trending__"  # the customer id of the trending list (product_trending), one per variant
+LISTS = (COLD_START, TRENDING)  # the lists served beside the customers' own
 RELATIONS = ("similar", "complementary", "bought_together")
 FEEDBACK_EVENTS = ("impression", "click")
 

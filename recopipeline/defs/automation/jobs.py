@@ -30,6 +30,7 @@ from recopipeline.lib.contract import EVENT_SOURCES
 LANE_TAG = "recopipeline/lane"
 REFRESH_LANE = {LANE_TAG: "refresh"}
 SNAPSHOT_SOURCES = ("customers", "products", "merchandising_rules")
+HOURLY_STAGES = ("product_trending",)  # whole-table stages cheap enough to recompute every hour
 
 
 def code_location_modules() -> list[str]:
@@ -60,12 +61,12 @@ full_rebuild_job = dg.define_asset_job(
 
 hourly_refresh_job = dg.define_asset_job(
     name="hourly_refresh",
-    selection=sources | dg.AssetSelection.groups(INCREMENTAL),
+    selection=sources | dg.AssetSelection.assets(*HOURLY_STAGES) | dg.AssetSelection.groups(INCREMENTAL),
     partitions_def=hourly_partitions,
     tags=REFRESH_LANE,
     description=(
-        "Ingest one hour (and the customer and product snapshots), recompute the recommendations of the customers "
-        "active in it with the nightly SQL, and publish them."
+        "Ingest one hour (and the customer, product and rule snapshots), recompute the trending list and the "
+        "recommendations of the customers active in it with the nightly SQL, and publish them."
     ),
 )
 

@@ -74,7 +74,7 @@ def hourly_customer_refresh(
     group_name=GROUP,
     partitions_def=hourly_partitions,
     backfill_policy=single_run_backfill,
-    deps=[HOURLY_CUSTOMER_REFRESH],
+    deps=[HOURLY_CUSTOMER_REFRESH, "product_trending"],
     pool="serving",
     kinds={"duckdb", serving_kind(settings.serving_url())},
     owners=OWNERS,
@@ -95,13 +95,15 @@ def hourly_customer_publish(
     skipped: list[str] = []
     customers = rows = 0
     try:
-        with store.session(["products", "product_popularity"], variables=tuning.get().as_dict()) as con:
+        values = tuning.get()
+        lists = ["products", "product_popularity", "product_trending"]
+        with store.session(lists, variables=values.as_dict()) as con:
             for hour in hours(start, end):
                 newest = max(filter(None, [_nightly_as_of(context), newest_published_hour_end(database)]), default=None)
                 if newest is not None and hour + HOUR <= newest:
                     skipped.append(hour_key(hour))
                     continue
-                batch = serving_rows(store, con, HOURLY_CUSTOMER_REFRESH, hour)
+                batch = serving_rows(store, con, HOURLY_CUSTOMER_REFRESH, hour, list(values.experiment().names))
                 publication = publish_hour(database, batch, hour + HOUR, context.run_id)
                 published.append(hour_key(hour))
                 if publication:

@@ -1,4 +1,5 @@
-"""Publishing an hour's refreshed customers: their rows replace theirs in the live serving version.
+"""Publishing an hour's refreshed customers: their rows replace theirs in the live serving version, and so does
+the trending list (product_trending, recomputed by every hourly run).
 
 Serving never goes back in time: an hour is published only when it ends after the as-of time of the nightly
 tables and after the newest hour already published into the live version. Re-running or backfilling older
@@ -32,9 +33,14 @@ def newest_published_hour_end(db: ServingDatabase) -> datetime | None:
         ).scalar()
 
 
-def serving_rows(store: Warehouse, con: duckdb.DuckDBPyConnection, refresh_asset: str, hour: datetime) -> list[dict]:
-    """The hour's refreshed rows shaped as the serving table, by the same SQL as the full publication."""
-    run(con, "CREATE OR REPLACE TEMP TABLE serving_variants AS SELECT NULL::VARCHAR AS variant WHERE false")
+def serving_rows(
+    store: Warehouse, con: duckdb.DuckDBPyConnection, refresh_asset: str, hour: datetime, variants: list[str]
+) -> list[dict]:
+    """The hour's refreshed rows shaped as the serving table, by the same SQL as the full publication, with the
+    trending list of each variant (`con` holds `product_trending` as the hourly run left it)."""
+    run(con, "CREATE OR REPLACE TEMP TABLE serving_variants (variant VARCHAR)")
+    for variant in variants:
+        run(con, "INSERT INTO serving_variants VALUES (?)", [variant])
     path = store.partition_path(refresh_asset, hour_key(hour))
     run(con, f"CREATE OR REPLACE TEMP VIEW customer_top_recommendations AS SELECT * FROM read_parquet('{path}')")
     frame = con.sql(

@@ -26,6 +26,7 @@ INPUTS = [
     "products_bought_together",
     "products",
     "product_popularity",
+    "product_trending",
     "product_keys",
 ]
 
@@ -96,7 +97,8 @@ def published_recommendations(
             con,
             "published_recommendations",
             """
-            SELECT CASE WHEN customer_id = '__cold_start__' THEN 'cold_start' ELSE 'customers' END AS list,
+            SELECT CASE customer_id WHEN '__cold_start__' THEN 'cold_start' WHEN '__trending__' THEN 'trending'
+                        ELSE 'customers' END AS list,
                    variant, recommendation_type,
                    count(DISTINCT customer_id) AS customers, count(*) AS rows, round(avg(score), 6) AS mean_score
             FROM serving_rows GROUP BY ALL

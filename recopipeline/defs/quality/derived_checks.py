@@ -203,6 +203,28 @@ INVARIANTS: dict[str, list[Invariant]] = {
             "customer_key, category, weighted_category_score, category_rank",
         ),
     ],
+    "product_trending": [
+        _unique("product_trending", "product_key"),
+        _unique("product_trending", "trending_rank", UNIQUE_RANK),
+        _in_range(
+            "product_trending",
+            "trending_score > 1 (only growing products), scores >= 0, trending_rank in [1, trending_products]",
+            "trending_score IS NULL OR trending_score <= 1 OR recent_score < 0 OR baseline_daily_score < 0 "
+            "OR trending_rank < 1 OR trending_rank > getvariable('trending_products')",
+            "product_key, recent_score, baseline_daily_score, trending_score, trending_rank",
+        ),
+        Invariant(
+            ONLY_AVAILABLE_PRODUCTS,
+            "every listed product is in the catalogue, active and in stock (or its stock unknown)",
+            """
+            SELECT r.product_key, p.is_active, p.stock_quantity
+            FROM product_trending AS r
+            LEFT JOIN products AS p USING (product_key)
+            WHERE p.product_key IS NULL OR NOT p.is_active OR p.stock_quantity <= 0  -- NULL stock: unknown, in stock
+            """,
+            needs=("products",),
+        ),
+    ],
     "product_popularity": [
         _unique("product_popularity", "segment, product_key"),
         _unique("product_popularity", "segment, popularity_rank", UNIQUE_RANK),
