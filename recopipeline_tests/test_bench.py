@@ -30,7 +30,7 @@ def test_every_source_and_derived_asset_is_timed_with_rows_and_memory(bench_json
 def test_the_hourly_path_refreshes_the_newest_hour_of_the_data(bench_json):
     hourly = bench_json["paths"]["hourly"]
     steps = {s["asset"]: s for s in hourly["stages"]}
-    assert set(steps) == set(SOURCES) | {"hourly_customer_refresh"}
+    assert set(steps) == set(SOURCES) | {"product_trending", "hourly_customer_refresh"}
     assert hourly["hour"] == "2026-09-30-23:00"  # the synthetic data ends at 2026-10-01 00:00
     assert hourly["touched_customers"] > 0
     assert steps["hourly_customer_refresh"]["rows"] == 20 * hourly["touched_customers"]  # top 20 each

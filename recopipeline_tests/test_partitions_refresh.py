@@ -15,6 +15,7 @@ from recopipeline.lib.stages import per_customer_stages, shared_tables
 from recopipeline.lib.hourly import HOUR, hour_key
 from recopipeline.lib.warehouse import Warehouse
 from recopipeline.serving.database import ServingDatabase
+from recopipeline.serving.read import Recommender
 from recopipeline.serving.schema import LISTS, customer_recommendations, serving_state
 from recopipeline_tests.conftest import stage
 from recopipeline_tests.nightly_base import job_selection
@@ -126,3 +127,17 @@ def test_an_older_hour_is_recomputed_but_not_published(definitions, refreshed):
                    if e.asset_key == dg.AssetKey("hourly_customer_publish"))
     metadata = publish.materialization.metadata
     assert metadata["published_hours"].value == 0 and hour_key(older) in metadata["skipped_hours"].value
+
+
+def test_the_hourly_run_recomputes_and_publishes_the_trending_list_as_of_its_hour(refreshed):
+    store, nightly = refreshed["store"], refreshed["nightly"]
+    query = "SELECT product_id FROM product_trending JOIN products USING (product_key) ORDER BY trending_rank"
+    hourly = store.read(query, inputs=["product_trending", "products"]).product_id.tolist()
+    before = nightly.read(query, inputs=["product_trending", "products"]).product_id.tolist()
+    assert hourly and hourly != before  # an hour later, the last 24 hours are other events
+    database = ServingDatabase(refreshed["resources"]["serving"].url)
+    try:
+        served = [item["product_id"] for item in Recommender(database, cache_ttl=0).trending(limit=50)]
+    finally:
+        database.dispose()
+    assert served == hourly

@@ -24,7 +24,7 @@ from recopipeline.lib.hourly import HOUR, floor_hour, hour_key, source_hours
 from recopipeline.lib.refresh import refresh_hour
 from recopipeline.lib.settings import first_partition_hour
 from recopipeline.lib.sources import resolve_location
-from recopipeline.lib.stages import latest_event_time, run_stage, stage_order
+from recopipeline.lib.stages import hourly_stages, latest_event_time, run_stage, stage_order
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import Warehouse
 
@@ -67,8 +67,8 @@ def _ingest_all(
 def _hourly_path(
     sampler: RssSampler, store: Warehouse, location: Path, tuning: Tuning, hour: datetime, say: Progress
 ) -> tuple[list[StageTiming], int]:
-    """Ingest `hour` and the snapshots again, then refresh the customers active in it; returns the timings and
-    how many customers were refreshed."""
+    """Ingest `hour` and the snapshots again, recompute the hourly whole-table stages (trending), then refresh the
+    customers active in it; returns the timings and how many customers were refreshed."""
     say(f"hourly path: the hour {hour_key(hour)} (as of its end):")
     timings = _ingest_all(sampler, store, location, tuning, (hour, hour + HOUR), say)
     touched = 0
@@ -79,6 +79,10 @@ def _hourly_path(
         touched = result.touched_customers
         return result.rows
 
+    for spec in hourly_stages():
+        timings.append(_timed(
+            sampler, spec.name, "derived", lambda spec=spec: run_stage(store, spec, tuning, hour + HOUR), say
+        ))
     timings.append(_timed(sampler, HOURLY_ASSET, "refresh", refresh, say))
     return timings, touched
 

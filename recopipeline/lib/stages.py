@@ -61,6 +61,7 @@ class Stage:
     rows_in_order: bool = False  # the compute gives its rows in `order_by` order: written as they come
     # sql/<name>.sql files whose results the compute reads as temp tables <name>, made once before the batches
     prepared: tuple[str, ...] = ()
+    hourly: bool = False  # a whole-table stage cheap enough for the hourly job to recompute every hour
 
     @property
     def source_files(self) -> tuple[Path, ...]:
@@ -128,7 +129,7 @@ STAGES: tuple[Stage, ...] = (
         "product_trending", "behavior", ("customer_interactions", "products"),
         "Available products whose interest in the last 24 hours grows beyond their daily mean of the 7 days "
         "before (smoothed), best first; refreshed hourly, served as the trending list.",
-        order_by="trending_rank", score_column="trending_score",
+        order_by="trending_rank", score_column="trending_score", hourly=True,
     ),
     Stage(
         "product_repurchase_rates", "behavior", ("orders",),
@@ -218,6 +219,11 @@ def stage_order(stages: Iterable[Stage] = STAGES) -> list[Stage]:
 def per_customer_stages() -> list[Stage]:
     """The stages the hourly refresh recomputes for the customers of an hour, in run order."""
     return [s for s in stage_order() if s.split is Split.CUSTOMERS]
+
+
+def hourly_stages() -> list[Stage]:
+    """The whole-table stages the hourly job recomputes besides the per-customer refresh, in run order."""
+    return [s for s in stage_order() if s.hourly]
 
 
 def customer_keyed(name: str) -> bool:

@@ -26,11 +26,11 @@ from recopipeline.defs.evaluation.assets import GROUP as EVALUATION
 from recopipeline.defs.incremental.assets import GROUP as INCREMENTAL
 from recopipeline.defs.partitions import hourly_partitions
 from recopipeline.lib.contract import EVENT_SOURCES
+from recopipeline.lib.stages import hourly_stages
 
 LANE_TAG = "recopipeline/lane"
 REFRESH_LANE = {LANE_TAG: "refresh"}
 SNAPSHOT_SOURCES = ("customers", "products", "merchandising_rules")
-HOURLY_STAGES = ("product_trending",)  # whole-table stages cheap enough to recompute every hour
 
 
 def code_location_modules() -> list[str]:
@@ -61,7 +61,7 @@ full_rebuild_job = dg.define_asset_job(
 
 hourly_refresh_job = dg.define_asset_job(
     name="hourly_refresh",
-    selection=sources | dg.AssetSelection.assets(*HOURLY_STAGES) | dg.AssetSelection.groups(INCREMENTAL),
+    selection=sources | dg.AssetSelection.assets(*(spec.name for spec in hourly_stages())) | dg.AssetSelection.groups(INCREMENTAL),
     partitions_def=hourly_partitions,
     tags=REFRESH_LANE,
     description=(
