@@ -129,6 +129,8 @@ def test_pins_compete_by_position_then_priority_and_respect_purchases_and_exclus
         {"rule_id": "pin_gone", "action": "pin", "product_ids": "P6", "value": 1},
         {"rule_id": "pin_ex", "action": "pin", "product_ids": "P5", "value": 1},
         {"rule_id": "no_p5", "action": "exclude", "product_ids": "P5"},
+        # placed beyond the top 6: not applied, P2 keeps its own place
+        {"rule_id": "pin_far", "action": "pin", "product_ids": "P2", "value": 9},
     ))
     stage(definitions, shop, ["customer_top_recommendations"], top_n=6)
     got = top(shop)
@@ -156,6 +158,8 @@ def test_rules_are_validated_and_quarantined_with_their_reason(definitions, tmp_
         "R9,exclude,home,gold,P1,,,,,,,,,",
         "R10,bury,home,,,,,10,5,,0.5,,,",
         "R11,exclude,home,,,,,,,0,,,,",
+        "R12,pin,home,,P1,,,,,,3e9,,,",
+        "R13,boost,home,,P1,,,,,,nan,,,",
     ]})
     store = Warehouse(str(tmp_path / "warehouse"))
     assert ingest(definitions, store, folder, selection=["customers", "products", "merchandising_rules"]).success
@@ -165,7 +169,7 @@ def test_rules_are_validated_and_quarantined_with_their_reason(definitions, tmp_
     assert reasons == {
         "R3": "invalid_rule", "R4": "unknown_action", "R5": "invalid_rule", "R6": "invalid_rule",
         "R7": "invalid_rule", "R8": "unknown_placement", "R9": "unknown_customer_segment", "R10": "invalid_rule",
-        "R11": "non_positive_new_within_days",
+        "R11": "non_positive_new_within_days", "R12": "invalid_rule", "R13": "invalid_rule",
     }
     details = dict(zip(held.raw_row.str.extract(r'"rule_id":"(R\d+)"')[0], held.detail))
     assert "a boost needs a value > 1" in details["R3"]
@@ -173,6 +177,7 @@ def test_rules_are_validated_and_quarantined_with_their_reason(definitions, tmp_
     assert "no condition on products" in details["R6"]
     assert "is not after valid_from" in details["R7"]
     assert "min_price 10.0 is above max_price 5.0" in details["R10"]
+    assert "from 1 to 1000" in details["R12"] and "finite" in details["R13"]
     kept = store.read("SELECT rule_id FROM merchandising_rules ORDER BY rule_id", inputs=["merchandising_rules"])
     assert kept.rule_id.tolist() == ["R1", "R2"]
 
@@ -187,7 +192,10 @@ def test_an_unhonourable_pin_fails_its_check_and_an_idle_rule_warns(definitions,
     result = ingest(definitions, store, folder, selection=["customers", "products", "merchandising_rules"])
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()
               if e.asset_key.path == ["merchandising_rules"]}
+    # a pin of a sold-out product is routine: it warns, and the rules are still published
+    assert result.success and result.asset_materializations_for_node("merchandising_rules")
     assert not checks["pins_can_be_honoured"].passed
+    assert checks["pins_can_be_honoured"].severity.value == "WARN"
     assert checks["pins_can_be_honoured"].metadata["violations"].value == 1
     assert not checks["rules_match_products"].passed
     assert checks["rules_match_products"].severity.value == "WARN"
@@ -303,3 +311,29 @@ def test_trending_is_the_smoothed_growth_of_the_last_day_over_the_week_before(de
     assert pb.recent_score == 20 and pb.baseline_daily_score == pytest.approx(15 / 7)
     assert pb.trending_score == pytest.approx((20 + 10) / (15 / 7 + 10))
     assert pa.trending_score == pytest.approx((3 + 10) / 10) and pa.baseline_daily_score == 0
+
+
+def test_a_product_that_sells_out_leaves_every_list_in_the_next_hour_and_the_list_is_refilled(
+    definitions, nightly, tmp_path
+):
+    from recopipeline.defs.incremental.assets import HOURLY_CUSTOMER_REFRESH
+    from recopipeline.lib.hourly import hour_key
+    from recopipeline.lib.refresh import refresh_hour
+    from recopipeline.lib.tuning import Tuning
+
+    store = nightly.copy_to(tmp_path, serving=False)
+    hour = nightly.hour
+    top_n = table(store, "customer_top_recommendations", "customer_id, recommendation_rank")
+    sold_out = top_n.product_id.value_counts().index[0]  # the most recommended product
+    showing = set(top_n[top_n.product_id == sold_out].customer_id)
+    products = table(store, "products", "product_id")
+    products.loc[products.product_id == sold_out, "stock_quantity"] = 0
+    put(store, "products", products.drop(columns=["product_key"]).astype({"stock_quantity": "Int32"}))
+
+    refresh_hour(store, HOURLY_CUSTOMER_REFRESH, hour, Tuning(), as_of=hour + HOUR)
+    path = store.partition_path(HOURLY_CUSTOMER_REFRESH, hour_key(hour))
+    refreshed = store.read(f"SELECT * FROM read_parquet('{path}') ORDER BY customer_id, recommendation_rank")
+    assert len(showing) > 5 and showing <= set(refreshed.customer_id)
+    assert sold_out not in set(refreshed.product_id)
+    sizes = refreshed[refreshed.customer_id.isin(showing)].groupby("customer_id").size()
+    assert (sizes == 20).all()  # refilled from the next candidates

@@ -26,7 +26,7 @@ class WarehouseResource(dg.ConfigurableResource):
 
 
 class SourceResource(dg.ConfigurableResource):
-    """Where the five sources come from: `synthetic:<scale>`, `online_retail:sample|<file>` or a directory."""
+    """Where the sources come from: `synthetic:<scale>`, `online_retail:sample|<file>` or a directory."""
 
     source: str
     seed: int = 42

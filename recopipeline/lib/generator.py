@@ -1,6 +1,7 @@
 """Deterministic synthetic e-commerce data in the shape of the data contract.
 
-`generate(scale, out_dir)` writes the five sources of `contract.SOURCES` as Parquet files. Customers and products
+`generate(scale, out_dir)` writes the five required sources (`contract.REQUIRED_SOURCES`) as Parquet files; it
+writes no merchandising rules. Customers and products
 are built in one go; browse sessions, orders and carts are simulated in chunks of customers and streamed to
 Parquet row groups, so memory stays bounded at every scale. Every chunk draws from its own random generator,
 derived from the seed and the chunk index, so a given scale and seed always yield the same values.

@@ -9,6 +9,10 @@ them. Every row of a per-customer stage depends only on its own customer's rows 
 the touched customers get exactly the rows a full rebuild over the same data would give them with the same
 product tables.
 
+A customer whose served list holds a product that has become unavailable since (inactive, out of stock, gone
+from the catalogue) is recomputed with the hour's customers, so the product leaves the list within the hour and
+the list is refilled from the customer's next candidates.
+
 A merchandising rule whose validity window opens or closes in the hour changes the lists of customers who may not
 be active in it (sql/merchandising_rule_changes.sql says which). For them the stages that apply the rules are
 computed again over their nightly candidates, as of the hour's end, and their rows join the hour's.
@@ -24,7 +28,7 @@ import duckdb
 import pyarrow as pa
 
 from recopipeline.lib.contract import EVENT_SOURCES, MERCHANDISING_RULES
-from recopipeline.lib.hourly import hour_key
+from recopipeline.lib.hourly import HOUR, hour_key
 from recopipeline.lib.stages import (
     CUSTOMER_SOURCES,
     compute_into,
@@ -79,17 +83,59 @@ def touched_in_hour(store: Warehouse, con: duckdb.DuckDBPyConnection, hour: date
     )
 
 
+def recent_lists(store: Warehouse, con: duckdb.DuckDBPyConnection, asset: str, hour: datetime) -> list[str]:
+    """Table expressions of the lists served since the nightly run at most: the refreshes of the 24 hours before
+    `hour` (the asset's partitions that exist)."""
+    paths = (store.partition_path(asset, hour_key(hour - HOUR * back)) for back in range(1, 25))
+    return [f"read_parquet('{path}')" for path in paths if run(con, "SELECT count(*) FROM glob($path)", {"path": path})[0][0]]
+
+
+def shown_unavailable(store: Warehouse, recent: list[str]) -> str:
+    """SQL for the known customers whose served list — the nightly top N, or a refresh in `recent` — holds a
+    product that is no longer available: inactive, out of stock or gone from the catalogue (`products` as
+    ingested now). Their whole chain is recomputed, so the list is refilled from their next candidates."""
+    lists = [store.scan("customer_top_recommendations")] if store.exists("customer_top_recommendations") else []
+    lists += recent
+    if not lists:
+        return "SELECT NULL::VARCHAR AS customer_id WHERE false"
+    shown = " UNION ALL ".join(f"SELECT customer_id, product_id FROM {relation}" for relation in lists)
+    return f"""
+        SELECT DISTINCT s.customer_id
+        FROM ({shown}) AS s
+        LEFT JOIN products AS p USING (product_id)
+        WHERE (p.product_id IS NULL OR NOT p.is_active OR p.stock_quantity <= 0)
+          AND s.customer_id IN (SELECT customer_id FROM {store.scan('customers')})
+    """
+
+
 def refresh_hour(store: Warehouse, asset: str, hour: datetime, tuning: Tuning, as_of: datetime) -> Refresh:
-    """Write the top-N rows of the customers active in `hour`, and of those whose rules changed in it, as the
-    asset's partition of that hour."""
+    """Write the top-N rows of the customers active in `hour`, of those shown a product no longer available, and
+    of those whose rules began or ended in it, as the asset's partition of that hour.
+
+    A customer of the last kind whose list was refreshed since the nightly run is recomputed whole, like the
+    active ones (their nightly candidates are older than their list); the others are ranked again over their
+    nightly candidates.
+    """
     started = time.perf_counter()
+    changed = rule_changed_customers(store, tuning, as_of)
     with store.session(shared_tables(), variables=variables(tuning, as_of)) as con:
-        run(con, f"CREATE TEMP TABLE touched AS {touched_in_hour(store, con, hour)}")
+        recent = recent_lists(store, con, asset, hour)
+        con.register("rule_changed", changed)
+        recently = " UNION ".join(f"SELECT customer_id FROM {relation}" for relation in recent) or \
+            "SELECT NULL::VARCHAR AS customer_id WHERE false"
+        run(
+            con,
+            f"CREATE TEMP TABLE touched AS {touched_in_hour(store, con, hour)} "
+            f"UNION {shown_unavailable(store, recent)} "
+            f"UNION (SELECT customer_id FROM rule_changed WHERE customer_id IN ({recently}))",
+        )
         (touched,) = run(con, "SELECT count(*) FROM touched")[0]
         refresh_customers(store, con, "touched", tuning)
         fresh = con.sql("SELECT * FROM customer_top_recommendations").to_arrow_table()
-        ids = con.sql("SELECT customer_id FROM touched").to_arrow_table()
-    reranked = rerank_for_rule_changes(store, ids, tuning, as_of)
+        others = con.sql(
+            "SELECT customer_key FROM rule_changed WHERE customer_id NOT IN (SELECT customer_id FROM touched)"
+        ).to_arrow_table()
+    reranked = rerank(store, others, tuning, as_of) if others.num_rows else None
     with store.session() as con:
         con.register("fresh", fresh)
         rows_of = "SELECT * FROM fresh" + (" UNION ALL SELECT * FROM reranked" if reranked is not None else "")
@@ -103,31 +149,36 @@ _WINDOW_EDGE_IN_HOUR = (
     "(valid_from > getvariable('as_of') - INTERVAL 1 HOUR AND valid_from <= getvariable('as_of')) "
     "OR (valid_to > getvariable('as_of') - INTERVAL 1 HOUR AND valid_to <= getvariable('as_of'))"
 )
+_NOBODY = pa.table({"customer_key": pa.array([], pa.int32()), "customer_id": pa.array([], pa.string())})
 
 
-def rerank_for_rule_changes(store: Warehouse, touched: pa.Table, tuning: Tuning, as_of: datetime) -> pa.Table | None:
-    """The rows of the stages that apply the merchandising rules, for the customers (other than `touched`, by id)
-    whose rules opened or closed in the hour before `as_of`, computed over their nightly tables; None if nobody's."""
-    applying = [spec for spec in per_customer_stages() if MERCHANDISING_RULES.name in spec.inputs]
-    (spec,) = applying  # the top N: the one per-customer stage after the blend
+def _applying_rules():
+    (spec,) = [s for s in per_customer_stages() if MERCHANDISING_RULES.name in s.inputs]  # the top N
+    return spec
+
+
+def rule_changed_customers(store: Warehouse, tuning: Tuning, as_of: datetime) -> pa.Table:
+    """The customers (key and id) whose list a merchandising rule can change because its window began or ended in
+    the hour before `as_of` (sql/merchandising_rule_changes.sql, over the nightly candidates); often nobody."""
     nightly = ("product_recommendations", "customer_segments")  # what the changes are looked up in
     if not all(store.exists(name) for name in (MERCHANDISING_RULES.name, *nightly)):
-        return None
+        return _NOBODY
     with store.session([*shared_tables(), *nightly], variables=variables(tuning, as_of)) as con:
         if not run(con, f"SELECT 1 FROM merchandising_rules WHERE {_WINDOW_EDGE_IN_HOUR} LIMIT 1"):
-            return None  # the usual hour: no rule began or ended in it
-        con.register("touched_ids", touched)
+            return _NOBODY  # the usual hour: no rule began or ended in it
         run(con, f"CREATE TEMP TABLE merchandising_rule_products AS {load_sql('merchandising_rule_products')}")
-        run(
-            con,
-            f"CREATE TEMP TABLE reranked_customers AS SELECT customer_key "
-            f"FROM ({load_sql('merchandising_rule_changes')}) "
-            "WHERE customer_key NOT IN (SELECT k.customer_key FROM customer_keys AS k JOIN touched_ids USING (customer_id))",
-        )
-        if not run(con, "SELECT 1 FROM reranked_customers LIMIT 1"):
-            return None
-        for name in nightly:
-            run(con, f"DROP VIEW {name}")
+        return con.sql(
+            f"SELECT c.customer_key, k.customer_id FROM ({load_sql('merchandising_rule_changes')}) AS c "
+            "JOIN customer_keys AS k USING (customer_key)"
+        ).to_arrow_table()
+
+
+def rerank(store: Warehouse, customers: pa.Table, tuning: Tuning, as_of: datetime) -> pa.Table:
+    """The rows of the stage that applies the merchandising rules, for `customers` (by key), over their nightly
+    candidates and the other nightly tables it reads of them, as of `as_of`."""
+    spec = _applying_rules()
+    with store.session(shared_tables(), variables=variables(tuning, as_of)) as con:
+        con.register("reranked_customers", customers)
         for name in spec.inputs:
             if customer_keyed(name):
                 run(

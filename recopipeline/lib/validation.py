@@ -84,11 +84,13 @@ MINIMUMS: dict[str, tuple[float, bool]] = {  # column -> (bound, whether the bou
 _RULE_PROBLEMS = (
     ("product_ids IS NULL AND category IS NULL AND brand IS NULL AND min_price IS NULL AND max_price IS NULL "
      "AND new_within_days IS NULL", "'the rule has no condition on products'"),
+    ("NOT isfinite(value) OR NOT isfinite(min_price) OR NOT isfinite(max_price)",
+     "'value, min_price and max_price must be finite numbers'"),
     ("action = 'boost' AND (value IS NULL OR value <= 1)", "format('a boost needs a value > 1, not {}', value)"),
     ("action = 'bury' AND (value IS NULL OR value <= 0 OR value >= 1)",
      "format('a bury needs a value in (0, 1), not {}', value)"),
-    ("action = 'pin' AND (value IS NULL OR value < 1 OR value <> trunc(value))",
-     "format('a pin needs a whole position >= 1, not {}', value)"),
+    ("action = 'pin' AND (value IS NULL OR value < 1 OR value > 1000 OR value <> trunc(value))",
+     "format('a pin needs a whole position from 1 to 1000, not {}', value)"),
     ("action = 'pin' AND (product_ids IS NULL OR contains(product_ids, '|') OR trim(product_ids) = '' "
      "OR category IS NOT NULL OR brand IS NOT NULL OR min_price IS NOT NULL OR max_price IS NOT NULL "
      "OR new_within_days IS NOT NULL)", "'a pin names exactly one product in product_ids and no other condition'"),

@@ -10,12 +10,14 @@
 --   pin          the product takes the pinned position: pins are placed by position, then higher priority, then
 --                smaller rule id, a taken position passing to the next free one; of two pins of one product the
 --                stronger counts. A pinned product the customer bought (with exclude_purchased) is not shown; one
---                that is not a candidate comes with type 'pinned' and score 0;
+--                that is not a candidate comes with type 'pinned' and score 0, one that is keeps its blended
+--                score and type; a pin placed beyond top_n is not applied, and a list with fewer candidates
+--                than the position shows the pin after them;
 -- the other candidates fill the free positions in their order, and the first top_n positions are kept. The
 -- rules that moved a row are listed after its evidence ('rule:<id>').
 --
 -- Diversity (diversity_max_per_category, diversity_max_per_brand; 0 is no cap): a candidate comes after the rest
--- of the list when more than the cap of the customer's better candidates (after the rules) share its category,
+-- of the list when the cap or more of the customer's better candidates (after the rules) share its category,
 -- or its brand; among themselves such candidates keep their order. With one cap this is the greedy re-rank that
 -- keeps every category to the cap while candidates of other categories last. Pins are placed as they are.
 --
@@ -62,13 +64,17 @@ pins AS (
     QUALIFY row_number() OVER (PARTITION BY s.customer_key, m.product_key ORDER BY m.priority DESC, m.rule_id) = 1
 ),
 pin_slots AS (
-    -- the j-th pin (by position, priority, rule id) takes max(position, the previous pin's slot + 1)
-    SELECT customer_key, product_key, rule_id, j,
-           j + max(position - j) OVER (PARTITION BY customer_key ORDER BY j ROWS UNBOUNDED PRECEDING) AS slot
-    FROM (
-        SELECT *, row_number() OVER (PARTITION BY customer_key ORDER BY position, priority DESC, rule_id) AS j
-        FROM pins
+    -- the j-th pin (by position, priority, rule id) takes max(position, the previous pin's slot + 1); a pin placed
+    -- beyond top_n is dropped (its product, if a candidate, keeps its own place)
+    SELECT * FROM (
+        SELECT customer_key, product_key, rule_id, j,
+               j + max(position - j) OVER (PARTITION BY customer_key ORDER BY j ROWS UNBOUNDED PRECEDING) AS slot
+        FROM (
+            SELECT *, row_number() OVER (PARTITION BY customer_key ORDER BY position, priority DESC, rule_id) AS j
+            FROM pins
+        )
     )
+    WHERE slot <= getvariable('top_n')
 ),
 affected AS (
     SELECT customer_key FROM touched
@@ -83,7 +89,7 @@ rescored AS (
            concat_ws('|', r.evidence, t.rules) AS evidence, r.variant, p.category, p.brand,
            row_number() OVER (
                PARTITION BY r.customer_key
-               ORDER BY r.recommendation_score * coalesce(t.factor, 1) DESC, r.recommendation_rank
+               ORDER BY least(r.recommendation_score * coalesce(t.factor, 1), 1.0) DESC, r.recommendation_rank
            ) AS rule_rank
     FROM product_recommendations AS r
     JOIN products AS p USING (product_key)
@@ -91,6 +97,12 @@ rescored AS (
     WHERE r.customer_key IN (SELECT customer_key FROM affected)
       AND NOT coalesce(t.excluded, false)
       AND NOT EXISTS (SELECT 1 FROM pin_slots AS p WHERE p.customer_key = r.customer_key AND p.product_key = r.product_key)
+      -- candidates are unbought when they are made; a list ranked again later (the hourly refresh) checks again
+      AND NOT (getvariable('exclude_purchased') AND EXISTS (
+          SELECT 1 FROM orders AS o
+          WHERE o.customer_key = r.customer_key AND o.product_key = r.product_key
+            AND o.order_timestamp <= getvariable('as_of')
+      ))
 ),
 free AS (
     -- the diversity caps: a candidate beyond its category's or brand's cap goes after the others

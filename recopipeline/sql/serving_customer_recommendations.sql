@@ -15,9 +15,10 @@ WITH customer_rows AS (
     FROM customer_top_recommendations
 ),
 cold_start AS (
+    -- the first top_n of the products still available (the hourly publication drops one sold out since)
     SELECT '__cold_start__' AS customer_id,
            v.variant,
-           p.popularity_rank AS rank,
+           row_number() OVER (PARTITION BY v.variant ORDER BY p.popularity_rank) AS rank,
            c.product_id,
            coalesce(c.product_name, c.product_id) AS product_name,
            'popular' AS recommendation_type,
@@ -27,7 +28,8 @@ cold_start AS (
     FROM product_popularity AS p
     JOIN products AS c USING (product_key)
     CROSS JOIN serving_variants AS v
-    WHERE p.segment = 'all' AND p.popularity_rank <= getvariable('top_n')
+    WHERE p.segment = 'all' AND c.is_active AND (c.stock_quantity > 0 OR c.stock_quantity IS NULL)
+    QUALIFY row_number() OVER (PARTITION BY v.variant ORDER BY p.popularity_rank) <= getvariable('top_n')
 ),
 trending AS (
     SELECT '__trending__' AS customer_id,

@@ -2,7 +2,7 @@
 
 File mode only (RECOPIPELINE_SOURCE names a directory). The cursor remembers every file seen with its size and
 modification time, so each new or changed file starts exactly one run of `ingest_sources`: the snapshot
-sources (`customers`, `products`) are ingested whole; an event file's hours (from its first to its last event,
+sources (`customers`, `products`, `merchandising_rules`) are ingested whole; an event file's hours (from its first to its last event,
 within the partitions that exist) are ingested in one run. The hour in progress is a partition too: its events
 so far are ingested now, and the hourly refresh ingests the whole hour once it has ended.
 """

@@ -1,5 +1,5 @@
-"""Publishing an hour's refreshed customers: their rows replace theirs in the live serving version, and so does
-the trending list (product_trending, recomputed by every hourly run).
+"""Publishing an hour's refreshed customers: their rows replace theirs in the live serving version, and so do the
+cold-start list (without products sold out since) and the trending list (recomputed by every hourly run).
 
 Serving never goes back in time: an hour is published only when it ends after the as-of time of the nightly
 tables and after the newest hour already published into the live version. Re-running or backfilling older
@@ -17,7 +17,7 @@ from recopipeline.lib.hourly import hour_key
 from recopipeline.lib.warehouse import Warehouse, load_sql, run
 from recopipeline.serving.database import ServingDatabase
 from recopipeline.serving.publish import CUSTOMER_COLUMNS, Publication, current_state, publish_customers
-from recopipeline.serving.schema import COLD_START, publications
+from recopipeline.serving.schema import publications
 
 
 def newest_published_hour_end(db: ServingDatabase) -> datetime | None:
@@ -37,15 +37,15 @@ def serving_rows(
     store: Warehouse, con: duckdb.DuckDBPyConnection, refresh_asset: str, hour: datetime, variants: list[str]
 ) -> list[dict]:
     """The hour's refreshed rows shaped as the serving table, by the same SQL as the full publication, with the
-    trending list of each variant (`con` holds `product_trending` as the hourly run left it)."""
+    cold-start and trending lists of each variant (`con` holds the catalogue and `product_trending` as the hourly
+    run left them, so a product sold out since the nightly run leaves the cold-start list too)."""
     run(con, "CREATE OR REPLACE TEMP TABLE serving_variants (variant VARCHAR)")
     for variant in variants:
         run(con, "INSERT INTO serving_variants VALUES (?)", [variant])
     path = store.partition_path(refresh_asset, hour_key(hour))
     run(con, f"CREATE OR REPLACE TEMP VIEW customer_top_recommendations AS SELECT * FROM read_parquet('{path}')")
     frame = con.sql(
-        f"SELECT * FROM ({load_sql('serving_customer_recommendations')}) WHERE customer_id <> '{COLD_START}' "
-        "ORDER BY customer_id, variant, rank"
+        f"SELECT * FROM ({load_sql('serving_customer_recommendations')}) ORDER BY customer_id, variant, rank"
     ).df()
     return [dict(zip(CUSTOMER_COLUMNS, row)) for row in frame[list(CUSTOMER_COLUMNS)].itertuples(index=False)]
 

@@ -1,4 +1,4 @@
-"""The quarantine as a Dagster asset, downstream of the five sources; each ingest records a materialization of it.
+"""The quarantine as a Dagster asset, downstream of the sources; each ingest records a materialization of it.
 
 Its files and their names are described in `lib/quarantine.py`.
 """

@@ -1,4 +1,4 @@
-"""Asset checks of the five sources, evaluated in the source asset's own step right after ingest.
+"""Asset checks of the sources, evaluated in the source asset's own step right after ingest.
 
 - quarantine_share (blocking): the share of input rows quarantined stays within `max_quarantine_share`.
 - unique_key (blocking): the contract key is unique over the whole table (exact DuckDB aggregate).
@@ -9,7 +9,8 @@
 - row_count_drift (WARN): the accepted row count moved at most `row_count_drift_band` since the last ingest.
 
 The merchandising rules also get:
-- pins_can_be_honoured (blocking): every pin not yet expired names a product of the catalogue that is available.
+- pins_can_be_honoured (WARN): every pin not yet expired names a product of the catalogue that is available (a pin
+  of a product sold out is simply not shown: routine, so it must not hold back the rules or the lists).
 - rules_match_products (WARN): every rule in force now matches at least one product.
 """
 
@@ -73,7 +74,7 @@ def source_check_specs(contract: SourceContract) -> list[dg.AssetCheckSpec]:
     if contract.name == MERCHANDISING_RULES.name:
         specs += [
             dg.AssetCheckSpec(
-                PINS_CAN_BE_HONOURED, asset=contract.name, blocking=True,
+                PINS_CAN_BE_HONOURED, asset=contract.name, blocking=False,
                 description="Every pin that has not expired names a product of the catalogue that is available "
                 "(active, in stock or stock unknown).",
             ),
@@ -175,6 +176,7 @@ def _rule_checks(con: duckdb.DuckDBPyConnection) -> list[dg.AssetCheckResult]:
           AND (p.product_id IS NULL OR NOT p.is_active OR p.stock_quantity <= 0)
         """,
         "every pin that has not expired names an available product of the catalogue",
+        severity=results.WARN,
     )
     run(con, f"CREATE OR REPLACE TEMP TABLE merchandising_rule_products AS {load_sql('merchandising_rule_products')}")
     unmatched = results.violations(
