@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from recopipeline.serving import Recommender, default_recommender
 from recopipeline.serving.feedback import record_feedback as record_feedback_in
 from recopipeline.serving.feedback import record_impressions
-from recopipeline.serving.read import MAX_LIMIT, RECOMMENDATION_TYPES
+from recopipeline.serving.read import MAX_CART, MAX_LIMIT, RECOMMENDATION_TYPES
 
 MIN_TOKEN_LENGTH = 16
 TOOL_DESCRIPTION = (
@@ -75,8 +75,16 @@ def build_server(recommender: Recommender | None = None, impressions: bool = Tru
             Literal[RECOMMENDATION_TYPES],  # type: ignore[valid-type]
             Field(description="Filter by recommendation type. Defaults to 'all'."),
         ] = "all",
+        cart_product_ids: Annotated[
+            list[str] | None,
+            WithJsonSchema({
+                "type": "array", "items": {"type": "string"}, "maxItems": MAX_CART,
+                "description": "Optional: the products in the customer's cart (what goes with them is blended in; "
+                "they are left out)",
+            }),
+        ] = None,
     ) -> dict[str, Any]:
-        answer = recommender.recommend(customer_id, product_id, limit, recommendation_type)
+        answer = recommender.recommend(customer_id, product_id, limit, recommendation_type, cart_product_ids)
         if impressions:
             record_impressions(recommender.db, answer)
         return answer

@@ -64,6 +64,14 @@ async def exercise(client: Client) -> int:
     tutorial_types = {"all", "affinity_similar", "collaborative", "complementary", "category_preference"}
     assert tutorial_types <= set(schema["properties"]["recommendation_type"]["enum"])
 
+    carting = await client.call_tool(
+        "get_product_recommendations", {"customer_id": "C00001", "limit": 50, "cart_product_ids": ["P0010"]}
+    )
+    assert not carting.is_error and carting.structured_content["cart"] == ["P0010"]
+    in_cart = [r for r in carting.structured_content["recommendations"] if r["product_id"] == "P0010"]
+    assert in_cart == [] and any("cart:P0010" in (r["evidence"] or "")
+                                 for r in carting.structured_content["recommendations"])
+
     trending = await client.call_tool("get_trending_products", {"limit": 2})
     assert not trending.is_error
     assert [(r["rank"], r["product_id"]) for r in trending.structured_content["trending"]] == [(1, "P8001"), (2, "P8002")]
@@ -93,7 +101,7 @@ async def exercise(client: Client) -> int:
     )
     assert clicked.structured_content["event"] == "click"
     assert clicked.structured_content["variant"] == "control"
-    answers = (answer, viewing.structured_content, newcomer.structured_content)
+    answers = (answer, viewing.structured_content, newcomer.structured_content, carting.structured_content)
     return sum(len(a["recommendations"]) for a in answers) + 1
 
 

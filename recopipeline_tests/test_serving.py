@@ -104,6 +104,30 @@ def test_viewed_product_blends_in_its_complements_and_similar_products(database)
     assert reader.related_products("P0010", "bought_together", limit=2)[0]["rank"] == 1
 
 
+def test_a_cart_blends_in_what_goes_with_its_products_and_leaves_them_out(database):
+    publish_generation(database, "one")
+    reader = Recommender(database, cache_ttl=0)
+    plain = reader.recommend("C00003", limit=50)["recommendations"]
+    own = {item["product_id"]: item for item in plain}
+    # generation(): P0010's complements and bought-together products are both P0021, P0032, P0043 (scores 0.9,
+    # 0.45, 0.3); P0020's both P0031, P0042, P0053
+    answer = reader.recommend("C00003", limit=50, cart=["P0020", "P0010", "P0010"])
+    got = {item["product_id"]: item for item in answer["recommendations"]}
+    assert answer["cart"] == ["P0010", "P0020"]
+    assert not {"P0010", "P0020"} & set(got)
+    goes_with = {"P0021", "P0032", "P0043", "P0031", "P0042", "P0053"}
+    assert goes_with <= set(got) and set(got) == goes_with | (set(own) - {"P0010", "P0020"})
+    # both lists of P0010 name P0021: 0.9 + 0.9 added, the cart product named once
+    assert got["P0021"]["evidence"].endswith("cart:P0010") and "cart:P0010;cart" not in got["P0021"]["evidence"]
+    assert got["P0021"]["score"] == pytest.approx(own.get("P0021", {"score": 0})["score"] + 1.8)
+    scores = [item["score"] for item in answer["recommendations"]]
+    assert scores == sorted(scores, reverse=True)
+    with pytest.raises(ValueError, match="cart"):
+        reader.recommend("C00003", cart="P0010")
+    with pytest.raises(ValueError, match="cart"):
+        reader.recommend("C00003", cart=[f"P{n}" for n in range(51)])
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [

@@ -46,14 +46,16 @@ def default_recommender() -> Recommender:
 
 
 def get_product_recommendations(
-    customer_id: str, product_id: str | None = None, limit: int = 10, recommendation_type: str = "all"
+    customer_id: str, product_id: str | None = None, limit: int = 10, recommendation_type: str = "all",
+    cart: list[str] | None = None,
 ) -> dict:
     """A customer's recommendations (limit 1-50; type `all` or one strategy of `RECOMMENDATION_TYPES`), blended
-    with the viewed product's when `product_id` is given.
+    with the viewed product's when `product_id` is given, and with what goes with the cart's products when `cart`
+    lists them.
 
     An unknown customer gets the cold-start list (`cold_start` is true); invalid arguments raise ValueError.
     """
-    return default_recommender().recommend(customer_id, product_id, limit, recommendation_type)
+    return default_recommender().recommend(customer_id, product_id, limit, recommendation_type, cart)
 
 
 def get_trending_products(customer_id: str | None = None, limit: int = 10) -> list[dict]:

@@ -34,7 +34,9 @@ from recopipeline.serving.schema import (
 RECOMMENDATION_TYPES = ("all", *STRATEGIES, PINNED)
 MAX_LIMIT = 50
 MAX_ID_LENGTH = 256
+MAX_CART = 50  # products in a cart that the answer is shaped by
 CONTEXT_TYPES = {"complementary": "complementary", "similar": "affinity_similar"}  # viewed product -> type
+CART_RELATIONS = ("complementary", "bought_together")  # what goes with a product in the cart
 
 
 class NotPublishedError(ServingError):
@@ -51,20 +53,26 @@ class Request:
     product_id: str | None
     limit: int
     recommendation_type: str
+    cart: tuple[str, ...] = ()
 
 
-def validate(customer_id, product_id=None, limit=10, recommendation_type="all") -> Request:
+def validate(customer_id, product_id=None, limit=10, recommendation_type="all", cart=None) -> Request:
     """Check the arguments of `get_product_recommendations`; raise ValueError with one clear line."""
     check_id("customer_id", customer_id)
     if product_id is not None:
         check_id("product_id", product_id)
+    if cart is not None:
+        if isinstance(cart, str) or not isinstance(cart, (list, tuple)) or len(cart) > MAX_CART:
+            raise ValueError(f"cart must be a list of at most {MAX_CART} product ids, got {cart!r}")
+        for item in cart:
+            check_id("a cart's product id", item)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
     if recommendation_type not in RECOMMENDATION_TYPES:
         raise ValueError(
             f"recommendation_type must be one of {', '.join(RECOMMENDATION_TYPES)}, got {recommendation_type!r}"
         )
-    return Request(customer_id, product_id, limit, recommendation_type)
+    return Request(customer_id, product_id, limit, recommendation_type, tuple(sorted(set(cart or ()))))
 
 
 def check_id(name: str, value) -> None:
@@ -100,6 +108,7 @@ class Entry:
         return {
             "customer_id": request.customer_id,
             "product_id": request.product_id,
+            "cart": list(request.cart),
             "recommendation_type": request.recommendation_type,
             "variant": self.variant,
             "version": self.version,
@@ -175,6 +184,11 @@ TRENDING_STATEMENT = (
     .order_by(_cr.c.variant, _cr.c.rank)
 )
 EXPERIMENT_STATEMENT = select(publications.c.experiment).where(publications.c.publication_id == bindparam("version"))
+CART_STATEMENT = (
+    select(_pr.c.product_id, _pr.c.relation, _pr.c.related_product_id, _pr.c.related_product_name, _pr.c.score)
+    .select_from(_live.join(_pr, _pr.c.version == _live.c.version))
+    .where(_pr.c.product_id.in_(bindparam("cart", expanding=True)), _pr.c.relation.in_(CART_RELATIONS))
+)
 RELATED_STATEMENT = (
     select(_pr.c.rank, _pr.c.related_product_id, _pr.c.related_product_name, _pr.c.score)
     .select_from(_live.join(_pr, _pr.c.version == _live.c.version))
@@ -205,12 +219,16 @@ class Recommender:
         self._lock = threading.Lock()
 
     def recommend(
-        self, customer_id: str, product_id: str | None = None, limit: int = 10, recommendation_type: str = "all"
+        self, customer_id: str, product_id: str | None = None, limit: int = 10, recommendation_type: str = "all",
+        cart: list[str] | None = None,
     ) -> dict:
-        request = validate(customer_id, product_id, limit, recommendation_type)
+        """The customer's list; with a viewed product, blended with its similar and complementary products; with
+        a cart, blended with what goes with the products in it (complementary, bought together), which are left
+        out of the answer."""
+        request = validate(customer_id, product_id, limit, recommendation_type, cart)
         if not self.cache.enabled:
             return self._load(request).answer(request)
-        key = (request.customer_id, request.product_id)
+        key = (request.customer_id, request.product_id, request.cart)
         token = self.state()
         entry = self.cache.get(key, token)
         if entry is None:
@@ -295,6 +313,10 @@ class Recommender:
             cold_start = True
         if request.product_id is not None:
             items = self._blend(items, related, request.product_id)
+        if request.cart:
+            with self.db.engine.connect() as conn:
+                goes_with = conn.execute(CART_STATEMENT, {"cart": list(request.cart)}).all()
+            items = self._with_cart(items, goes_with, request.cart)
         return Entry(version, revision, variant, cold_start, generated_at, items)
 
     def _cold_start_list(self, version: int, revision: int, customer_id: str) -> tuple[str, tuple[Item, ...], datetime]:
@@ -335,6 +357,32 @@ class Recommender:
             else:
                 evidence = f"{r.part}:{product_id}"
                 merged[related_id] = Item(related_id, r.product_name, CONTEXT_TYPES[r.part], boost, evidence)
+        return tuple(sorted(merged.values(), key=lambda item: (-item.score, item.product_id)))
+
+
+    def _with_cart(self, items: tuple[Item, ...], goes_with, cart: tuple[str, ...]) -> tuple[Item, ...]:
+        """Add what goes with the cart's products (scores summed over them); the cart's own products leave."""
+        boosts: dict[str, float] = {}
+        sources: dict[str, list[str]] = {}
+        names: dict[str, str] = {}
+        for r in sorted(goes_with, key=lambda r: (r.product_id, r.relation)):
+            if r.related_product_id in cart:
+                continue
+            boosts[r.related_product_id] = boosts.get(r.related_product_id, 0.0) + self.context_weight * r.score
+            sources.setdefault(r.related_product_id, [])
+            if r.product_id not in sources[r.related_product_id]:
+                sources[r.related_product_id].append(r.product_id)
+            names[r.related_product_id] = r.related_product_name
+        merged = {item.product_id: item for item in items if item.product_id not in cart}
+        for related_id, boost in boosts.items():
+            evidence = ";".join(f"cart:{source}" for source in sources[related_id])
+            if related_id in merged:
+                item = merged[related_id]
+                merged[related_id] = replace(
+                    item, score=item.score + boost, evidence=f"{item.evidence or ''};{evidence}".lstrip(";")
+                )
+            else:
+                merged[related_id] = Item(related_id, names[related_id], "complementary", boost, evidence)
         return tuple(sorted(merged.values(), key=lambda item: (-item.score, item.product_id)))
 
 
