@@ -107,10 +107,11 @@ def build_server(recommender: Recommender | None = None, impressions: bool = Tru
         recommendation_type: Annotated[str | None, Field(description="Type from the answer")] = None,
         variant: Annotated[str | None, Field(description="A/B variant from the answer")] = None,
         rank: Annotated[int | None, Field(ge=1, description="Position in the answer")] = None,
+        recommendation_id: Annotated[str | None, Field(description="recommendation_id of the answer")] = None,
     ) -> dict[str, Any]:
         row = record_feedback_in(
             recommender.db, customer_id, product_id, event,
-            recommendation_type=recommendation_type, variant=variant, rank=rank,
+            recommendation_type=recommendation_type, variant=variant, rank=rank, recommendation_id=recommendation_id,
         )
         return {**row, "recorded_at": row["recorded_at"].isoformat()}
 

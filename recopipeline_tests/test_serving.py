@@ -16,6 +16,7 @@ from recopipeline.serving import (
     NotPublishedError,
     PublishError,
     Recommender,
+    ServingDatabase,
     history,
     publish,
     publish_customers,
@@ -387,3 +388,52 @@ def test_benchmark_publishes_a_version_and_times_reads(tmp_path):
     reader = Recommender(ServingDatabase(url), cache_ttl=0)
     for customer in ("C0000000", "C0000001", "C0000299", "never-seen"):
         assert reader.recommend(customer)["variant"] == EXPERIMENT.assign(customer)  # DuckDB and Python agree
+
+
+def test_every_answer_has_an_id_that_its_impressions_and_clicks_carry(database):
+    import re
+
+    from recopipeline.serving.feedback import record_feedback, record_impressions
+
+    publish_generation(database, "one")
+    reader = Recommender(database, cache_ttl=60)
+    first, second = reader.recommend("C00001", limit=3), reader.recommend("C00001", limit=3)  # the second cached
+    assert re.fullmatch("[0-9a-f]{32}", first["recommendation_id"])
+    assert first["recommendation_id"] != second["recommendation_id"]
+    assert record_impressions(database, first) == 3
+    shown = first["recommendations"][1]["product_id"]
+    record_feedback(database, "C00001", shown, "click", rank=2, recommendation_id=first["recommendation_id"])
+    with database.engine.connect() as conn:
+        rows = conn.execute(
+            select(recommendation_feedback.c.event, recommendation_feedback.c.product_id)
+            .where(recommendation_feedback.c.recommendation_id == first["recommendation_id"])
+            .order_by(recommendation_feedback.c.feedback_id)
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        *(("impression", item["product_id"]) for item in first["recommendations"]), ("click", shown)]
+    with pytest.raises(ValueError, match="recommendation_id"):
+        record_feedback(database, "C00001", shown, "click", recommendation_id="")
+
+
+def test_a_database_from_before_the_answer_ids_gets_the_column_when_opened(tmp_path):
+    from recopipeline.serving.feedback import record_feedback
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = ServingDatabase(url)
+    with old.engine.begin() as conn:
+        conn.exec_driver_sql('ALTER TABLE "recommendation_feedback" DROP COLUMN "recommendation_id"')
+        conn.exec_driver_sql(
+            "INSERT INTO recommendation_feedback (event, customer_id, product_id, variant, recommendation_type, "
+            "recorded_at) VALUES ('click', 'C1', 'P1', 'control', 'ease', '2026-10-01 00:00:00')"
+        )
+    old.dispose()
+    reopened = ServingDatabase(url)
+    try:
+        record_feedback(reopened, "C1", "P2", "click", variant="control", recommendation_type="ease", version=1,
+                        recommendation_id="a1")
+        with reopened.engine.connect() as conn:
+            ids = conn.execute(select(recommendation_feedback.c.product_id, recommendation_feedback.c.recommendation_id)
+                               .order_by(recommendation_feedback.c.feedback_id)).all()
+        assert [tuple(r) for r in ids] == [("P1", None), ("P2", "a1")]
+    finally:
+        reopened.dispose()

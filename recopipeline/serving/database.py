@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -72,6 +72,22 @@ class ServingDatabase:
             metadata.create_all(self.engine)
         except DBAPIError:  # another process created them at the same moment
             metadata.create_all(self.engine)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Columns added to a table after a database was created with it (nullable, so old rows stay valid)."""
+        for table in metadata.sorted_tables:
+            present = {column["name"] for column in inspect(self.engine).get_columns(table.name, schema=self.schema)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                qualified = f'"{self.schema}"."{table.name}"' if self.schema else f'"{table.name}"'
+                kind = column.type.compile(dialect=self.engine.dialect)
+                try:
+                    with self.engine.begin() as conn:
+                        conn.exec_driver_sql(f'ALTER TABLE {qualified} ADD COLUMN "{column.name}" {kind}')
+                except DBAPIError:  # another process added it at the same moment
+                    pass
 
     @contextmanager
     def publish_lock(self) -> Iterator[Connection]:

@@ -38,9 +38,13 @@ def record_feedback(
     rank: int | None = None,
     version: int | None = None,
     at: datetime | None = None,
+    recommendation_id: str | None = None,
 ) -> dict:
-    """Record one impression or click. Variant and type, when not given, are taken from the live rows."""
+    """Record one impression or click. Variant and type, when not given, are taken from the live rows;
+    `recommendation_id` is the id of the answer that showed the product."""
     _check_event(event, customer_id, product_id, rank)
+    if recommendation_id is not None:
+        check_id("recommendation_id", recommendation_id)
     with db.engine.connect() as conn:
         if variant is None or recommendation_type is None or version is None:
             found_variant, found_type, found_version = _served(conn, customer_id, product_id)
@@ -50,7 +54,7 @@ def record_feedback(
         row = {
             "event": event, "customer_id": customer_id, "product_id": product_id, "variant": variant or UNKNOWN,
             "recommendation_type": recommendation_type or UNKNOWN, "version": version, "rank": rank,
-            "recorded_at": at or utcnow(),
+            "recorded_at": at or utcnow(), "recommendation_id": recommendation_id,
         }
         conn.execute(insert(recommendation_feedback), [row])
         conn.commit()
@@ -64,6 +68,7 @@ def record_impressions(db: ServingDatabase, answer: Mapping, at: datetime | None
             "event": "impression", "customer_id": answer["customer_id"], "product_id": item["product_id"],
             "variant": answer["variant"], "recommendation_type": item["recommendation_type"],
             "version": answer["version"], "rank": item["rank"], "recorded_at": at or utcnow(),
+            "recommendation_id": answer.get("recommendation_id"),
         }
         for item in answer["recommendations"]
     ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -106,6 +107,7 @@ class Entry:
             if request.recommendation_type == "all" or item.recommendation_type == request.recommendation_type
         ][: request.limit]
         return {
+            "recommendation_id": uuid.uuid4().hex,  # this answer's: feedback on it names it
             "customer_id": request.customer_id,
             "product_id": request.product_id,
             "cart": list(request.cart),

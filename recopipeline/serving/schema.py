@@ -106,6 +106,7 @@ recommendation_feedback = Table(
     Column("version", Integer),
     Column("rank", Integer),
     Column("recorded_at", DateTime, nullable=False),
+    Column("recommendation_id", String),  # the answer it belongs to (added to older databases on open)
     CheckConstraint(f"event IN ({', '.join(repr(e) for e in FEEDBACK_EVENTS)})", name="feedback_event"),
     Index("recommendation_feedback_recorded_at", "recorded_at"),
     implicit_returning=False,  # no INSERT ... RETURNING: readers may insert feedback without reading it
