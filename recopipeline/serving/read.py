@@ -67,13 +67,17 @@ def validate(customer_id, product_id=None, limit=10, recommendation_type="all", 
             raise ValueError(f"cart must be a list of at most {MAX_CART} product ids, got {cart!r}")
         for item in cart:
             check_id("a cart's product id", item)
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-        raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
+    check_limit(limit)
     if recommendation_type not in RECOMMENDATION_TYPES:
         raise ValueError(
             f"recommendation_type must be one of {', '.join(RECOMMENDATION_TYPES)}, got {recommendation_type!r}"
         )
     return Request(customer_id, product_id, limit, recommendation_type, tuple(sorted(set(cart or ()))))
+
+
+def check_limit(limit) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
 
 
 def check_id(name: str, value) -> None:
@@ -243,8 +247,7 @@ class Recommender:
         check_id("product_id", product_id)
         if relation not in RELATIONS:
             raise ValueError(f"relation must be one of {', '.join(RELATIONS)}, got {relation!r}")
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-            raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
+        check_limit(limit)
         with self.db.engine.connect() as conn:
             rows = conn.execute(RELATED_STATEMENT, {"product_id": product_id, "relation": relation, "limit": limit})
             return [
@@ -257,8 +260,7 @@ class Recommender:
         """The trending list of the live version (product_trending), of the customer's A/B variant if given."""
         if customer_id is not None:
             check_id("customer_id", customer_id)
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-            raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
+        check_limit(limit)
         with self.db.engine.connect() as conn:
             rows = conn.execute(TRENDING_STATEMENT).all()
         if not rows:
@@ -266,9 +268,7 @@ class Recommender:
         lists: dict[str, list] = {}
         for r in rows:
             lists.setdefault(r.variant, []).append(r)
-        experiment = _experiment(rows[0].experiment)
-        variant = experiment.assign(customer_id) if experiment and customer_id is not None else next(iter(lists))
-        chosen = lists.get(variant) or next(iter(lists.values()))
+        chosen = lists[_variant_of(lists, _experiment(rows[0].experiment), customer_id)]
         return [
             {"rank": r.rank, "product_id": r.product_id, "product_name": r.product_name, "score": r.score,
              "evidence": r.evidence}
@@ -337,9 +337,7 @@ class Recommender:
             with self._lock:
                 self._cold_start = {(version, revision): known}  # only the newest state's list is kept
         experiment, lists, generated_at = known
-        variant = experiment.assign(customer_id) if experiment else next(iter(lists))
-        if variant not in lists:
-            variant = next(iter(lists))
+        variant = _variant_of(lists, experiment, customer_id)
         return variant, lists[variant], generated_at
 
     def _blend(self, items: tuple[Item, ...], related, product_id: str) -> tuple[Item, ...]:
@@ -349,18 +347,11 @@ class Recommender:
             boost = self.context_weight * r.score
             if r.product_id != product_id and boost > context.get(r.product_id, (-1.0, None))[0]:
                 context[r.product_id] = (boost, r)
-        merged = {item.product_id: item for item in items if item.product_id != product_id}
-        for related_id, (boost, r) in context.items():
-            if related_id in merged:
-                item = merged[related_id]
-                merged[related_id] = replace(
-                    item, score=item.score + boost, evidence=f"{item.evidence or ''};{r.part}:{product_id}".lstrip(";")
-                )
-            else:
-                evidence = f"{r.part}:{product_id}"
-                merged[related_id] = Item(related_id, r.product_name, CONTEXT_TYPES[r.part], boost, evidence)
-        return tuple(sorted(merged.values(), key=lambda item: (-item.score, item.product_id)))
-
+        added = {
+            related_id: Item(related_id, r.product_name, CONTEXT_TYPES[r.part], boost, f"{r.part}:{product_id}")
+            for related_id, (boost, r) in context.items()
+        }
+        return _merged(items, added, leave_out={product_id})
 
     def _with_cart(self, items: tuple[Item, ...], goes_with, cart: tuple[str, ...]) -> tuple[Item, ...]:
         """Add what goes with the cart's products (scores summed over them); the cart's own products leave."""
@@ -375,17 +366,34 @@ class Recommender:
             if r.product_id not in sources[r.related_product_id]:
                 sources[r.related_product_id].append(r.product_id)
             names[r.related_product_id] = r.related_product_name
-        merged = {item.product_id: item for item in items if item.product_id not in cart}
-        for related_id, boost in boosts.items():
-            evidence = ";".join(f"cart:{source}" for source in sources[related_id])
-            if related_id in merged:
-                item = merged[related_id]
-                merged[related_id] = replace(
-                    item, score=item.score + boost, evidence=f"{item.evidence or ''};{evidence}".lstrip(";")
-                )
-            else:
-                merged[related_id] = Item(related_id, names[related_id], "complementary", boost, evidence)
-        return tuple(sorted(merged.values(), key=lambda item: (-item.score, item.product_id)))
+        added = {
+            related_id: Item(related_id, names[related_id], "complementary", boost,
+                             ";".join(f"cart:{source}" for source in sources[related_id]))
+            for related_id, boost in boosts.items()
+        }
+        return _merged(items, added, leave_out=set(cart))
+
+
+def _merged(items: tuple[Item, ...], added: dict[str, Item], leave_out: set[str]) -> tuple[Item, ...]:
+    """`items` without `leave_out`, with `added`: a product already listed gains the added score and evidence;
+    best score first, ties by product id."""
+    merged = {item.product_id: item for item in items if item.product_id not in leave_out}
+    for product_id, addition in added.items():
+        if product_id in merged:
+            item = merged[product_id]
+            merged[product_id] = replace(
+                item, score=item.score + addition.score,
+                evidence=f"{item.evidence or ''};{addition.evidence}".lstrip(";"),
+            )
+        else:
+            merged[product_id] = addition
+    return tuple(sorted(merged.values(), key=lambda item: (-item.score, item.product_id)))
+
+
+def _variant_of(lists: dict, experiment: Experiment | None, customer_id: str | None) -> str:
+    """The customer's A/B variant among the variants with a list (the first without a customer or a match)."""
+    variant = experiment.assign(customer_id) if experiment and customer_id is not None else None
+    return variant if variant in lists else next(iter(lists))
 
 
 def _item(row) -> Item:
