@@ -145,10 +145,6 @@ def refresh_hour(store: Warehouse, asset: str, hour: datetime, tuning: Tuning, a
     return Refresh(touched_customers=int(touched), rows=rows, seconds=time.perf_counter() - started)
 
 
-_WINDOW_EDGE_IN_HOUR = (
-    "(valid_from > getvariable('as_of') - INTERVAL 1 HOUR AND valid_from <= getvariable('as_of')) "
-    "OR (valid_to > getvariable('as_of') - INTERVAL 1 HOUR AND valid_to <= getvariable('as_of'))"
-)
 _NOBODY = pa.table({"customer_key": pa.array([], pa.int32()), "customer_id": pa.array([], pa.string())})
 
 
@@ -159,14 +155,16 @@ def _applying_rules():
 
 def rule_changed_customers(store: Warehouse, tuning: Tuning, as_of: datetime) -> pa.Table:
     """The customers (key and id) whose list a merchandising rule can change because its window began or ended in
-    the hour before `as_of` (sql/merchandising_rule_changes.sql, over the nightly candidates); often nobody."""
+    the hour before `as_of` (sql/merchandising_rule_edges.sql, then sql/merchandising_rule_changes.sql over the
+    nightly candidates); often nobody."""
     nightly = ("product_recommendations", "customer_segments")  # what the changes are looked up in
     if not all(store.exists(name) for name in (MERCHANDISING_RULES.name, *nightly)):
         return _NOBODY
     with store.session([*shared_tables(), *nightly], variables=variables(tuning, as_of)) as con:
-        if not run(con, f"SELECT 1 FROM merchandising_rules WHERE {_WINDOW_EDGE_IN_HOUR} LIMIT 1"):
+        for name in ("merchandising_rule_products", "merchandising_rule_edges"):
+            run(con, f"CREATE TEMP TABLE {name} AS {load_sql(name)}")
+        if not run(con, "SELECT 1 FROM merchandising_rule_edges LIMIT 1"):
             return _NOBODY  # the usual hour: no rule began or ended in it
-        run(con, f"CREATE TEMP TABLE merchandising_rule_products AS {load_sql('merchandising_rule_products')}")
         return con.sql(
             f"SELECT c.customer_key, k.customer_id FROM ({load_sql('merchandising_rule_changes')}) AS c "
             "JOIN customer_keys AS k USING (customer_key)"

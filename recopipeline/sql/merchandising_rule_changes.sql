@@ -1,14 +1,9 @@
 -- merchandising_rule_changes: the customers whose list a merchandising rule can change because its validity
--- window opened or closed in the hour before the as-of time (valid_from or valid_to in (as_of - 1 h, as_of]):
--- for an exclude, boost or bury, the customers with a candidate it matches (product_recommendations); for a
--- pin, every customer of its segment.
-WITH changed AS (
-    SELECT * FROM merchandising_rule_products
-    WHERE (valid_from > getvariable('as_of') - INTERVAL 1 HOUR AND valid_from <= getvariable('as_of'))
-       OR (valid_to > getvariable('as_of') - INTERVAL 1 HOUR AND valid_to <= getvariable('as_of'))
-)
+-- window opened or closed in the hour before the as-of time (merchandising_rule_edges): for an exclude, boost or
+-- bury, the customers with a candidate it matches (product_recommendations); for a pin, every customer of its
+-- segment.
 SELECT DISTINCT s.customer_key
-FROM changed AS m
+FROM merchandising_rule_edges AS m
 JOIN customer_segments AS s ON m.customer_segment IS NULL OR m.customer_segment = s.customer_segment
 WHERE m.action = 'pin'
    OR EXISTS (
