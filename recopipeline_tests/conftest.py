@@ -76,7 +76,7 @@ def resources_for(store: Warehouse, source: str = "synthetic:xs", cache_dir: str
     }
 
 
-BY_ID_TABLES = ("customer_top_recommendations",)  # derived tables that name customers and products by id
+BY_ID_TABLES = ("customer_top_recommendations", "customer_placement_recommendations")  # derived tables that name customers and products by id
 
 
 def put(store: Warehouse, asset: str, frame: pd.DataFrame) -> None:

@@ -154,12 +154,14 @@ def test_rules_are_validated_and_quarantined_with_their_reason(definitions, tmp_
         "R5,pin,home,,P1|P2,,,,,,1,,,",
         "R6,exclude,home,,,,,,,,,,,",
         "R7,exclude,home,,,kitchen,,,,,,2026-05-01,2026-04-01,",
-        "R8,exclude,cart,,P1,,,,,,,,,",
+        "R8,exclude,checkout,,P1,,,,,,,,,",
         "R9,exclude,home,gold,P1,,,,,,,,,",
         "R10,bury,home,,,,,10,5,,0.5,,,",
         "R11,exclude,home,,,,,,,0,,,,",
         "R12,pin,home,,P1,,,,,,3e9,,,",
         "R13,boost,home,,P1,,,,,,nan,,,",
+        "R14,exclude,cart,vip,P1,,,,,,,,,",  # segments are for home rules
+        "R15,exclude,cart,,P1,,,,,,,,,",
     ]})
     store = Warehouse(str(tmp_path / "warehouse"))
     assert ingest(definitions, store, folder, selection=["customers", "products", "merchandising_rules"]).success
@@ -170,6 +172,7 @@ def test_rules_are_validated_and_quarantined_with_their_reason(definitions, tmp_
         "R3": "invalid_rule", "R4": "unknown_action", "R5": "invalid_rule", "R6": "invalid_rule",
         "R7": "invalid_rule", "R8": "unknown_placement", "R9": "unknown_customer_segment", "R10": "invalid_rule",
         "R11": "non_positive_new_within_days", "R12": "invalid_rule", "R13": "invalid_rule",
+        "R14": "invalid_rule",
     }
     details = dict(zip(held.raw_row.str.extract(r'"rule_id":"(R\d+)"')[0], held.detail))
     assert "a boost needs a value > 1" in details["R3"]
@@ -178,8 +181,9 @@ def test_rules_are_validated_and_quarantined_with_their_reason(definitions, tmp_
     assert "is not after valid_from" in details["R7"]
     assert "min_price 10.0 is above max_price 5.0" in details["R10"]
     assert "from 1 to 1000" in details["R12"] and "finite" in details["R13"]
+    assert "home rules only, not to cart" in details["R14"]
     kept = store.read("SELECT rule_id FROM merchandising_rules ORDER BY rule_id", inputs=["merchandising_rules"])
-    assert kept.rule_id.tolist() == ["R1", "R2"]
+    assert kept.rule_id.tolist() == ["R1", "R15", "R2"]
 
 
 def test_an_unhonourable_pin_fails_its_check_and_an_idle_rule_warns(definitions, tmp_path):

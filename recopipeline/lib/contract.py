@@ -15,7 +15,9 @@ import pyarrow as pa
 INTERACTION_TYPES = ("view", "click", "cart_add", "cart_remove", "purchase")
 CART_STATUSES = ("open", "abandoned", "checked_out")
 RULE_ACTIONS = ("exclude", "boost", "bury", "pin")
-PLACEMENTS = ("home",)  # where lists are served; a merchandising rule names one
+# where lists are served (docs/serving.md); a merchandising rule names one
+PLACEMENTS = ("home", "product_page", "cart", "recently_viewed", "buy_it_again", "trending")
+HOME = "home"  # the personal blend: its rules are applied in the pipeline, the other placements' when answering
 PINNED = "pinned"  # the recommendation type of a pinned product that was none of the customer's candidates
 SEGMENTS = ("new", "returning", "vip", "at_risk")  # customer_segments.sql
 
@@ -139,9 +141,11 @@ MERCHANDISING_RULES = SourceContract(
     columns=(
         Column("rule_id", "VARCHAR", False, "Stable rule identifier; shown in the evidence as rule:<id>.", ID_LENGTH),
         Column("action", "VARCHAR", False, "One of exclude, boost, bury, pin."),
-        Column("placement", "VARCHAR", False, "Where the rule applies: home."),
+        Column("placement", "VARCHAR", False, "Where the rule applies: home, product_page, cart, recently_viewed, "
+               "buy_it_again or trending."),
         Column("customer_segment", "VARCHAR", True,
-               "Only for customers of this segment (new, returning, vip, at_risk); null: every customer."),
+               "Only for customers of this segment (new, returning, vip, at_risk); null: every customer. Home "
+               "rules only: the other placements' rules apply to every customer."),
         Column("product_ids", "VARCHAR", True,
                "Products matched, separated by '|'; a pin names exactly one. Null: no product condition.",
                RULE_PRODUCTS_LENGTH),

@@ -192,6 +192,15 @@ STAGES: tuple[Stage, ...] = (
         order_by="customer_id, recommendation_rank", score_column="recommendation_score", split=Split.CUSTOMERS,
         prepared=("merchandising_rule_products",),  # the products each rule in force matches, made once
     ),
+    Stage(
+        "customer_placement_recommendations", "recommendations",
+        ("customer_behavior_comprehensive", "orders", "products", "customer_keys", "product_repurchase_rates"),
+        "Each customer's recently_viewed list (the products last viewed, newest first) and buy_it_again list "
+        "(the products ordered, by the repurchase score), available products only; their merchandising rules "
+        "are applied when answering.",
+        order_by="customer_id, placement, recommendation_rank", score_column="recommendation_score",
+        split=Split.CUSTOMERS, prepared=("customer_repurchase_scores",),
+    ),
 )
 STAGES_BY_NAME = {stage.name: stage for stage in STAGES}
 

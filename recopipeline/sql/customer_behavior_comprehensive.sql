@@ -50,7 +50,10 @@ pairs AS (
            sum(recency_score::DECIMAL(38, 12)) FILTER (WHERE interaction_type = 'purchase')
                                                                                     AS purchase_recency,
            max(interaction_timestamp)                                               AS last_interaction_at,
-           max(interaction_timestamp) FILTER (WHERE interaction_type = 'purchase')  AS last_purchase_at
+           max(interaction_timestamp) FILTER (WHERE interaction_type = 'purchase')  AS last_purchase_at,
+           -- a click opens the product's page too: the recently_viewed placement lists both
+           max(interaction_timestamp) FILTER (WHERE interaction_type IN ('view', 'click'))
+                                                                                    AS last_viewed_at
     FROM scored
     GROUP BY customer_key, product_key
 )

@@ -23,9 +23,11 @@
 --
 -- Customers whom no rule touches, without a diversity cap, keep the blend's ranks as they are.
 WITH rules AS (
-    -- in force at the as-of time: from valid_from (or always) until just before valid_to (or for good)
+    -- the home rules in force at the as-of time: from valid_from (or always) until just before valid_to (or for
+    -- good); the other placements' rules are applied when answering (lib/placement_rules.py)
     SELECT * FROM merchandising_rule_products
-    WHERE (valid_from IS NULL OR valid_from <= getvariable('as_of'))
+    WHERE placement = 'home'
+      AND (valid_from IS NULL OR valid_from <= getvariable('as_of'))
       AND (valid_to IS NULL OR valid_to > getvariable('as_of'))
 ),
 touched AS (

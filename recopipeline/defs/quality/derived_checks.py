@@ -285,6 +285,30 @@ INVARIANTS: dict[str, list[Invariant]] = {
     ],
     "product_recommendations": _recommendations("product_recommendations", "candidates_per_customer"),
     "customer_top_recommendations": _recommendations("customer_top_recommendations", "top_n", by_id=True),
+    "customer_placement_recommendations": [
+        _unique("customer_placement_recommendations", "customer_id, placement, product_id"),
+        _unique("customer_placement_recommendations", "customer_id, placement, recommendation_rank", UNIQUE_RANK),
+        _in_range(
+            "customer_placement_recommendations",
+            "placement is recently_viewed or buy_it_again, recommendation_score in (0, 1] and recommendation_rank "
+            "in [1, top_n]",
+            "placement NOT IN ('recently_viewed', 'buy_it_again') OR recommendation_score IS NULL "
+            "OR recommendation_score <= 0 OR recommendation_score > 1 "
+            "OR recommendation_rank < 1 OR recommendation_rank > getvariable('top_n')",
+            "customer_id, placement, product_id, recommendation_rank, recommendation_score",
+        ),
+        Invariant(
+            ONLY_AVAILABLE_PRODUCTS,
+            "every listed product is in the catalogue, active and in stock (or its stock unknown)",
+            """
+            SELECT r.customer_id, r.placement, r.product_id, p.is_active, p.stock_quantity
+            FROM customer_placement_recommendations AS r
+            LEFT JOIN products AS p USING (product_id)
+            WHERE p.product_id IS NULL OR NOT p.is_active OR p.stock_quantity <= 0  -- NULL stock: unknown, in stock
+            """,
+            needs=("products",),
+        ),
+    ],
 }
 
 # Purchase events are behaviour from the front-end, order lines the sales record (docs/data_contract.md); a

@@ -1,0 +1,47 @@
+-- customer_placement_recommendations: each customer's lists of the recently_viewed and buy_it_again placements,
+-- at most top_n products each, available products only (active, in stock or stock unknown), by the customer's and
+-- the product's ids. A product without a name is shown by its id.
+--   recently_viewed  the products the customer viewed (a view or a click), last viewed first; score: the view's
+--                    recency, 0.5 per recency_half_life_days; evidence 'viewed:<time>'
+--   buy_it_again     the products the customer ordered, by the repurchase strategy's score
+--                    (customer_repurchase_scores) divided by the customer's best; evidence 'bought:<orders>'
+-- Ties by product key. The placements' merchandising rules are applied when answering (lib/placement_rules.py).
+WITH available AS (
+    SELECT product_key, product_id, coalesce(product_name, product_id) AS product_name
+    FROM products
+    WHERE is_active AND (stock_quantity > 0 OR stock_quantity IS NULL)
+),
+viewed AS (
+    SELECT customer_key, 'recently_viewed' AS placement, product_key,
+           pow(0.5, date_diff('second', last_viewed_at, getvariable('as_of')) / 86400.0
+                    / getvariable('recency_half_life_days')) AS score,
+           epoch_us(last_viewed_at)::DOUBLE AS ordering,
+           'viewed:' || strftime(last_viewed_at, '%Y-%m-%dT%H:%M:%S') AS evidence
+    FROM customer_behavior_comprehensive
+    WHERE last_viewed_at IS NOT NULL
+),
+bought AS (
+    SELECT customer_key, 'buy_it_again' AS placement, product_key,
+           raw_score / max(raw_score) OVER (PARTITION BY customer_key) AS score,
+           raw_score AS ordering,
+           'bought:' || orders AS evidence
+    FROM customer_repurchase_scores
+    WHERE raw_score > 0
+),
+ranked AS (
+    SELECT *, row_number() OVER (PARTITION BY customer_key, placement ORDER BY ordering DESC, product_key)
+                  AS recommendation_rank
+    FROM (SELECT * FROM viewed UNION ALL SELECT * FROM bought)
+    WHERE product_key IN (SELECT product_key FROM available)
+)
+SELECT c.customer_id,
+       r.placement,
+       r.recommendation_rank,
+       p.product_id,
+       p.product_name,
+       round(r.score, 9) AS recommendation_score,
+       r.evidence
+FROM ranked AS r
+JOIN customer_keys AS c USING (customer_key)
+JOIN available AS p USING (product_key)
+WHERE r.recommendation_rank <= getvariable('top_n')
