@@ -139,7 +139,7 @@ def test_a_cart_blends_in_what_goes_with_its_products_and_leaves_them_out(databa
         ({"customer_id": "C1", "limit": 51}, "limit"),
         ({"customer_id": "C1", "limit": "10"}, "limit"),
         ({"customer_id": "C1", "limit": True}, "limit"),
-        ({"customer_id": "C1", "recommendation_type": "trending"}, "recommendation_type"),
+        ({"customer_id": "C1", "recommendation_type": "bestsellers"}, "recommendation_type"),
         ({"customer_id": "C1", "product_id": ""}, "product_id"),
         ({"customer_id": "x" * 257}, "customer_id"),
     ],
@@ -363,7 +363,7 @@ def test_feedback_gives_click_through_rates_and_click_events(database):
     assert clicked["recommendation_type"] == first["recommendation_type"] and clicked["variant"] == "control"
     record_feedback(database, "newcomer", "P9001", "click")
     with pytest.raises(ValueError, match="event"):
-        record_feedback(database, "C00001", "P0001", "purchase")
+        record_feedback(database, "C00001", "P0001", "refund")
 
     rates = click_through_rates(database).set_index(["dimension", "value"])
     assert rates.loc[("variant", "control"), "impressions"] == 10

@@ -30,6 +30,7 @@ from recopipeline.lib.warehouse import Warehouse
 
 GIB = 2**30
 HOURLY_ASSET = "hourly_customer_refresh"
+HOURLY_PLACEMENT_ASSET = "hourly_placement_refresh"
 Progress = Callable[[str], None]
 
 
@@ -75,7 +76,9 @@ def _hourly_path(
 
     def refresh() -> int:
         nonlocal touched
-        result = refresh_hour(store, HOURLY_ASSET, hour, tuning, as_of=hour + HOUR)
+        result = refresh_hour(
+            store, HOURLY_ASSET, hour, tuning, as_of=hour + HOUR, lists_asset=HOURLY_PLACEMENT_ASSET
+        )
         touched = result.touched_customers
         return result.rows
 

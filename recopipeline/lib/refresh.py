@@ -41,6 +41,8 @@ from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import Warehouse, load_sql, run
 
 OUTPUT_ORDER = "customer_id, recommendation_rank"
+PLACEMENT_LISTS = "customer_placement_recommendations"  # the other per-customer lists, written beside the top N
+PLACEMENT_ORDER = "customer_id, placement, recommendation_rank"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Refresh:
     touched_customers: int
     rows: int
     seconds: float
+    placement_rows: int = 0
 
 
 def refresh_customers(store: Warehouse, con: duckdb.DuckDBPyConnection, touched: str, tuning: Tuning) -> None:
@@ -91,11 +94,12 @@ def recent_lists(store: Warehouse, con: duckdb.DuckDBPyConnection, asset: str, h
 
 
 def shown_unavailable(store: Warehouse, recent: list[str]) -> str:
-    """SQL for the known customers whose served list — the nightly top N, or a refresh in `recent` — holds a
-    product that is no longer available: inactive, out of stock or gone from the catalogue (`products` as
-    ingested now). Their whole chain is recomputed, so the list is refilled from their next candidates."""
-    lists = [store.scan("customer_top_recommendations")] if store.exists("customer_top_recommendations") else []
-    lists += recent
+    """SQL for the known customers whose served lists — the nightly top N and placement lists, or a refresh in
+    `recent` — hold a product that is no longer available: inactive, out of stock or gone from the catalogue
+    (`products` as ingested now). Their whole chain is recomputed, so the lists are refilled from their next
+    candidates."""
+    nightly = ("customer_top_recommendations", PLACEMENT_LISTS)
+    lists = [store.scan(name) for name in nightly if store.exists(name)] + recent
     if not lists:
         return "SELECT NULL::VARCHAR AS customer_id WHERE false"
     shown = " UNION ALL ".join(f"SELECT customer_id, product_id FROM {relation}" for relation in lists)
@@ -108,9 +112,12 @@ def shown_unavailable(store: Warehouse, recent: list[str]) -> str:
     """
 
 
-def refresh_hour(store: Warehouse, asset: str, hour: datetime, tuning: Tuning, as_of: datetime) -> Refresh:
+def refresh_hour(
+    store: Warehouse, asset: str, hour: datetime, tuning: Tuning, as_of: datetime, lists_asset: str | None = None
+) -> Refresh:
     """Write the top-N rows of the customers active in `hour`, of those shown a product no longer available, and
-    of those whose rules began or ended in it, as the asset's partition of that hour.
+    of those whose rules began or ended in it, as the asset's partition of that hour; and, if `lists_asset` is
+    given, the placement lists (PLACEMENT_LISTS) of the same customers as its partition of that hour.
 
     A customer of the last kind whose list was refreshed since the nightly run is recomputed whole, like the
     active ones (their nightly candidates are older than their list); the others are ranked again over their
@@ -120,20 +127,23 @@ def refresh_hour(store: Warehouse, asset: str, hour: datetime, tuning: Tuning, a
     changed = rule_changed_customers(store, tuning, as_of)
     with store.session(shared_tables(), variables=variables(tuning, as_of)) as con:
         recent = recent_lists(store, con, asset, hour)
+        recent_placements = recent_lists(store, con, lists_asset, hour) if lists_asset else []
         con.register("rule_changed", changed)
         recently = " UNION ".join(f"SELECT customer_id FROM {relation}" for relation in recent) or \
             "SELECT NULL::VARCHAR AS customer_id WHERE false"
         run(
             con,
             f"CREATE TEMP TABLE touched AS {touched_in_hour(store, con, hour)} "
-            f"UNION {shown_unavailable(store, recent)} "
+            f"UNION {shown_unavailable(store, recent + recent_placements)} "
             f"UNION (SELECT customer_id FROM rule_changed WHERE customer_id IN ({recently}))",
         )
         (touched,) = run(con, "SELECT count(*) FROM touched")[0]
         refresh_customers(store, con, "touched", tuning)
         fresh = con.sql("SELECT * FROM customer_top_recommendations").to_arrow_table()
+        placements = con.sql(f"SELECT * FROM {PLACEMENT_LISTS}").to_arrow_table()
         others = con.sql(
-            "SELECT customer_key FROM rule_changed WHERE customer_id NOT IN (SELECT customer_id FROM touched)"
+            "SELECT customer_key, customer_id FROM rule_changed "
+            "WHERE customer_id NOT IN (SELECT customer_id FROM touched)"
         ).to_arrow_table()
     reranked = rerank(store, others, tuning, as_of) if others.num_rows else None
     with store.session() as con:
@@ -142,7 +152,23 @@ def refresh_hour(store: Warehouse, asset: str, hour: datetime, tuning: Tuning, a
         if reranked is not None:
             con.register("reranked", reranked)
         rows = store.write(con, asset, rows_of, partition=hour_key(hour), order_by=OUTPUT_ORDER)
-    return Refresh(touched_customers=int(touched), rows=rows, seconds=time.perf_counter() - started)
+        placement_rows = 0
+        if lists_asset:
+            # every customer of the hour's rows: the recomputed ones' new lists, the reranked ones' nightly lists
+            # (their rules changed, not what they viewed or bought)
+            con.register("placements", placements)
+            lists_of = "SELECT * FROM placements"
+            if reranked is not None and store.exists(PLACEMENT_LISTS):
+                con.register("others", others)
+                lists_of += (
+                    f" UNION ALL SELECT * FROM {store.scan(PLACEMENT_LISTS)} "
+                    "WHERE customer_id IN (SELECT customer_id FROM others)"
+                )
+            placement_rows = store.write(con, lists_asset, lists_of, partition=hour_key(hour), order_by=PLACEMENT_ORDER)
+    return Refresh(
+        touched_customers=int(touched), rows=rows, seconds=time.perf_counter() - started,
+        placement_rows=placement_rows,
+    )
 
 
 _NOBODY = pa.table({"customer_key": pa.array([], pa.int32()), "customer_id": pa.array([], pa.string())})

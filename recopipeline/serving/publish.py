@@ -30,7 +30,9 @@ from recopipeline.serving.database import ServingDatabase, ServingError, utcnow
 from recopipeline.serving.schema import (
     COLD_START,
     LISTS,
+    customer_placement_lists,
     customer_recommendations,
+    placement_rules,
     product_relations,
     publications,
     serving_state,
@@ -40,6 +42,17 @@ CUSTOMER_COLUMNS = (
     "customer_id", "variant", "rank", "product_id", "product_name", "recommendation_type", "score", "evidence",
 )
 RELATION_COLUMNS = ("product_id", "relation", "rank", "related_product_id", "related_product_name", "score")
+PLACEMENT_COLUMNS = ("customer_id", "placement", "rank", "product_id", "product_name", "score", "evidence")
+RULE_COLUMNS = (
+    "placement", "rule_id", "product_id", "product_name", "action", "value", "priority", "valid_from", "valid_to",
+)
+COLUMNS = {  # the columns a publication stages per table (besides version and generated_at)
+    customer_recommendations.name: CUSTOMER_COLUMNS,
+    product_relations.name: RELATION_COLUMNS,
+    customer_placement_lists.name: PLACEMENT_COLUMNS,
+    placement_rules.name: RULE_COLUMNS,
+}
+VERSIONED = (customer_recommendations, product_relations, customer_placement_lists, placement_rules)
 # batches of rows; a row maps the columns above to values, or lists the values in the columns' order
 Rows = Iterable[Sequence[Mapping[str, object] | Sequence]]
 
@@ -56,6 +69,8 @@ class Expected:
     customers: int
     relation_rows: int
     variants: tuple[str, ...]
+    placement_rows: int = 0  # recently_viewed and buy_it_again rows
+    rule_rows: int = 0  # placement_rules rows
 
 
 @dataclass
@@ -91,13 +106,16 @@ def publish(
     relation_batches: Rows,
     expected: Expected,
     *,
+    placement_batches: Rows = (),
+    rule_batches: Rows = (),
     run_id: str | None = None,
     experiment: str | None = None,
     keep_versions: int = 3,
     max_shrink: float = 0.5,
     generated_at: datetime | None = None,
 ) -> Publication:
-    """Stage, audit and switch to a new version. Customer batches are read to the end before relation batches.
+    """Stage, audit and switch to a new version. Each table's batches are read to the end before the next's
+    (customers, relations, placement lists, placement rules).
 
     `max_shrink`: refuse a version with fewer customer rows than (1 - max_shrink) x the live version's.
     """
@@ -111,6 +129,8 @@ def publish(
         try:
             _stage(conn, db, customer_recommendations, customer_batches, version, generated_at)
             _stage(conn, db, product_relations, relation_batches, version, None)
+            _stage(conn, db, customer_placement_lists, placement_batches, version, generated_at)
+            _stage(conn, db, placement_rules, rule_batches, version, None)
             checks, counts = _audit(conn, version, expected, max_shrink)
             failed = [
                 f"{name} (expected {check['expected']}, got {check['actual']})"
@@ -140,10 +160,14 @@ def publish_customers(
     rows: Sequence[Mapping[str, object]],
     customers: Iterable[str],
     *,
+    placement_rows: Sequence[Mapping[str, object]] = (),
+    placement_customers: Iterable[str] = (),
     run_id: str | None = None,
     generated_at: datetime | None = None,
 ) -> Publication:
-    """Replace the rows of `customers` in the live version, in one transaction (the hourly refresh).
+    """Replace the rows of `customers` in the live version, in one transaction (the hourly refresh), and the
+    placement lists of `placement_customers` (customers of `customers` whose lists were recomputed) by
+    `placement_rows` (a customer may have none: nothing viewed or bought).
 
     Every listed customer must get at least one row, and no row may belong to a customer not listed.
     """
@@ -156,24 +180,18 @@ def publish_customers(
         raise PublishError(f"rows for customers that were not listed: {', '.join(sorted(given - touched)[:5])}")
     if touched - given:
         raise PublishError(f"customers without rows would be served nothing: {', '.join(sorted(touched - given)[:5])}")
+    listed = set(placement_customers)
+    stray = {row["customer_id"] for row in placement_rows} - listed
+    if stray or listed - touched:
+        raise PublishError(f"placement rows of customers not listed: {', '.join(sorted(stray | (listed - touched))[:5])}")
     generated_at = generated_at or utcnow()
     with db.publish_lock() as conn:
         state = current_state(conn)
         if state is None:
             raise PublishError("nothing is published yet: publish a full version first")
         try:
-            ordered = sorted(touched)
-            for start in range(0, len(ordered), 10_000):  # SQLite caps the parameters of one statement
-                conn.execute(
-                    delete(customer_recommendations).where(
-                        customer_recommendations.c.version == state.version,
-                        customer_recommendations.c.customer_id.in_(ordered[start : start + 10_000]),
-                    )
-                )
-            conn.execute(
-                insert(customer_recommendations),
-                [_row(row, CUSTOMER_COLUMNS, state.version, generated_at) for row in rows],
-            )
+            _replace(conn, customer_recommendations, touched, rows, state.version, generated_at)
+            _replace(conn, customer_placement_lists, listed, placement_rows, state.version, generated_at)
             revision = state.revision + 1
             conn.execute(
                 insert(publications).values(
@@ -193,6 +211,20 @@ def publish_customers(
         version=state.version, revision=revision, customer_rows=len(rows), customers=len(touched), relation_rows=0,
         seconds=time.perf_counter() - started,
     )
+
+
+def _replace(
+    conn: Connection, table: Table, customers: set[str], rows: Sequence[Mapping[str, object]], version: int,
+    generated_at: datetime,
+) -> None:
+    """The rows of `customers` in `version` of the table replaced by `rows` (inside the caller's transaction)."""
+    ordered = sorted(customers)
+    for start in range(0, len(ordered), 10_000):  # SQLite caps the parameters of one statement
+        conn.execute(
+            delete(table).where(table.c.version == version, table.c.customer_id.in_(ordered[start : start + 10_000]))
+        )
+    if rows:
+        conn.execute(insert(table), [_row(row, COLUMNS[table.name], version, generated_at) for row in rows])
 
 
 def rollback(db: ServingDatabase) -> tuple[int, int]:
@@ -265,15 +297,22 @@ def _stage(
     Rows go in through the driver's bulk path (executemany on SQLite, COPY on Postgres): at millions of rows,
     per-row statement processing would cost more than the database's own work.
     """
-    columns = CUSTOMER_COLUMNS if table is customer_recommendations else RELATION_COLUMNS
+    columns = COLUMNS[table.name]
     pick = operator.itemgetter(*columns)
     stamp = [generated_at.strftime("%Y-%m-%d %H:%M:%S.%f")] if generated_at else []
     names = ["version", *columns, *(["generated_at"] if generated_at else [])]
     for batch in batches:
         if batch:
             rows = [(version, *(pick(row) if isinstance(row, Mapping) else row), *stamp) for row in batch]
+            if table is placement_rules:  # the only staged table with times of its own
+                rows = [_text_times(row) for row in rows]
             _bulk_insert(conn, db, table, names, rows)
             conn.commit()
+
+
+def _text_times(values: Sequence) -> tuple:
+    """Timestamps as the text both drivers' bulk paths take (SQLite has no time type of its own)."""
+    return tuple(v.strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(v, datetime) else v for v in values)
 
 
 def _bulk_insert(conn: Connection, db: ServingDatabase, table: Table, names: list[str], rows: list[tuple]) -> None:
@@ -321,9 +360,10 @@ def _audit(conn: Connection, version: int, expected: Expected, max_shrink: float
     served_variants = set(
         conn.execute(select(cr.c.variant).where(cr.c.version == version).distinct()).scalars()
     )
-    relation_rows = conn.execute(
-        select(func.count()).select_from(product_relations).where(product_relations.c.version == version)
-    ).scalar()
+    relation_rows, placement_rows, rule_rows = (
+        conn.execute(select(func.count()).select_from(table).where(table.c.version == version)).scalar()
+        for table in (product_relations, customer_placement_lists, placement_rules)
+    )
     live_rows = conn.execute(
         select(publications.c.customer_rows).where(publications.c.status == "live", publications.c.kind == "full")
     ).scalar()
@@ -339,6 +379,10 @@ def _audit(conn: Connection, version: int, expected: Expected, max_shrink: float
         "relation_rows_match_warehouse": check(
             relation_rows == expected.relation_rows, expected.relation_rows, relation_rows
         ),
+        "placement_rows_match_warehouse": check(
+            placement_rows == expected.placement_rows, expected.placement_rows, placement_rows
+        ),
+        "placement_rules_match_warehouse": check(rule_rows == expected.rule_rows, expected.rule_rows, rule_rows),
         "cold_start_list_per_variant": check(
             set(expected.variants) <= cold_start_variants, sorted(expected.variants), sorted(cold_start_variants)
         ),
@@ -432,8 +476,8 @@ def _expire(conn: Connection, keep_versions: int) -> list[int]:
 
 
 def _delete_version(conn: Connection, version: int) -> None:
-    conn.execute(delete(customer_recommendations).where(customer_recommendations.c.version == version))
-    conn.execute(delete(product_relations).where(product_relations.c.version == version))
+    for table in VERSIONED:
+        conn.execute(delete(table).where(table.c.version == version))
 
 
 def _set_status(version: int, status: str):

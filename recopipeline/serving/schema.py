@@ -48,6 +48,43 @@ customer_recommendations = Table(
     sqlite_with_rowid=False,  # SQLite stores the rows in primary-key order: a customer's rows sit together
 )
 
+customer_placement_lists = Table(
+    # the per-customer lists of the recently_viewed and buy_it_again placements
+    "customer_placement_lists",
+    metadata,
+    Column("version", Integer, nullable=False),
+    Column("customer_id", String, nullable=False),
+    Column("placement", String, nullable=False),
+    Column("rank", Integer, nullable=False),
+    Column("product_id", String, nullable=False),
+    Column("product_name", String, nullable=False),
+    Column("score", Float, nullable=False),
+    Column("evidence", Text),
+    Column("generated_at", DateTime, nullable=False),
+    PrimaryKeyConstraint("version", "customer_id", "placement", "rank", name="customer_placement_lists_pk"),
+    CheckConstraint("rank >= 1", name="customer_placement_lists_rank"),
+    sqlite_with_rowid=False,
+)
+
+placement_rules = Table(
+    # the merchandising rules of the placements answered at request time (every one but home), each with the
+    # products it matches and its validity window, applied by the read API when it answers
+    "placement_rules",
+    metadata,
+    Column("version", Integer, nullable=False),
+    Column("placement", String, nullable=False),
+    Column("rule_id", String, nullable=False),
+    Column("product_id", String, nullable=False),
+    Column("product_name", String, nullable=False),
+    Column("action", String, nullable=False),
+    Column("value", Float),
+    Column("priority", Integer, nullable=False),
+    Column("valid_from", DateTime),
+    Column("valid_to", DateTime),
+    PrimaryKeyConstraint("version", "placement", "rule_id", "product_id", name="placement_rules_pk"),
+    sqlite_with_rowid=False,
+)
+
 product_relations = Table(
     "product_relations",
     metadata,

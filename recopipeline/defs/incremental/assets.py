@@ -22,6 +22,7 @@ from recopipeline.serving.publish import PublishError
 GROUP = "incremental"
 HOURLY_CUSTOMER_REFRESH = "hourly_customer_refresh"
 HOURLY_CUSTOMER_PUBLISH = "hourly_customer_publish"
+HOURLY_PLACEMENT_REFRESH = "hourly_placement_refresh"  # the refreshed customers' placement lists, written beside
 NIGHTLY_TOP_N = "customer_top_recommendations"
 HERE = Path(__file__).parent
 LIB = Path(__file__).parents[2] / "lib"
@@ -40,7 +41,8 @@ LIB = Path(__file__).parents[2] / "lib"
     description=(
         "The top-N recommendations of the customers active in the hour (an event, order or cart in it), "
         "recomputed with the nightly SQL over their whole history, as of the hour's end, against the last "
-        "nightly product tables. Same columns as customer_top_recommendations; see docs/refresh.md."
+        "nightly product tables. Same columns as customer_top_recommendations; the placement lists of the "
+        "customers recomputed whole are written beside it (hourly_placement_refresh); see docs/refresh.md."
     ),
 )
 def hourly_customer_refresh(
@@ -52,12 +54,14 @@ def hourly_customer_refresh(
     touched = rows = 0
     seconds = 0.0
     for hour in hours(start, end):  # a backfill's range: each hour as of its own end
-        result = refresh_hour(store, HOURLY_CUSTOMER_REFRESH, hour, values, as_of=hour + HOUR)
+        result = refresh_hour(
+            store, HOURLY_CUSTOMER_REFRESH, hour, values, as_of=hour + HOUR, lists_asset=HOURLY_PLACEMENT_REFRESH
+        )
         context.log.info(
             f"{hour_key(hour)}: {result.touched_customers} customers, {result.rows} rows in {result.seconds:.2f} s"
         )
         touched, rows, seconds = touched + result.touched_customers, rows + result.rows, seconds + result.seconds
-    store.refresh_catalog([HOURLY_CUSTOMER_REFRESH])
+    store.refresh_catalog([HOURLY_CUSTOMER_REFRESH, HOURLY_PLACEMENT_REFRESH])
     return dg.MaterializeResult(
         metadata={
             "touched_customers": dg.MetadataValue.int(touched),
@@ -103,8 +107,11 @@ def hourly_customer_publish(
                 if newest is not None and hour + HOUR <= newest:
                     skipped.append(hour_key(hour))
                     continue
-                batch = serving_rows(store, con, HOURLY_CUSTOMER_REFRESH, hour, list(values.experiment().names))
-                publication = publish_hour(database, batch, hour + HOUR, context.run_id)
+                batch = serving_rows(
+                    store, con, HOURLY_CUSTOMER_REFRESH, hour, list(values.experiment().names),
+                    lists_asset=HOURLY_PLACEMENT_REFRESH,
+                )
+                publication = publish_hour(database, batch, hour + HOUR, context.run.run_id)
                 published.append(hour_key(hour))
                 if publication:
                     customers, rows = customers + publication.customers, rows + publication.customer_rows

@@ -8,6 +8,7 @@ hours recomputes them in the warehouse but leaves what is served alone.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import duckdb
@@ -16,8 +17,14 @@ from sqlalchemy import func, select
 from recopipeline.lib.hourly import hour_key
 from recopipeline.lib.warehouse import Warehouse, load_sql, run
 from recopipeline.serving.database import ServingDatabase
-from recopipeline.serving.publish import CUSTOMER_COLUMNS, Publication, current_state, publish_customers
-from recopipeline.serving.schema import publications
+from recopipeline.serving.publish import (
+    CUSTOMER_COLUMNS,
+    PLACEMENT_COLUMNS,
+    Publication,
+    current_state,
+    publish_customers,
+)
+from recopipeline.serving.schema import LISTS, publications
 
 
 def newest_published_hour_end(db: ServingDatabase) -> datetime | None:
@@ -33,12 +40,20 @@ def newest_published_hour_end(db: ServingDatabase) -> datetime | None:
         ).scalar()
 
 
+@dataclass(frozen=True)
+class HourRows:
+    rows: list[dict]  # customer_recommendations rows
+    placement_rows: list[dict] | None  # customer_placement_lists rows of the same customers; None: not written
+
+
 def serving_rows(
-    store: Warehouse, con: duckdb.DuckDBPyConnection, refresh_asset: str, hour: datetime, variants: list[str]
-) -> list[dict]:
-    """The hour's refreshed rows shaped as the serving table, by the same SQL as the full publication, with the
+    store: Warehouse, con: duckdb.DuckDBPyConnection, refresh_asset: str, hour: datetime, variants: list[str],
+    lists_asset: str | None = None,
+) -> HourRows:
+    """The hour's refreshed rows shaped as the serving tables, by the same SQL as the full publication, with the
     cold-start and trending lists of each variant (`con` holds the catalogue and `product_trending` as the hourly
-    run left them, so a product sold out since the nightly run leaves the cold-start list too)."""
+    run left them, so a product sold out since the nightly run leaves the cold-start list too), and the same
+    customers' placement lists from `lists_asset`'s partition."""
     run(con, "CREATE OR REPLACE TEMP TABLE serving_variants (variant VARCHAR)")
     for variant in variants:
         run(con, "INSERT INTO serving_variants VALUES (?)", [variant])
@@ -47,12 +62,29 @@ def serving_rows(
     frame = con.sql(
         f"SELECT * FROM ({load_sql('serving_customer_recommendations')}) ORDER BY customer_id, variant, rank"
     ).df()
-    return [dict(zip(CUSTOMER_COLUMNS, row)) for row in frame[list(CUSTOMER_COLUMNS)].itertuples(index=False)]
+    rows = [dict(zip(CUSTOMER_COLUMNS, row)) for row in frame[list(CUSTOMER_COLUMNS)].itertuples(index=False)]
+    lists_path = store.partition_path(lists_asset, hour_key(hour)) if lists_asset else None
+    if lists_path is None or not run(con, "SELECT count(*) FROM glob($path)", {"path": lists_path})[0][0]:
+        return HourRows(rows, None)
+    run(con, f"CREATE OR REPLACE TEMP VIEW customer_placement_recommendations AS "
+             f"SELECT * FROM read_parquet('{lists_path}')")
+    lists = con.sql(f"SELECT * FROM ({load_sql('serving_placement_lists')}) ORDER BY customer_id, placement, rank").df()
+    placement_rows = [
+        dict(zip(PLACEMENT_COLUMNS, row)) for row in lists[list(PLACEMENT_COLUMNS)].itertuples(index=False)
+    ]
+    return HourRows(rows, placement_rows)
 
 
-def publish_hour(db: ServingDatabase, rows: list[dict], hour_end: datetime, run_id: str) -> Publication | None:
-    """Replace the rows of the hour's customers in the live version; None when there is nobody to publish."""
-    if not rows:
+def publish_hour(db: ServingDatabase, hour_rows: HourRows, hour_end: datetime, run_id: str) -> Publication | None:
+    """Replace the rows of the hour's customers in the live version, and their placement lists; None when there
+    is nobody to publish."""
+    if not hour_rows.rows:
         return None
-    customers = sorted({row["customer_id"] for row in rows})
-    return publish_customers(db, rows, customers, run_id=run_id, generated_at=hour_end)
+    customers = sorted({row["customer_id"] for row in hour_rows.rows})
+    customers_only = [c for c in customers if c not in LISTS]  # the cold-start and trending lists have no placements
+    listed = hour_rows.placement_rows is not None
+    return publish_customers(
+        db, hour_rows.rows, customers,
+        placement_rows=hour_rows.placement_rows or [], placement_customers=customers_only if listed else [],
+        run_id=run_id, generated_at=hour_end,
+    )

@@ -11,13 +11,25 @@ import duckdb
 import pandas as pd
 
 from recopipeline.defs.resources import ServingResource, TuningResource, WarehouseResource
-from recopipeline.defs.stage import OWNERS, code_references, describe
+from recopipeline.defs.stage import OWNERS, code_references, describe, resolve_as_of
 from recopipeline.lib import settings
 from recopipeline.lib.keys import owning_assets
 from recopipeline.lib.warehouse import SQL_DIR, load_sql, run
-from recopipeline.serving.publish import CUSTOMER_COLUMNS, RELATION_COLUMNS, Expected, PublishError, publish
+from recopipeline.serving.publish import (
+    CUSTOMER_COLUMNS,
+    PLACEMENT_COLUMNS,
+    RELATION_COLUMNS,
+    RULE_COLUMNS,
+    Expected,
+    PublishError,
+    publish,
+)
 
 GROUP = "publish"
+SERVING_SQL = (
+    "serving_customer_recommendations", "serving_product_relations", "serving_placement_lists",
+    "serving_placement_rules",
+)
 BATCH_ROWS = 50_000
 INPUTS = [
     "customer_top_recommendations",
@@ -28,6 +40,8 @@ INPUTS = [
     "product_popularity",
     "product_trending",
     "product_keys",
+    "customer_placement_recommendations",
+    "merchandising_rules",
 ]
 
 
@@ -46,14 +60,15 @@ def batches(con: duckdb.DuckDBPyConnection, table: str, columns: tuple[str, ...]
     group_name=GROUP,
     deps=owning_assets(INPUTS),
     description=(
-        "Each customer's top recommendations (with A/B variant), a cold-start list per variant and each product's "
-        "similar / complementary / bought-together lists, published as a new version of the serving database: "
+        "Each customer's top recommendations (with A/B variant) and recently_viewed / buy_it_again lists, a "
+        "cold-start and a trending list per variant, each product's similar / complementary / bought-together "
+        "lists and the other placements' merchandising rules, published as a new version of the serving database: "
         "staged, audited against the warehouse, then switched live in one transaction."
     ),
     kinds={"duckdb", serving_kind(settings.serving_url())},
     owners=OWNERS,
     metadata=code_references(
-        *(SQL_DIR / f"{name}.sql" for name in ("serving_customer_recommendations", "serving_product_relations"))
+        *(SQL_DIR / f"{name}.sql" for name in SERVING_SQL)
     ),
 )
 def published_recommendations(
@@ -65,18 +80,30 @@ def published_recommendations(
     store = warehouse.get()
     values = tuning.get()
     experiment = values.experiment()
-    variables = {**values.as_dict(), "relations_per_product": serving.relations_per_product}
+    variables = {
+        **values.as_dict(), "relations_per_product": serving.relations_per_product,
+        "as_of": resolve_as_of(context, store),
+    }
     with store.session(INPUTS, variables=variables) as con:
         run(con, "CREATE TEMP TABLE serving_variants (variant VARCHAR)")
         for name in experiment.names:
             run(con, "INSERT INTO serving_variants VALUES (?)", [name])
         run(con, f"CREATE TEMP TABLE serving_rows AS {load_sql('serving_customer_recommendations')}")
         run(con, f"CREATE TEMP TABLE serving_relations AS {load_sql('serving_product_relations')}")
+        run(con, f"CREATE TEMP TABLE serving_placements AS {load_sql('serving_placement_lists')}")
+        run(con, f"CREATE TEMP TABLE merchandising_rule_products AS {load_sql('merchandising_rule_products')}")
+        run(con, f"CREATE TEMP TABLE serving_rules AS {load_sql('serving_placement_rules')}")
         ((rows, customers),) = run(
             con, "SELECT count(*), count(DISTINCT customer_id) FROM customer_top_recommendations"
         )
-        ((relations,),) = run(con, "SELECT count(*) FROM serving_relations")
-        expected = Expected(int(rows), int(customers), int(relations), tuple(experiment.names))
+        ((relations, placements, rules),) = run(
+            con,
+            "SELECT (SELECT count(*) FROM serving_relations), (SELECT count(*) FROM serving_placements), "
+            "(SELECT count(*) FROM serving_rules)",
+        )
+        expected = Expected(
+            int(rows), int(customers), int(relations), tuple(experiment.names), int(placements), int(rules)
+        )
         database = serving.database()
         try:
             publication = publish(
@@ -84,7 +111,9 @@ def published_recommendations(
                 batches(con, "serving_rows", CUSTOMER_COLUMNS, "customer_id, variant, rank"),
                 batches(con, "serving_relations", RELATION_COLUMNS, "product_id, relation, rank"),
                 expected,
-                run_id=context.run_id,
+                placement_batches=batches(con, "serving_placements", PLACEMENT_COLUMNS, "customer_id, placement, rank"),
+                rule_batches=batches(con, "serving_rules", RULE_COLUMNS, "placement, rule_id, product_id"),
+                run_id=context.run.run_id,
                 experiment=experiment.to_json(),
                 keep_versions=serving.keep_versions,
                 max_shrink=serving.max_shrink,
@@ -120,6 +149,8 @@ def published_recommendations(
             "published_customer_rows": dg.MetadataValue.int(publication.customer_rows),
             "published_customers": dg.MetadataValue.int(publication.customers),
             "published_relation_rows": dg.MetadataValue.int(publication.relation_rows),
+            "published_placement_rows": dg.MetadataValue.int(expected.placement_rows),
+            "published_placement_rules": dg.MetadataValue.int(expected.rule_rows),
             "publish_seconds": dg.MetadataValue.float(round(publication.seconds, 3)),
             "expired_versions": dg.MetadataValue.text(", ".join(map(str, publication.expired)) or "-"),
             "variants": dg.MetadataValue.text(", ".join(experiment.names)),
