@@ -5,7 +5,7 @@ and a quarter of the bundled Online Retail sample's customers, every input of th
 engine) and must agree on every
 row, rank, type, evidence and variant, with scores within 1e-9. The configurations exercise A/B variants with
 different weights, strategies switched off (weight zero everywhere or in one variant), "buy it again" with
-purchased products kept, and batches of a few customers.
+purchased products kept, the trending list for everyone and in one variant, and batches of a few customers.
 """
 
 from __future__ import annotations
@@ -36,6 +36,12 @@ A_B = Tuning(
     weight_complementary=0.0,  # zero in every variant
 )
 REPURCHASE = Tuning(weight_repurchase=2.0, exclude_purchased=False, weight_collaborative=0.0)
+# trending on for everyone, and in one variant only (with purchased products kept in the other)
+TRENDING = Tuning(weight_trending=2.0)
+TRENDING_A_B = Tuning(
+    ab_variants=json.dumps({"control": {"share": 0.5}, "trending": {"share": 0.5, "weight_trending": 0.5}}),
+    weight_repurchase=1.0, exclude_purchased=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -96,11 +102,19 @@ def _assert_same(store: Warehouse, tuning: Tuning) -> pd.DataFrame:
 FEW_SEEDS = Tuning(seeds_per_customer=2)
 
 
-@pytest.mark.parametrize("tuning", [Tuning(), A_B, REPURCHASE, FEW_SEEDS], ids=["default", "a_b", "repurchase",
-                                                                              "few_seeds"])
+@pytest.mark.parametrize("tuning", [Tuning(), A_B, REPURCHASE, FEW_SEEDS, TRENDING, TRENDING_A_B],
+                         ids=["default", "a_b", "repurchase", "few_seeds", "trending", "trending_a_b"])
 def test_synthetic_rows_equal_the_sql(xs: Warehouse, tuning: Tuning) -> None:
     rows = _assert_same(xs, tuning)
     strategies = set(rows["recommendation_type"])
+    if tuning in (TRENDING, TRENDING_A_B):
+        trending = rows[rows["recommendation_type"] == "trending"]
+        assert len(trending) > 0 and set(trending["evidence"]) == {"trending"}
+        assert "trending" in strategies and rows["strategies"].str.contains("trending").any()
+    else:
+        assert not rows["strategies"].str.contains("trending").any()
+    if tuning is TRENDING_A_B:
+        assert not rows[rows["variant"] == "control"]["strategies"].str.contains("trending").any()
     if tuning is A_B:
         assert set(rows["variant"]) == {"control", "no_ease", "items_only"}
         assert "complementary" not in strategies
@@ -109,9 +123,11 @@ def test_synthetic_rows_equal_the_sql(xs: Warehouse, tuning: Tuning) -> None:
         assert "repurchase" in strategies and "collaborative" not in strategies
 
 
-@pytest.mark.parametrize("tuning", [Tuning(), A_B], ids=["default", "a_b"])
+@pytest.mark.parametrize("tuning", [Tuning(), A_B, TRENDING], ids=["default", "a_b", "trending"])
 def test_online_retail_rows_equal_the_sql(retail: Warehouse, tuning: Tuning) -> None:
-    _assert_same(retail, tuning)
+    rows = _assert_same(retail, tuning)
+    if tuning is TRENDING:
+        assert (rows["recommendation_type"] == "trending").any()
 
 
 def test_batches_do_not_change_the_rows(xs: Warehouse) -> None:

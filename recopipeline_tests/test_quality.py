@@ -142,6 +142,8 @@ def blend_inputs(warehouse):
     put(warehouse, "product_repurchase_rates", frame(
         "product_id buyers repeat_buyers repeat_rate recent_orders recent_trend repurchase_factor",
         ("P1", 1, 0, 1 / 3, 1, 1.0, 3 * (1 / 3) ** 0.25)))
+    put(warehouse, "product_trending", frame(
+        "product_id recent_score baseline_daily_score trending_score trending_rank", ("P2", 30.0, 10.0, 2.0, 1)))
     return warehouse
 
 

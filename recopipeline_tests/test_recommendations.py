@@ -55,6 +55,11 @@ def candidates(warehouse):
     # no EASE weights from anything C1 bought: the hand-computed blend below has no ease candidates
     put(warehouse, "ease_item_similarity", frame(
         "product_id_1 product_id_2 ease_weight ease_rank", ("P0", "P3", 0.5, 1)))
+    # trending (off by default: weight_trending 0): C1 bought P1, P6 is out of stock
+    put(warehouse, "product_trending", frame(
+        "product_id recent_score baseline_daily_score trending_score trending_rank",
+        ("P1", 70.0, 10.0, 4.0, 1), ("P5", 50.0, 10.0, 3.0, 2), ("P6", 30.0, 10.0, 2.0, 3),
+        ("P8", 20.0, 10.0, 1.5, 4)))
     return warehouse
 
 
@@ -156,3 +161,58 @@ def test_ease_evidence_names_the_strongest_bought_products_only(definitions, can
     assert c1.loc[["P4", "P9"]].recommendation_score.to_dict() == pytest.approx({"P4": 0.5, "P9": 0.125}, abs=1e-8)
     # at most seeds_per_customer source products, strongest first
     assert c1.loc[["P4", "P9"]].evidence.to_dict() == {"P4": "P1", "P9": "P2"}
+
+
+TRENDING_TOTAL = TOTAL_WEIGHT + 2.0
+
+
+def test_trending_products_enter_the_blend_normalised_by_the_customers_best(definitions, candidates):
+    stage(definitions, candidates, ["product_recommendations"], weight_trending=2.0)
+    c1 = recommendations(candidates, "C1")
+    # trending for C1: P1 is bought and P6 out of stock, so the best is P5 = 3.0 (-> 1.0), P8 = 1.5 (-> 0.5);
+    # the other strategies as in test_blend_normalises_weights_and_ranks
+    popular_p3 = (8 + 49e-6) / (20 + 50e-6)
+    expected = {
+        "P5": (1.0 + 2.0 * 1.0) / TRENDING_TOTAL,
+        "P3": (1.0 + 1.0 + 0.6 * 1.0 + 0.1 * popular_p3) / TRENDING_TOTAL,
+        "P8": (0.1 + 2.0 * 0.5) / TRENDING_TOTAL,
+        "P9": 1.0 / TRENDING_TOTAL,
+        "P4": (5.8 / 11.4 + 0.6 * 0.5) / TRENDING_TOTAL,
+    }
+    assert list(c1.index) == ["P5", "P3", "P8", "P9", "P4"]
+    assert c1.recommendation_score.to_dict() == pytest.approx(expected, abs=1e-8)
+    assert c1.recommendation_type.to_dict() == {
+        "P5": "trending", "P3": "affinity_similar", "P8": "trending", "P9": "collaborative", "P4": "affinity_similar"}
+    assert c1.loc["P5"].strategies == "collaborative,trending" and c1.loc["P8"].strategies == "popular,trending"
+    assert c1.loc["P5"].evidence == "trending" and c1.loc["P8"].evidence == "trending"
+    assert c1.loc["P3"].evidence == "P1,P2"  # the item-to-item evidence is unchanged
+    # C2 has no history: its best trending product is P1 = 4.0, so P5 -> 0.75 and P8 -> 0.375
+    c2 = recommendations(candidates, "C2")
+    assert list(c2.index) == ["P1", "P5", "P8", "P3"]
+    assert c2.recommendation_score.to_dict() == pytest.approx({
+        "P1": 2.0 / TRENDING_TOTAL, "P5": 2.0 * 0.75 / TRENDING_TOTAL,
+        "P8": (0.1 + 2.0 * 0.375) / TRENDING_TOTAL, "P3": 0.1 * (49e-6 / 50e-6) / TRENDING_TOTAL}, abs=1e-8)
+    assert c2.recommendation_type.to_dict() == {"P1": "trending", "P5": "trending", "P8": "trending", "P3": "popular"}
+    assert c2.loc["P8"].strategies == "popular,trending" and c2.loc["P8"].evidence == "trending"
+
+
+def test_trending_takes_the_first_trending_products_and_keeps_purchases_when_asked(definitions, candidates):
+    stage(definitions, candidates, ["product_recommendations"], weight_trending=2.0, trending_products=2,
+          exclude_purchased=False)
+    c1 = recommendations(candidates, "C1")
+    trending = c1[c1.strategies.str.contains("trending")]
+    # the first two of the list; C1's purchase P1 may come back, and is now C1's best: P5 -> 0.75
+    assert sorted(trending.index) == ["P1", "P5"]
+    assert c1.loc["P5"].recommendation_score == pytest.approx((1.0 + 2.0 * 0.75) / TRENDING_TOTAL, abs=1e-8)
+
+
+def test_trending_at_weight_zero_leaves_the_rows_as_they_were(definitions, candidates):
+    stage(definitions, candidates, ["product_recommendations"])
+    with_list = table(candidates, "product_recommendations", "customer_id, recommendation_rank")
+    assert "trending" not in set(with_list.strategies.str.split(",").sum())
+    empty = frame("product_id recent_score baseline_daily_score trending_score trending_rank")
+    put(candidates, "product_trending", empty.astype({"product_id": str, "trending_rank": int}).astype(
+        {c: float for c in ("recent_score", "baseline_daily_score", "trending_score")}))
+    stage(definitions, candidates, ["product_recommendations"])
+    pd.testing.assert_frame_equal(table(candidates, "product_recommendations", "customer_id, recommendation_rank"),
+                                  with_list)

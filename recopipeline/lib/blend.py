@@ -57,7 +57,7 @@ class VariantWeights:
 def variant_weights(tuning: Tuning) -> VariantWeights:
     """The weights per variant in priority order (`Tuning.variant_strategy_weights`) and the variants' buckets."""
     per_variant = tuning.variant_strategy_weights()
-    assert len(STRATEGIES) <= 7, "a row's set of strategies is an int8 of bits; the strength packs the priority in 4"
+    assert len(STRATEGIES) <= 8, "a row's set of strategies is a uint8 of bits; the strength packs the priority in 4"
     buckets = tuning.experiment().buckets()
     names = tuple(name for name, _, _ in buckets)
     weights = np.array([[per_variant[name][s] for s in STRATEGIES] for name in names], dtype=np.float64)
@@ -130,6 +130,7 @@ class Catalogue:
     category_products: Neighbours  # category -> its top products (data: popularity score)
     category_best: np.ndarray  # per category: the best popularity score among its top products
     popular: Neighbours  # segment -> its popular products (data: raw score)
+    trending: dict[str, np.ndarray]  # product, score: the trending list, every known customer's (by product)
 
     @property
     def evidence_offset(self) -> np.ndarray:
@@ -137,7 +138,8 @@ class Catalogue:
         offsets = np.zeros(len(STRATEGIES), dtype=np.int64)
         offsets[STRATEGY["category_preference"]] = self.products
         offsets[STRATEGY["popular"]] = self.products + len(self.categories)
-        offsets[STRATEGY["repurchase"]] = self.products + len(self.categories) + len(self.segments) - 1
+        offsets[STRATEGY["trending"]] = self.products + len(self.categories) + len(self.segments)
+        offsets[STRATEGY["repurchase"]] = self.products + len(self.categories) + len(self.segments)
         return offsets
 
 
@@ -151,6 +153,7 @@ class Customers:
     ordered: dict[str, np.ndarray]  # customer, product: products ordered up to as_of (for exclude_purchased)
     categories: dict[str, np.ndarray]  # customer, category, score: the customer's top categories
     segment: np.ndarray  # segment number per customer (-1: none)
+    known: np.ndarray  # per customer: has a customer_segments row (every known customer: trending's audience)
     repurchase: dict[str, np.ndarray]  # customer, product, raw_score, orders
     pointers: dict[str, np.ndarray]  # per table above: where each customer's rows start (customers + 1 entries)
 
@@ -171,7 +174,8 @@ def _load_catalogue(con: duckdb.DuckDBPyConnection, tuning: Tuning, weights: Var
     neighbour_tables = [table for table, _, _ in SEED_STRATEGIES.values()] + ["ease_item_similarity"]
     product_sources = " UNION ".join(
         ["SELECT product_key FROM products", "SELECT product_key FROM customer_product_affinity",
-         "SELECT product_key FROM product_popularity", "SELECT product_key FROM product_repurchase_rates"]
+         "SELECT product_key FROM product_popularity", "SELECT product_key FROM product_repurchase_rates",
+         "SELECT product_key FROM product_trending"]
         + [f"SELECT product_key_{side} FROM {table}" for table in neighbour_tables for side in (1, 2)]
     )
     run(
@@ -250,6 +254,15 @@ def _load_catalogue(con: duckdb.DuckDBPyConnection, tuning: Tuning, weights: Var
            ORDER BY source, candidate""",
         len(segments),
     )
+    trending = _fetch(
+        con,
+        """SELECT p.product, t.trending_score::DOUBLE AS score
+           FROM product_trending AS t
+           JOIN blend_products AS p USING (product_key)
+           WHERE t.trending_rank <= getvariable('trending_products') AND p.available
+           ORDER BY p.product""" if active["trending"] else
+        "SELECT 0::INTEGER AS product, 0::DOUBLE AS score WHERE FALSE",
+    )
     return Catalogue(
         products=products,
         product_keys=numbered["product_key"].combine_chunks(),
@@ -260,6 +273,7 @@ def _load_catalogue(con: duckdb.DuckDBPyConnection, tuning: Tuning, weights: Var
         category_products=category_products,
         category_best=category_best,
         popular=popular,
+        trending={"product": trending["product"].astype(np.int32), "score": trending["score"].astype(np.float64)},
     )
 
 
@@ -344,6 +358,10 @@ def _load_customers(
     )
     segment = np.full(count, -1, dtype=np.int32)
     segment[segment_rows["customer"]] = segment_rows["segment"]
+    known = np.zeros(count, dtype=np.bool_)
+    if active["trending"]:
+        known[_fetch(con, "SELECT c.customer FROM customer_segments JOIN blend_customers AS c USING (customer_key)")
+              ["customer"]] = True
     repurchase = _fetch(
         con,
         """WITH order_lines AS (
@@ -389,6 +407,7 @@ def _load_customers(
         ordered=ordered,
         categories=categories,
         segment=segment,
+        known=known,
         repurchase=repurchase,
         pointers=pointers,
     )
@@ -415,6 +434,7 @@ def _work(customers: Customers, catalogue: Catalogue) -> np.ndarray:
                         minlength=count).astype(np.int64)
     has_segment = customers.segment >= 0
     work[has_segment] += catalogue.popular.degree(customers.segment[has_segment])
+    work[customers.known] += len(catalogue.trending["product"])
     work += np.diff(customers.pointers["repurchase"])
     return work
 
@@ -431,7 +451,7 @@ def _kernel_inputs(catalogue: Catalogue, customers: Customers, weights: VariantW
     seeds, affinity, ordered = customers.seeds, customers.affinity, customers.ordered
     categories, repurchase = customers.categories, customers.repurchase
     return (
-        customers.variant, weights.weights, weights.total_weights, customers.segment,
+        customers.variant, weights.weights, weights.total_weights, customers.segment, customers.known,
         start["seeds"], seeds["product"], seeds["affinity"].astype(np.float64),
         start["affinity"], affinity["product"], affinity["bought"].astype(np.bool_),
         start["ordered"], ordered["product"],
@@ -443,8 +463,9 @@ def _kernel_inputs(catalogue: Catalogue, customers: Customers, weights: VariantW
         catalogue.category_products.indptr, catalogue.category_products.indices,
         catalogue.category_products.data.astype(np.float64), catalogue.category_best,
         catalogue.popular.indptr, catalogue.popular.indices, catalogue.popular.data,
+        catalogue.trending["product"], catalogue.trending["score"],
         ITEM_MASK, catalogue.evidence_offset, STRATEGY["collaborative"], STRATEGY["category_preference"],
-        STRATEGY["repurchase"], STRATEGY["popular"],
+        STRATEGY["repurchase"], STRATEGY["popular"], STRATEGY["trending"],
         tuning.exclude_purchased, tuning.candidates_per_customer, tuning.seeds_per_customer,
     )
 
@@ -469,7 +490,7 @@ SCHEMA = pa.schema([
     ("product_key", pa.int32()),
     ("recommendation_type", pa.dictionary(pa.int8(), pa.string())),
     ("recommendation_score", pa.float64()),
-    ("strategies", pa.dictionary(pa.int8(), pa.string())),
+    ("strategies", pa.dictionary(pa.int16(), pa.string())),  # by set of strategy bits: 2**8 sets
     ("evidence", pa.string()),
     ("recommendation_rank", pa.int64()),
     ("variant", pa.dictionary(pa.int8(), pa.string())),
@@ -485,7 +506,7 @@ class _Texts:
     strategies: pa.Array  # by strategy number
     strategy_sets: pa.Array  # by set of strategy bits: the names, sorted, comma-separated
     variants: pa.Array
-    evidence: pa.Array  # product ids, then category:, popular: and bought: texts (Catalogue.evidence_offset)
+    evidence: pa.Array  # product ids, then category:, popular:, trending and bought: texts (Catalogue.evidence_offset)
 
     @classmethod
     def build(cls, catalogue: Catalogue, customers: Customers, weights: VariantWeights) -> _Texts:
@@ -497,6 +518,7 @@ class _Texts:
             product_ids,
             pc.binary_join_element_wise("category:", catalogue.categories.cast(pa.string()), ""),
             pc.binary_join_element_wise("popular:", catalogue.segments.cast(pa.string()), ""),
+            pa.array(["trending"], type=pa.string()),
             pa.array([f"bought:{n}" for n in range(1, most_orders + 1)], type=pa.string()),
         ]
         return cls(
@@ -518,7 +540,7 @@ class _Texts:
             self.product_keys.take(pa.array(rows["product"])),
             pa.DictionaryArray.from_arrays(pa.array(rows["strategy"]), self.strategies),
             pa.array(rows["score"], type=pa.float64()),
-            pa.DictionaryArray.from_arrays(pa.array(rows["bits"]), self.strategy_sets),
+            pa.DictionaryArray.from_arrays(pa.array(rows["bits"].astype(np.int16)), self.strategy_sets),
             pc.binary_join(evidence, ","),
             pa.array(rows["rank"], type=pa.int64()),
             pa.DictionaryArray.from_arrays(pa.array(rows["variant"]), self.variants),

@@ -6,8 +6,8 @@
   in exact (Python) arithmetic.
 - `blend_batch`: a batch of customers' candidates scored, blended, ranked and explained (lib/blend.py). For each
   customer the loop walks every strategy's candidates once (a seed's or bought product's neighbour list, the top
-  products of the customer's categories, their orders, their segment's popular products), accumulating each
-  (product, strategy) in a dense slot table, so no candidate row is ever materialised or sorted.
+  products of the customer's categories, their orders, their segment's popular products, the trending list),
+  accumulating each (product, strategy) in a dense slot table, so no candidate row is ever materialised or sorted.
 - `item_pairs`: a batch of anchor products' item pairs (lib/collaborative.py).
 
 The loops release the GIL, so worker threads run batches in parallel. They are compiled on first use and cached
@@ -97,7 +97,7 @@ _SCORE_LIMIT = (1 << 30) - 1  # a rounded score in units of 1e-9 is at most 1e9
 @numba.njit(cache=True, nogil=True)
 def blend_batch(
     low, high, products, capacity,
-    variant, weights, total_weights, segment,
+    variant, weights, total_weights, segment, known,
     seed_start, seed_product, seed_affinity,
     affinity_start, affinity_product, affinity_bought,
     ordered_start, ordered_product,
@@ -106,7 +106,8 @@ def blend_batch(
     item_strategy, item_from_bought, item_indptr, item_indices, item_data,
     category_indptr, category_indices, category_data, category_best,
     popular_indptr, popular_indices, popular_data,
-    is_item, evidence_offset, collaborative, category_preference, repurchase, popular,
+    trending_indices, trending_data,
+    is_item, evidence_offset, collaborative, category_preference, repurchase, popular, trending,
     exclude_purchased, candidates, seeds_per_customer,
 ):
     """The output rows of customers low..high-1 (numbers), in (customer, rank) order.
@@ -140,7 +141,7 @@ def blend_batch(
     pair_units = np.empty(capacity, dtype=np.int64)
     pair_strength = np.empty(capacity, dtype=np.int64)
     pair_group = np.empty(capacity, dtype=np.int32)
-    pair_bits = np.empty(capacity, dtype=np.int8)
+    pair_bits = np.empty(capacity, dtype=np.uint8)  # a bit per strategy: at most 8
     ranking = np.empty(capacity, dtype=np.int64)
     listed = np.empty(seeds_per_customer, dtype=np.int32)  # the evidence of one row, strongest first
 
@@ -149,7 +150,7 @@ def blend_batch(
     out_product = np.empty(limit, dtype=np.int32)
     out_strategy = np.empty(limit, dtype=np.int8)
     out_score = np.empty(limit, dtype=np.float64)
-    out_bits = np.empty(limit, dtype=np.int8)
+    out_bits = np.empty(limit, dtype=np.uint8)
     out_rank = np.empty(limit, dtype=np.int64)
     out_variant = np.empty(limit, dtype=np.int8)
     evidence_offsets = np.zeros(limit + 1, dtype=np.int64)
@@ -210,16 +211,19 @@ def blend_batch(
                     members += 1
 
         # whole candidates: (strategy, product, raw score > 0, evidence source)
-        for pass_number in range(3):
+        for pass_number in range(4):
             if pass_number == 0:
                 strategy = category_preference
                 start, end = category_start[customer], category_start[customer + 1]
             elif pass_number == 1:
                 strategy = repurchase
                 start, end = repurchase_start[customer], repurchase_start[customer + 1]
-            else:
+            elif pass_number == 2:
                 strategy = popular
                 start, end = 0, (1 if segment[customer] >= 0 else 0)
+            else:
+                strategy = trending
+                start, end = 0, (1 if known[customer] else 0)
             if weight[strategy] <= 0:
                 continue
             for i in range(start, end):
@@ -229,8 +233,10 @@ def blend_batch(
                     first, last = category_indptr[category], category_indptr[category + 1]
                 elif pass_number == 1:
                     first, last = i, i + 1
-                else:
+                elif pass_number == 2:
                     first, last = popular_indptr[segment[customer]], popular_indptr[segment[customer] + 1]
+                else:
+                    first, last = 0, len(trending_indices)
                 for position in range(first, last):
                     if pass_number == 0:
                         product = category_indices[position]
@@ -240,10 +246,14 @@ def blend_batch(
                         product = repurchase_product[position]
                         raw = repurchase_score[position]
                         source = repurchase_orders[position]
-                    else:
+                    elif pass_number == 2:
                         product = popular_indices[position]
                         raw = popular_data[position]
                         source = segment[customer]
+                    else:
+                        product = trending_indices[position]
+                        raw = trending_data[position]
+                        source = 0
                     if not raw > 0 or flags[product] & exclude:
                         continue
                     if slot[strategy * products + product] >= 0:
@@ -288,7 +298,7 @@ def blend_batch(
             if strength > pair_strength[pair]:
                 pair_strength[pair] = strength
                 pair_group[pair] = group
-            pair_bits[pair] |= np.int8(1 << strategy)
+            pair_bits[pair] |= np.uint8(1 << strategy)
 
         # rank by rounded score desc, then product number; keep the first `candidates`
         total = total_weights[variant[customer]]

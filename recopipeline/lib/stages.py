@@ -175,7 +175,7 @@ STAGES: tuple[Stage, ...] = (
         "product_recommendations", "recommendations",
         ("products", "orders", "customer_keys", "product_keys", "customer_segments", "customer_product_affinity",
          "customer_category_preferences", "product_popularity", "product_repurchase_rates", "product_similarity", "complementary_products",
-         "collaborative_item_similarity", "ease_item_similarity"),
+         "collaborative_item_similarity", "ease_item_similarity", "product_trending"),
         "Every strategy's candidates, normalised and blended into one row per (customer, product), "
         "available and not yet purchased, ranked with a deterministic tie-break.",
         order_by="customer_key, recommendation_rank", score_column="recommendation_score",

@@ -12,6 +12,7 @@ from recopipeline.lib.variants import DEFAULT_VARIANTS, Experiment
 
 STRATEGIES = (
     "affinity_similar", "collaborative", "ease", "complementary", "category_preference", "repurchase", "popular",
+    "trending",
 )
 
 
@@ -71,6 +72,7 @@ class Tuning:
     repurchase_trend_days: int = 14  # the window of a product's recent sales trend
     repurchase_trend_weight: float = 2.0  # how much the recent sales trend lifts a product's repurchase score
     weight_popular: float = 0.1  # cold-start fallback; keeps every customer served
+    weight_trending: float = 0.0  # the trending list (product_trending) for everyone; off (docs/evaluation.md)
     exclude_purchased: bool = True
     candidates_per_customer: int = 100
     top_n: int = 20

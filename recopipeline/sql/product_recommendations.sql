@@ -103,11 +103,22 @@ popular AS (
     JOIN product_popularity AS p ON p.segment = s.customer_segment
     WHERE p.popularity_rank <= getvariable('popular_products')
 ),
+trending AS (
+    -- the products whose interest grows now (product_trending, recomputed hourly): one list for every known
+    -- customer, scored by its trend score
+    SELECT s.customer_key, t.product_key, 'trending' AS strategy, t.trending_score AS raw_score,
+           'trending' AS evidence
+    FROM customer_segments AS s
+    CROSS JOIN product_trending AS t
+    WHERE t.trending_rank <= getvariable('trending_products')
+      AND EXISTS (SELECT 1 FROM strategy_weights WHERE strategy = 'trending' AND weight > 0)
+),
 candidates AS (
     SELECT * FROM item_to_item
     UNION ALL SELECT * FROM category_preference
     UNION ALL SELECT * FROM repurchase
     UNION ALL SELECT * FROM popular
+    UNION ALL SELECT * FROM trending
 ),
 customer_variants AS (
     -- the first 32 bits of md5(salt:customer_id) fall in exactly one variant's [lower_bound, upper_bound)
