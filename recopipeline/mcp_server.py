@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 import uvicorn
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field, WithJsonSchema
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -20,6 +21,7 @@ from recopipeline.serving import Recommender, default_recommender
 from recopipeline.serving.feedback import record_feedback as record_feedback_in
 from recopipeline.serving.feedback import record_impressions
 from recopipeline.serving.read import MAX_CART, MAX_LIMIT, RECOMMENDATION_TYPES
+from recopipeline.serving.schema import FEEDBACK_EVENTS
 
 MIN_TOKEN_LENGTH = 16
 TOOL_DESCRIPTION = (
@@ -28,9 +30,10 @@ TOOL_DESCRIPTION = (
     "items in their cart."
 )
 FEEDBACK_DESCRIPTION = (
-    "Records that a recommended product was shown to a customer (impression) or clicked (click), so click-through "
-    "rates can be compared per A/B variant and recommendation type. Pass the variant, recommendation_type and rank "
-    "from the get_product_recommendations answer when known."
+    "Records that a recommended product was shown to a customer (impression), clicked (click) or bought "
+    "(purchase, with its revenue), so click-through rates, conversion and revenue can be compared per placement, "
+    "A/B variant and recommendation type. Pass the recommendation_id, placement, variant, recommendation_type and "
+    "rank from the get_product_recommendations answer when known."
 )
 
 
@@ -101,18 +104,25 @@ def build_server(recommender: Recommender | None = None, impressions: bool = Tru
 
     @server.tool(name="record_feedback", description=FEEDBACK_DESCRIPTION)
     def record_feedback(
-        customer_id: Annotated[str, Field(description="Customer who saw or clicked the recommendation")],
+        customer_id: Annotated[str, Field(description="Customer who saw, clicked or bought the recommendation")],
         product_id: Annotated[str, Field(description="The recommended product")],
-        event: Annotated[Literal["impression", "click"], Field(description="What happened")] = "click",
+        event: Annotated[
+            Literal[FEEDBACK_EVENTS], Field(description="What happened")  # type: ignore[valid-type]
+        ] = "click",
         recommendation_type: Annotated[str | None, Field(description="Type from the answer")] = None,
         variant: Annotated[str | None, Field(description="A/B variant from the answer")] = None,
         rank: Annotated[int | None, Field(ge=1, description="Position in the answer")] = None,
         recommendation_id: Annotated[str | None, Field(description="recommendation_id of the answer")] = None,
+        revenue: Annotated[float | None, Field(ge=0, description="What the purchase was worth (purchase only)")] = None,
+        placement: Annotated[str | None, Field(description="placement of the answer")] = None,
     ) -> dict[str, Any]:
-        row = record_feedback_in(
-            recommender.db, customer_id, product_id, event,
-            recommendation_type=recommendation_type, variant=variant, rank=rank, recommendation_id=recommendation_id,
-        )
+        try:
+            row = record_feedback_in(
+                recommender.db, customer_id, product_id, event, recommendation_type=recommendation_type,
+                variant=variant, rank=rank, recommendation_id=recommendation_id, revenue=revenue, placement=placement,
+            )
+        except ValueError as error:  # the caller's mistake: say which (a crash's text stays on the server)
+            raise ToolError(str(error)) from None
         return {**row, "recorded_at": row["recorded_at"].isoformat()}
 
     return server

@@ -89,6 +89,8 @@ class Tuning:
     gx_sample_rows: int = 10_000  # rows that Great Expectations validates per check (a reservoir sample)
     purchase_match_hours: int = 24  # a purchase event matches an order line of its customer and product this close
     max_unmatched_purchase_share: float = 0.001  # purchases_have_orders warns when more purchase events have none
+    # --- attribution (recommendation_attribution; docs/serving.md) ---
+    attribution_window_hours: int = 168  # an order counts for the last click on its product this long before it
     # --- A/B variants (each a blend configuration; see docs/serving.md) ---
     ab_variants: str = DEFAULT_VARIANTS  # JSON: name -> {"share": s, "weight_<strategy>": w, ...}
     ab_salt: str = "recopipeline-ab-1"  # a new salt reshuffles customers into variants
@@ -154,6 +156,8 @@ class Tuning:
             raise ValueError("future_tolerance_hours must be >= 0, row_count_drift_band > 0 and gx_sample_rows >= 1")
         if self.purchase_match_hours < 0 or not 0 <= self.max_unmatched_purchase_share <= 1:
             raise ValueError("purchase_match_hours must be >= 0 and max_unmatched_purchase_share between 0 and 1")
+        if self.attribution_window_hours < 1:
+            raise ValueError("attribution_window_hours must be >= 1")
         for variant, weights in self.variant_strategy_weights().items():
             if sum(weights.values()) <= 0:
                 raise ValueError(f"variant {variant!r}: at least one strategy weight must be > 0")

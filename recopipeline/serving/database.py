@@ -9,16 +9,20 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import importlib.util
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.schema import CreateIndex, CreateTable
 
-from recopipeline.serving.schema import metadata
+from recopipeline.serving.schema import FEEDBACK_EVENTS, metadata, recommendation_feedback
+
+FEEDBACK_EVENT_CHECK = "feedback_event"  # the name of recommendation_feedback's CHECK on its event column
 
 
 class ServingError(RuntimeError):
@@ -73,6 +77,7 @@ class ServingDatabase:
         except DBAPIError:  # another process created them at the same moment
             metadata.create_all(self.engine)
         self._add_missing_columns()
+        self._allow_new_feedback_events()
 
     def _add_missing_columns(self) -> None:
         """Columns added to a table after a database was created with it (nullable, so old rows stay valid)."""
@@ -88,6 +93,34 @@ class ServingDatabase:
                         conn.exec_driver_sql(f'ALTER TABLE {qualified} ADD COLUMN "{column.name}" {kind}')
                 except DBAPIError:  # another process added it at the same moment
                     pass
+
+    def _allow_new_feedback_events(self) -> None:
+        """Widen the CHECK on `recommendation_feedback.event` of a database created before an event existed.
+
+        Postgres drops and re-adds the constraint (`NOT VALID`: the old rows hold fewer events, nothing to scan).
+        SQLite cannot alter a constraint, so the table is rebuilt as SQLite's documentation describes (create the
+        new table, copy the rows, drop the old one, rename the new one, in one `BEGIN IMMEDIATE` transaction; the
+        feedback ids are kept). Both happen once, on the first open after the upgrade. A role that may not alter
+        the table (a Postgres reader) leaves it as it is; recording a new event then fails until the owner opens
+        the database.
+        """
+        checks = inspect(self.engine).get_check_constraints(recommendation_feedback.name, schema=self.schema)
+        if all(_allows_every_event(c["sqltext"]) for c in checks if c["name"] == FEEDBACK_EVENT_CHECK):
+            return
+        try:
+            if self.is_sqlite:
+                _rebuild_sqlite_feedback(self.url.database, self.engine.dialect)
+            else:
+                name = recommendation_feedback.name
+                qualified = f'"{self.schema}"."{name}"' if self.schema else f'"{name}"'
+                allowed = ", ".join(f"'{e}'" for e in FEEDBACK_EVENTS)
+                with self.engine.begin() as conn:
+                    conn.exec_driver_sql(
+                        f"ALTER TABLE {qualified} DROP CONSTRAINT IF EXISTS {FEEDBACK_EVENT_CHECK}, "
+                        f"ADD CONSTRAINT {FEEDBACK_EVENT_CHECK} CHECK (event IN ({allowed})) NOT VALID"
+                    )
+        except (DBAPIError, sqlite3.Error):  # not the owner, or another process is upgrading it at the same moment
+            pass
 
     @contextmanager
     def publish_lock(self) -> Iterator[Connection]:
@@ -126,6 +159,38 @@ def _with_installed_driver(url: URL) -> URL:
     if url.drivername == "postgresql" and importlib.util.find_spec("psycopg") is None:
         return url.set(drivername="postgresql+psycopg2")
     return url
+
+
+def _allows_every_event(check_sql: str) -> bool:
+    return all(f"'{e}'" in check_sql for e in FEEDBACK_EVENTS)
+
+
+def _rebuild_sqlite_feedback(path: str, dialect) -> None:
+    """Recreate `recommendation_feedback` with the current definition, keeping its rows, in one transaction."""
+    table, new = recommendation_feedback.name, f"{recommendation_feedback.name}_upgraded"
+    con = sqlite3.connect(path, timeout=60, isolation_level=None)  # autocommit: the transaction is ours
+    try:
+        con.execute("BEGIN IMMEDIATE")  # the write lock first; then no other process can upgrade alongside
+        (current,) = con.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
+        if _allows_every_event(current):  # another process rebuilt it while we waited for the lock
+            con.execute("ROLLBACK")
+            return
+        columns = ", ".join(f'"{row[1]}"' for row in con.execute(f'PRAGMA table_info("{table}")')
+                            if row[1] in recommendation_feedback.columns)
+        copy = recommendation_feedback.to_metadata(MetaData(), name=new)
+        con.execute(str(CreateTable(copy).compile(dialect=dialect)))  # the table alone; indexes follow the rename
+        con.execute(f'INSERT INTO "{new}" ({columns}) SELECT {columns} FROM "{table}"')
+        con.execute(f'DROP TABLE "{table}"')  # and its indexes
+        con.execute(f'ALTER TABLE "{new}" RENAME TO "{table}"')
+        for index in recommendation_feedback.indexes:
+            con.execute(str(CreateIndex(index).compile(dialect=dialect)))
+        con.execute("COMMIT")
+    except BaseException:
+        if con.in_transaction:
+            con.execute("ROLLBACK")
+        raise
+    finally:
+        con.close()
 
 
 def _create_schema(engine: Engine, schema: str) -> None:

@@ -1,20 +1,24 @@
-"""Feedback on served recommendations: impressions and clicks, click-through rates, and clicks as interactions.
+"""Feedback on served recommendations: impressions, clicks and purchases, click-through rates, and clicks as
+interactions.
 
-Each feedback row names the variant and recommendation type the customer was shown, so the click-through rate
-can be compared per A/B variant and per strategy. Clicks become `click` events of `customer_interactions`
-(see `click_events`), so they feed the next affinity computation.
+Each feedback row names the variant, recommendation type and placement the customer was shown, so the
+click-through rate can be compared per A/B variant and per strategy. Clicks become `click` events of
+`customer_interactions` (see `click_events`), so they feed the next affinity computation. Purchases (with the
+revenue the shop reports) are attributed to their answer by `serving/attribution.py`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import datetime
 
 import pandas as pd
 from sqlalchemy import Integer, case, cast, func, insert, select, true
+from sqlalchemy.exc import IntegrityError
 
 from recopipeline.lib.variants import Experiment
-from recopipeline.serving.database import ServingDatabase, utcnow
+from recopipeline.serving.database import ServingDatabase, ServingError, utcnow
 from recopipeline.serving.read import check_id
 from recopipeline.serving.schema import (
     FEEDBACK_EVENTS,
@@ -25,6 +29,7 @@ from recopipeline.serving.schema import (
 )
 
 UNKNOWN = "unknown"
+DEFAULT_PLACEMENT = "home"  # the placement of an answer that does not name one
 
 
 def record_feedback(
@@ -39,12 +44,25 @@ def record_feedback(
     version: int | None = None,
     at: datetime | None = None,
     recommendation_id: str | None = None,
+    revenue: float | None = None,
+    placement: str | None = None,
 ) -> dict:
-    """Record one impression or click. Variant and type, when not given, are taken from the live rows;
-    `recommendation_id` is the id of the answer that showed the product."""
+    """Record one impression, click or purchase. Variant and type, when not given, are taken from the live rows;
+    `recommendation_id` is the id of the answer that showed the product, `placement` where it was shown (the
+    answer's `placement`; when not given the attribution takes it from the answer's impressions) and `revenue`
+    what a purchase was worth (purchases only, >= 0)."""
     _check_event(event, customer_id, product_id, rank)
     if recommendation_id is not None:
         check_id("recommendation_id", recommendation_id)
+    if placement is not None:
+        check_id("placement", placement)
+    if revenue is not None:
+        if event != "purchase":
+            raise ValueError(f"revenue is recorded with purchase events only, not with {event!r}")
+        if isinstance(revenue, bool) or not isinstance(revenue, (int, float)) or not math.isfinite(revenue) \
+                or revenue < 0:
+            raise ValueError(f"revenue must be a finite number >= 0, got {revenue!r}")
+        revenue = float(revenue)
     with db.engine.connect() as conn:
         if variant is None or recommendation_type is None or version is None:
             found_variant, found_type, found_version = _served(conn, customer_id, product_id)
@@ -54,21 +72,31 @@ def record_feedback(
         row = {
             "event": event, "customer_id": customer_id, "product_id": product_id, "variant": variant or UNKNOWN,
             "recommendation_type": recommendation_type or UNKNOWN, "version": version, "rank": rank,
-            "recorded_at": at or utcnow(), "recommendation_id": recommendation_id,
+            "recorded_at": at or utcnow(), "recommendation_id": recommendation_id, "revenue": revenue,
+            "placement": placement,
         }
-        conn.execute(insert(recommendation_feedback), [row])
+        try:
+            conn.execute(insert(recommendation_feedback), [row])
+        except IntegrityError:
+            if event != "purchase":  # every other value is checked above: a constraint the database should not have
+                raise
+            raise ServingError(  # a database from before purchases, opened by a role that may not upgrade it
+                "this serving database does not accept purchase feedback yet: its owner upgrades it when it next "
+                "opens it (a run of the pipeline)"
+            ) from None
         conn.commit()
     return row
 
 
 def record_impressions(db: ServingDatabase, answer: Mapping, at: datetime | None = None) -> int:
-    """One impression per recommendation of a `get_product_recommendations` answer."""
+    """One impression per recommendation of a `get_product_recommendations` answer, in the answer's placement."""
     rows = [
         {
             "event": "impression", "customer_id": answer["customer_id"], "product_id": item["product_id"],
             "variant": answer["variant"], "recommendation_type": item["recommendation_type"],
             "version": answer["version"], "rank": item["rank"], "recorded_at": at or utcnow(),
             "recommendation_id": answer.get("recommendation_id"),
+            "placement": answer.get("placement", DEFAULT_PLACEMENT),
         }
         for item in answer["recommendations"]
     ]

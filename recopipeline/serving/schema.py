@@ -25,7 +25,7 @@ COLD_START = "__cold_start__"  # the customer id of the list served to customers
 TRENDING = "__trending__"  # the customer id of the trending list (product_trending), one per variant
 LISTS = (COLD_START, TRENDING)  # the lists served beside the customers' own
 RELATIONS = ("similar", "complementary", "bought_together")
-FEEDBACK_EVENTS = ("impression", "click")
+FEEDBACK_EVENTS = ("impression", "click", "purchase")  # older databases are upgraded on open (database.py)
 
 metadata = MetaData()
 
@@ -144,6 +144,8 @@ recommendation_feedback = Table(
     Column("rank", Integer),
     Column("recorded_at", DateTime, nullable=False),
     Column("recommendation_id", String),  # the answer it belongs to (added to older databases on open)
+    Column("revenue", Float),  # a purchase's value as the shop reported it (purchase events only)
+    Column("placement", String),  # where the answer was shown (home, product_page, cart, ...); null: not known
     CheckConstraint(f"event IN ({', '.join(repr(e) for e in FEEDBACK_EVENTS)})", name="feedback_event"),
     Index("recommendation_feedback_recorded_at", "recorded_at"),
     implicit_returning=False,  # no INSERT ... RETURNING: readers may insert feedback without reading it
