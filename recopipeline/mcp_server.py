@@ -17,6 +17,7 @@ from pydantic import Field, WithJsonSchema
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from recopipeline.lib.contract import PLACEMENTS
 from recopipeline.serving import Recommender, default_recommender
 from recopipeline.serving.feedback import record_feedback as record_feedback_in
 from recopipeline.serving.feedback import record_impressions
@@ -86,8 +87,22 @@ def build_server(recommender: Recommender | None = None, impressions: bool = Tru
                 "they are left out)",
             }),
         ] = None,
+        placement: Annotated[
+            Literal[PLACEMENTS] | None,  # type: ignore[valid-type]
+            WithJsonSchema({
+                "type": "string", "enum": list(PLACEMENTS),
+                "description": "Optional: where the list is shown. home (the customer's own), product_page (needs "
+                "product_id), cart (needs cart_product_ids), recently_viewed, buy_it_again or trending. Default: "
+                "cart with a cart, product_page with a product, else home.",
+            }),
+        ] = None,
     ) -> dict[str, Any]:
-        answer = recommender.recommend(customer_id, product_id, limit, recommendation_type, cart_product_ids)
+        try:
+            answer = recommender.recommend(
+                customer_id, product_id, limit, recommendation_type, cart_product_ids, placement
+            )
+        except ValueError as error:  # the caller's mistake: say which
+            raise ToolError(str(error)) from None
         if impressions:
             record_impressions(recommender.db, answer)
         return answer

@@ -129,7 +129,8 @@ def test_every_strategy_of_the_blend_is_a_recommendation_type(serving_url):
         async with Client(build_server(Recommender(db, cache_ttl=0), impressions=False)) as client:
             tools = {tool.name: tool for tool in (await client.list_tools()).tools}
             schema = tools["get_product_recommendations"].input_schema["properties"]["recommendation_type"]
-            assert schema["enum"] == ["all", *STRATEGIES, "pinned"]
+            assert schema["enum"][: len(STRATEGIES) + 1] == ["all", *STRATEGIES]
+            assert {"trending", "pinned", "recently_viewed"} <= set(schema["enum"])
             for strategy in STRATEGIES:
                 result = await client.call_tool(
                     "get_product_recommendations", {"customer_id": "C00001", "recommendation_type": strategy}

@@ -142,3 +142,37 @@ def test_the_hourly_run_recomputes_and_publishes_the_trending_list_as_of_its_hou
     finally:
         database.dispose()
     assert served == hourly
+
+
+def test_the_refreshed_customers_placement_lists_are_published_and_others_kept(refreshed):
+    from recopipeline.defs.incremental.assets import HOURLY_PLACEMENT_REFRESH
+    from recopipeline.serving.schema import customer_placement_lists
+
+    store, hour = refreshed["store"], refreshed["hour"]
+    touched = set(refreshed_rows(store, hour).customer_id)
+    path = store.partition_path(HOURLY_PLACEMENT_REFRESH, hour_key(hour))
+    fresh = store.read(f"SELECT * FROM read_parquet('{path}')")
+    assert set(fresh.customer_id) <= touched and len(fresh) > 0
+    nightly = refreshed["nightly"].read(
+        "SELECT customer_id, placement, recommendation_rank AS rank, product_id FROM customer_placement_recommendations",
+        inputs=["customer_placement_recommendations"],
+    )
+    database = ServingDatabase(refreshed["resources"]["serving"].url)
+    try:
+        with database.engine.connect() as conn:
+            version = conn.execute(select(serving_state.c.current_version)).scalar()
+            pl = customer_placement_lists
+            served = pd.DataFrame(conn.execute(
+                select(pl.c.customer_id, pl.c.placement, pl.c.rank, pl.c.product_id).where(pl.c.version == version)
+            ).all(), columns=["customer_id", "placement", "rank", "product_id"])
+    finally:
+        database.dispose()
+    key = ["customer_id", "placement", "rank"]
+
+    def of(frame: pd.DataFrame, inside: bool) -> pd.DataFrame:
+        chosen = frame[frame.customer_id.isin(touched) == inside]
+        return chosen[[*key, "product_id"]].sort_values(key).reset_index(drop=True)
+
+    expected_fresh = fresh.rename(columns={"recommendation_rank": "rank"})
+    pd.testing.assert_frame_equal(of(served, True), of(expected_fresh, True), check_dtype=False)
+    pd.testing.assert_frame_equal(of(served, False), of(nightly, False), check_dtype=False)

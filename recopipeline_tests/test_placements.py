@@ -1,13 +1,21 @@
-"""The placements besides home, hand-computed: each customer's recently_viewed and buy_it_again lists."""
+"""The placements besides home: each customer's recently_viewed and buy_it_again lists (hand-computed), the other
+placements' rules applied when answering, and every placement answered from the published version."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+import dagster as dg
+import pandas as pd
 import pytest
 
 from recopipeline.lib.warehouse import Warehouse
+from recopipeline.serving.database import ServingDatabase
+from recopipeline.serving.items import Item
+from recopipeline.serving.read import Recommender
+from recopipeline.serving.rules import Rule, apply_rules
 from recopipeline_tests.conftest import AS_OF, put, rows, stage, table
+from recopipeline_tests.test_merchandising import rules
 
 DAY = timedelta(days=1)
 
@@ -77,3 +85,129 @@ def test_buy_it_again_ranks_the_ordered_products_by_the_repurchase_score(definit
     best = max(p1, p3)
     assert again.recommendation_score.tolist() == pytest.approx([s / best for _, s, _ in expected], abs=1e-9)
     assert again.evidence.tolist() == [e for _, _, e in expected]
+
+
+# ---- the other placements' rules, applied when answering ------------------------------------------------------
+NOW = datetime(2026, 10, 1, 12)
+
+
+def item(product_id: str, score: float, kind: str = "recently_viewed") -> Item:
+    return Item(product_id, f"name {product_id}", kind, score, f"viewed:{product_id}")
+
+
+def rule(rule_id: str, product_id: str, action: str, value: float | None = None, priority: int = 0,
+         valid_from: datetime | None = None, valid_to: datetime | None = None) -> Rule:
+    return Rule(rule_id, product_id, f"name {product_id}", action, value, priority, valid_from, valid_to)
+
+
+LIST = (item("A", 0.9), item("B", 0.8), item("C", 0.5), item("D", 0.4))
+
+
+def ids(items) -> list[str]:
+    return [i.product_id for i in items]
+
+
+def test_exclude_boost_and_bury_rerank_the_list_with_the_rule_in_the_evidence():
+    got = apply_rules(LIST, (
+        rule("R1", "B", "exclude"),
+        rule("R2", "C", "boost", 1.5), rule("R3", "C", "boost", 2.0),  # 0.5 x 1.5 x 2 = 1.5: capped at 1
+        rule("R4", "A", "bury", 0.5),  # 0.45
+    ), NOW, 50)
+    assert ids(got) == ["C", "A", "D"]
+    assert [i.score for i in got] == pytest.approx([1.0, 0.45, 0.4])
+    assert got[0].evidence == "viewed:C|rule:R2|rule:R3" and got[1].evidence == "viewed:A|rule:R4"
+    assert got[2] == LIST[3]  # untouched
+
+
+def test_pins_take_their_position_by_priority_and_a_taken_position_passes_on():
+    got = apply_rules(LIST, (
+        rule("R1", "X", "pin", 1, priority=1),  # not listed: type pinned, score 0
+        rule("R2", "D", "pin", 1),  # position 1 taken by the higher priority: the next free one, 2
+        rule("R3", "B", "pin", 9, priority=5), rule("R4", "B", "pin", 2),  # the stronger pin of B counts: 9
+        rule("R5", "Y", "pin", 60),  # beyond the 50 an answer can hold: not applied
+        rule("R6", "Z", "pin", 3), rule("R7", "Z", "exclude"),  # an excluded product is never pinned
+    ), NOW, 50)
+    assert ids(got) == ["X", "D", "A", "C", "B"]  # B's position 9 is beyond the list: shown after it
+    assert (got[0].recommendation_type, got[0].score, got[0].evidence) == ("pinned", 0.0, "rule:R1")
+    assert (got[1].score, got[1].evidence) == (0.4, "viewed:D|rule:R2")
+    assert got[4].evidence == "viewed:B|rule:R3"
+
+
+def test_a_rule_applies_from_valid_from_until_just_before_valid_to():
+    window = (rule("R1", "A", "exclude", valid_from=NOW, valid_to=NOW + timedelta(hours=2)),)
+    assert ids(apply_rules(LIST, window, NOW - timedelta(microseconds=1), 50))[0] == "A"
+    assert "A" not in ids(apply_rules(LIST, window, NOW, 50))
+    assert "A" not in ids(apply_rules(LIST, window, NOW + timedelta(hours=2) - timedelta(microseconds=1), 50))
+    assert ids(apply_rules(LIST, window, NOW + timedelta(hours=2), 50))[0] == "A"  # expired: applies no more
+
+
+# ---- every placement, answered from the published version ------------------------------------------------------
+@pytest.fixture(scope="module")
+def published(definitions, nightly, tmp_path_factory):
+    """The nightly base republished with a rule per answered placement (windows around the present)."""
+    root = tmp_path_factory.mktemp("placements")
+    store = nightly.copy_to(root)
+    resources = nightly.resources(store)
+    lists = nightly.store.read(
+        "SELECT * FROM customer_placement_recommendations ORDER BY customer_id, placement, recommendation_rank",
+        inputs=["customer_placement_recommendations"],
+    )
+    viewer = lists[lists.placement == "recently_viewed"].customer_id.value_counts().index[0]
+    viewed = lists[(lists.customer_id == viewer) & (lists.placement == "recently_viewed")]
+    trending = table(nightly.store, "product_trending", "trending_rank")
+    now = datetime.now(UTC).replace(tzinfo=None)
+    first_viewed, second_viewed = viewed.product_id.iloc[0], viewed.product_id.iloc[1]
+    put(store, "merchandising_rules", rules(
+        {"rule_id": "RV1", "action": "exclude", "placement": "recently_viewed", "product_ids": first_viewed},
+        {"rule_id": "RV2", "action": "exclude", "placement": "recently_viewed", "product_ids": second_viewed,
+         "valid_to": now - timedelta(hours=1)},  # ended: not even published
+        {"rule_id": "RV3", "action": "exclude", "placement": "recently_viewed", "product_ids": second_viewed,
+         "valid_from": now + timedelta(days=1)},  # not yet
+        {"rule_id": "T1", "action": "pin", "placement": "trending", "product_ids": trending.product_id.iloc[-1],
+         "value": 1.0},
+        {"rule_id": "H1", "action": "exclude", "placement": "home", "product_ids": first_viewed},
+    ))
+    result = dg.materialize(list(definitions.assets), selection=["published_recommendations"], resources=resources,
+                            tags=nightly.tags)
+    assert result.success
+    recommender = Recommender(ServingDatabase(resources["serving"].url), cache_ttl=0)
+    yield {"recommender": recommender, "lists": lists, "viewer": viewer, "trending": trending}
+    recommender.db.dispose()
+
+
+def test_recently_viewed_and_buy_it_again_serve_the_customers_lists_with_their_rules(published):
+    recommender, lists, viewer = published["recommender"], published["lists"], published["viewer"]
+    answer = recommender.recommend(viewer, placement="recently_viewed", limit=50)
+    viewed = lists[(lists.customer_id == viewer) & (lists.placement == "recently_viewed")]
+    assert answer["placement"] == "recently_viewed" and answer["recommendation_id"]
+    assert [r["product_id"] for r in answer["recommendations"]] == viewed.product_id.tolist()[1:]  # RV1 excludes
+    assert {r["recommendation_type"] for r in answer["recommendations"]} == {"recently_viewed"}
+    buyer = lists[lists.placement == "buy_it_again"].customer_id.iloc[0]
+    again = lists[(lists.customer_id == buyer) & (lists.placement == "buy_it_again")]
+    answer = recommender.recommend(buyer, placement="buy_it_again", limit=50)
+    assert [r["product_id"] for r in answer["recommendations"]] == again.product_id.tolist()
+    assert [r["evidence"] for r in answer["recommendations"]] == again.evidence.tolist()
+
+
+def test_the_trending_placement_serves_the_trending_list_with_its_pin(published):
+    recommender, trending = published["recommender"], published["trending"]
+    answer = recommender.recommend("C00001", placement="trending", limit=50)
+    last = trending.product_id.iloc[-1]
+    assert [r["product_id"] for r in answer["recommendations"]] == [last, *trending.product_id.iloc[:-1]]
+    assert answer["recommendations"][0]["evidence"].endswith("rule:T1")
+
+
+def test_a_placement_is_inferred_or_checked_against_what_it_needs(published):
+    recommender = published["recommender"]
+    assert recommender.recommend("C00001")["placement"] == "home"
+    product = published["trending"].product_id.iloc[0]
+    assert recommender.recommend("C00001", product_id=product)["placement"] == "product_page"
+    assert recommender.recommend("C00001", cart=[product])["placement"] == "cart"
+    for arguments, message in [
+        ({"placement": "checkout"}, "placement must be one of"),
+        ({"placement": "product_page"}, "needs the viewed product"),
+        ({"placement": "cart"}, "needs the cart"),
+        ({"placement": "recently_viewed", "product_id": product}, "takes no product_id or cart"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            recommender.recommend("C00001", **arguments)

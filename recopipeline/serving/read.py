@@ -1,4 +1,10 @@
-"""The read API: a customer's recommendations from the live version, optionally blended with a viewed product's.
+"""The read API: a customer's recommendations for a placement, from the live version.
+
+Placements (lib/contract.PLACEMENTS): `home` (the customer's own list), `product_page` (blended with a viewed
+product's similar and complementary products), `cart` (blended with what goes with the products in a cart, which
+leave the list), `recently_viewed` and `buy_it_again` (the customer's lists of those), and `trending` (the
+trending list of the customer's variant). Every placement but home gets its merchandising rules applied when
+answering (serving/rules.py); home's were applied in the pipeline.
 
 One statement reads the live pointer and the rows together, so an answer always comes from one version. Customers
 without rows get the cold-start list of their variant. Answers are cached in process for `cache_ttl` seconds and
@@ -16,28 +22,33 @@ from datetime import datetime
 
 from sqlalchemy import DateTime, String, and_, bindparam, cast, literal_column, null, select, union_all
 
-from recopipeline.lib.contract import PINNED
+from recopipeline.lib.contract import HOME, PINNED, PLACEMENTS
 from recopipeline.lib.tuning import STRATEGIES
 from recopipeline.lib.variants import Experiment
 from recopipeline.serving.cache import TTLCache
-from recopipeline.serving.database import ServingDatabase, ServingError
+from recopipeline.serving.database import ServingDatabase, ServingError, utcnow
+from recopipeline.serving.items import Item
+from recopipeline.serving.rules import Rule, apply_rules
 from recopipeline.serving.schema import (
     COLD_START,
     RELATIONS,
     TRENDING,
+    customer_placement_lists,
     customer_recommendations,
+    placement_rules,
     product_relations,
     publications,
     serving_state,
 )
 
-# the tutorial's filter, over every strategy of our blend and the merchandising rules' pins
-RECOMMENDATION_TYPES = ("all", *STRATEGIES, PINNED)
+# the tutorial's filter, over every strategy of our blend, the merchandising rules' pins and recently viewed products
+RECOMMENDATION_TYPES = ("all", *dict.fromkeys((*STRATEGIES, "trending", PINNED, "recently_viewed")))
 MAX_LIMIT = 50
 MAX_ID_LENGTH = 256
 MAX_CART = 50  # products in a cart that the answer is shaped by
 CONTEXT_TYPES = {"complementary": "complementary", "similar": "affinity_similar"}  # viewed product -> type
 CART_RELATIONS = ("complementary", "bought_together")  # what goes with a product in the cart
+CUSTOMER_LISTS = ("recently_viewed", "buy_it_again")  # placements with a list per customer of their own
 
 
 class NotPublishedError(ServingError):
@@ -55,11 +66,25 @@ class Request:
     limit: int
     recommendation_type: str
     cart: tuple[str, ...] = ()
+    placement: str = HOME
 
 
-def validate(customer_id, product_id=None, limit=10, recommendation_type="all", cart=None) -> Request:
-    """Check the arguments of `get_product_recommendations`; raise ValueError with one clear line."""
+def validate(customer_id, product_id=None, limit=10, recommendation_type="all", cart=None, placement=None) -> Request:
+    """Check the arguments of `get_product_recommendations`; raise ValueError with one clear line.
+
+    Without a placement: `cart` with a cart, `product_page` with a viewed product, else `home`.
+    """
     check_id("customer_id", customer_id)
+    if placement is None:
+        placement = "cart" if cart else "product_page" if product_id is not None else HOME
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
+    if placement == "product_page" and product_id is None:
+        raise ValueError("the product_page placement needs the viewed product's product_id")
+    if placement == "cart" and not cart:
+        raise ValueError("the cart placement needs the cart's product ids")
+    if placement not in ("product_page", "cart") and (product_id is not None or cart):
+        raise ValueError(f"the {placement} placement takes no product_id or cart (product_page and cart do)")
     if product_id is not None:
         check_id("product_id", product_id)
     if cart is not None:
@@ -72,7 +97,7 @@ def validate(customer_id, product_id=None, limit=10, recommendation_type="all", 
         raise ValueError(
             f"recommendation_type must be one of {', '.join(RECOMMENDATION_TYPES)}, got {recommendation_type!r}"
         )
-    return Request(customer_id, product_id, limit, recommendation_type, tuple(sorted(set(cart or ()))))
+    return Request(customer_id, product_id, limit, recommendation_type, tuple(sorted(set(cart or ()))), placement)
 
 
 def check_limit(limit) -> None:
@@ -86,15 +111,6 @@ def check_id(name: str, value) -> None:
 
 
 @dataclass(frozen=True)
-class Item:
-    product_id: str
-    product_name: str
-    recommendation_type: str
-    score: float
-    evidence: str | None
-
-
-@dataclass(frozen=True)
 class Entry:
     """Everything a customer (and viewed product) can be answered with, before the type filter and the limit."""
 
@@ -104,14 +120,19 @@ class Entry:
     cold_start: bool
     generated_at: datetime | None
     items: tuple[Item, ...]
+    rules: tuple[Rule, ...] = ()  # the placement's, applied to the items at the time of each answer
 
-    def answer(self, request: Request) -> dict:
+    def answer(self, request: Request, at: datetime | None = None) -> dict:
+        """The answer to `request` at `at` (default now, UTC): the rules in force then applied, then the type filter
+        and the limit."""
+        items = apply_rules(self.items, self.rules, at or utcnow(), MAX_LIMIT) if self.rules else self.items
         chosen = [
-            item for item in self.items
+            item for item in items
             if request.recommendation_type == "all" or item.recommendation_type == request.recommendation_type
         ][: request.limit]
         return {
             "recommendation_id": uuid.uuid4().hex,  # this answer's: feedback on it names it
+            "placement": request.placement,
             "customer_id": request.customer_id,
             "product_id": request.product_id,
             "cart": list(request.cart),
@@ -135,7 +156,7 @@ class Entry:
 
 
 # ---- statements (parameterised; built once) ---------------------------------------------------------------------
-_cr, _pr = customer_recommendations, product_relations
+_cr, _pr, _pl = customer_recommendations, product_relations, customer_placement_lists
 _live = (
     select(serving_state.c.current_version.label("version"), serving_state.c.revision)
     .where(serving_state.c.id == 1)
@@ -181,14 +202,30 @@ COLD_START_STATEMENT = select(
     _cr.c.evidence, _cr.c.generated_at,
 ).where(_cr.c.version == bindparam("version"), _cr.c.customer_id == COLD_START).order_by(_cr.c.variant, _cr.c.rank)
 TRENDING_STATEMENT = (
-    select(_cr.c.variant, _cr.c.rank, _cr.c.product_id, _cr.c.product_name, _cr.c.score, _cr.c.evidence,
-           publications.c.experiment)
+    select(_live.c.version, _live.c.revision, _cr.c.variant, _cr.c.rank, _cr.c.product_id, _cr.c.product_name,
+           _cr.c.score, _cr.c.evidence, publications.c.experiment)
     .select_from(
         _live.join(_cr, and_(_cr.c.version == _live.c.version, _cr.c.customer_id == TRENDING))
         .outerjoin(publications, publications.c.publication_id == _live.c.version)
     )
     .order_by(_cr.c.variant, _cr.c.rank)
 )
+PLACEMENT_LIST_STATEMENT = (
+    select(
+        _live.c.version, _live.c.revision, _pl.c.rank, _pl.c.product_id, _pl.c.product_name, _pl.c.score,
+        _pl.c.evidence, _pl.c.generated_at,
+    )
+    .select_from(
+        _live.outerjoin(_pl, and_(_pl.c.version == _live.c.version, _pl.c.customer_id == bindparam("customer_id"),
+                                  _pl.c.placement == bindparam("placement")))
+    )
+    .order_by(_pl.c.rank)
+)
+RULES_STATEMENT = select(
+    placement_rules.c.placement, placement_rules.c.rule_id, placement_rules.c.product_id,
+    placement_rules.c.product_name, placement_rules.c.action, placement_rules.c.value, placement_rules.c.priority,
+    placement_rules.c.valid_from, placement_rules.c.valid_to,
+).where(placement_rules.c.version == bindparam("version"))
 EXPERIMENT_STATEMENT = select(publications.c.experiment).where(publications.c.publication_id == bindparam("version"))
 CART_STATEMENT = (
     select(_pr.c.product_id, _pr.c.relation, _pr.c.related_product_id, _pr.c.related_product_name, _pr.c.score)
@@ -222,19 +259,19 @@ class Recommender:
         self._state: tuple[int, int] | None = None
         self._state_checked = float("-inf")
         self._cold_start: dict[tuple[int, int], tuple[Experiment | None, dict[str, tuple[Item, ...]], datetime]] = {}
+        self._rules: dict[tuple[int, int], dict[str, tuple[Rule, ...]]] = {}
         self._lock = threading.Lock()
 
     def recommend(
         self, customer_id: str, product_id: str | None = None, limit: int = 10, recommendation_type: str = "all",
-        cart: list[str] | None = None,
+        cart: list[str] | None = None, placement: str | None = None,
     ) -> dict:
-        """The customer's list; with a viewed product, blended with its similar and complementary products; with
-        a cart, blended with what goes with the products in it (complementary, bought together), which are left
-        out of the answer."""
-        request = validate(customer_id, product_id, limit, recommendation_type, cart)
+        """The customer's list for the placement (see the module's docstring; by default `cart` with a cart,
+        `product_page` with a viewed product, else `home`)."""
+        request = validate(customer_id, product_id, limit, recommendation_type, cart, placement)
         if not self.cache.enabled:
             return self._load(request).answer(request)
-        key = (request.customer_id, request.product_id, request.cart)
+        key = (request.placement, request.customer_id, request.product_id, request.cart)
         token = self.state()
         entry = self.cache.get(key, token)
         if entry is None:
@@ -295,6 +332,18 @@ class Recommender:
         raise NotPublishedError("the live version changed three times while reading; try again")
 
     def _load_once(self, request: Request) -> Entry:
+        if request.placement in CUSTOMER_LISTS:
+            entry = self._customer_list(request)
+        elif request.placement == "trending":
+            entry = self._trending_list(request)
+        else:
+            entry = self._personal(request)
+        if request.placement == HOME:
+            return entry
+        return replace(entry, rules=self._rules_of(entry.version, entry.revision).get(request.placement, ()))
+
+    def _personal(self, request: Request) -> Entry:
+        """home, product_page and cart: the customer's own list (or the cold-start list), blended as asked."""
         params = {"customer_id": request.customer_id}
         statement = CUSTOMER_STATEMENT
         if request.product_id is not None:
@@ -320,6 +369,61 @@ class Recommender:
                 goes_with = conn.execute(CART_STATEMENT, {"cart": list(request.cart)}).all()
             items = self._with_cart(items, goes_with, request.cart)
         return Entry(version, revision, variant, cold_start, generated_at, items)
+
+    def _customer_list(self, request: Request) -> Entry:
+        """recently_viewed or buy_it_again: the customer's list of that placement (empty if they have none)."""
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(
+                PLACEMENT_LIST_STATEMENT, {"customer_id": request.customer_id, "placement": request.placement}
+            ).all()
+        if not rows:
+            raise NotPublishedError("nothing is published yet: materialize published_recommendations first")
+        version, revision = rows[0].version, rows[0].revision
+        kind = "recently_viewed" if request.placement == "recently_viewed" else "repurchase"
+        items = tuple(Item(r.product_id, r.product_name, kind, float(r.score), r.evidence)
+                      for r in rows if r.product_id is not None)
+        _, variant = self._experiment_and_variant(version, request.customer_id)
+        return Entry(version, revision, variant, False, rows[0].generated_at, items)
+
+    def _trending_list(self, request: Request) -> Entry:
+        """trending: the trending list of the customer's variant."""
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(TRENDING_STATEMENT).all()
+            state = None if rows else conn.execute(STATE_STATEMENT).first()
+        if not rows and state is None:
+            raise NotPublishedError("nothing is published yet: materialize published_recommendations first")
+        if not rows:  # nothing trends now
+            _, variant = self._experiment_and_variant(state.current_version, request.customer_id)
+            return Entry(state.current_version, state.revision, variant, False, None, ())
+        lists: dict[str, list] = {}
+        for r in rows:
+            lists.setdefault(r.variant, []).append(r)
+        variant = _variant_of(lists, _experiment(rows[0].experiment), request.customer_id)
+        items = tuple(Item(r.product_id, r.product_name, "trending", float(r.score), r.evidence) for r in lists[variant])
+        return Entry(rows[0].version, rows[0].revision, variant, False, None, items)
+
+    def _experiment_and_variant(self, version: int, customer_id: str) -> tuple[Experiment | None, str | None]:
+        with self.db.engine.connect() as conn:
+            spec = conn.execute(EXPERIMENT_STATEMENT, {"version": version}).scalar()
+        experiment = _experiment(spec)
+        return experiment, experiment.assign(customer_id) if experiment else None
+
+    def _rules_of(self, version: int, revision: int) -> dict[str, tuple[Rule, ...]]:
+        """The published rules of the placements answered here, by placement (kept for the newest state)."""
+        known = self._rules.get((version, revision))
+        if known is None:
+            with self.db.engine.connect() as conn:
+                rows = conn.execute(RULES_STATEMENT, {"version": version}).all()
+            by_placement: dict[str, list[Rule]] = {}
+            for r in rows:
+                by_placement.setdefault(r.placement, []).append(Rule(
+                    r.rule_id, r.product_id, r.product_name, r.action, r.value, int(r.priority), r.valid_from,
+                    r.valid_to,
+                ))
+            known = {placement: tuple(found) for placement, found in by_placement.items()}
+            with self._lock:
+                self._rules = {(version, revision): known}
+        return known
 
     def _cold_start_list(self, version: int, revision: int, customer_id: str) -> tuple[str, tuple[Item, ...], datetime]:
         known = self._cold_start.get((version, revision))

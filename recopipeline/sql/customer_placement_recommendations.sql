@@ -5,7 +5,7 @@
 --                    recency, 0.5 per recency_half_life_days; evidence 'viewed:<time>'
 --   buy_it_again     the products the customer ordered, by the repurchase strategy's score
 --                    (customer_repurchase_scores) divided by the customer's best; evidence 'bought:<orders>'
--- Ties by product key. The placements' merchandising rules are applied when answering (lib/placement_rules.py).
+-- Ties by product key. The placements' merchandising rules are applied when answering (serving/rules.py).
 WITH available AS (
     SELECT product_key, product_id, coalesce(product_name, product_id) AS product_name
     FROM products

@@ -24,7 +24,7 @@
 -- Customers whom no rule touches, without a diversity cap, keep the blend's ranks as they are.
 WITH rules AS (
     -- the home rules in force at the as-of time: from valid_from (or always) until just before valid_to (or for
-    -- good); the other placements' rules are applied when answering (lib/placement_rules.py)
+    -- good); the other placements' rules are applied when answering (serving/rules.py)
     SELECT * FROM merchandising_rule_products
     WHERE placement = 'home'
       AND (valid_from IS NULL OR valid_from <= getvariable('as_of'))
