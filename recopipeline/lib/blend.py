@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from recopipeline.lib.batch_stream import BatchStream, work_ranges
 from recopipeline.lib.kernels import UNITS, blend_batch, to_units
 from recopipeline.lib.tuning import STRATEGIES, Tuning
-from recopipeline.lib.warehouse import run
+from recopipeline.lib.warehouse import load_sql, run
 
 RESULT = "product_recommendations_blend"  # the view product_recommendations() registers
 SEED_STRATEGIES = {  # strategy -> (neighbour table, score column, rank column), scored from the customer's seeds
@@ -364,23 +364,8 @@ def _load_customers(
               ["customer"]] = True
     repurchase = _fetch(
         con,
-        """WITH order_lines AS (
-               SELECT customer_key, product_key, order_id, max(order_timestamp) AS ordered_at
-               FROM orders
-               WHERE order_timestamp <= getvariable('as_of')
-               GROUP BY customer_key, product_key, order_id
-           ),
-           repurchase AS (
-               -- each order weighted by its age (half-life repurchase_half_life_days), times repurchase_factor
-               SELECT o.customer_key, o.product_key,
-                      sum(pow(0.5, date_diff('second', o.ordered_at, getvariable('as_of')) / 86400.0
-                                   / getvariable('repurchase_half_life_days'))::DECIMAL(38, 12))::DOUBLE
-                          * any_value(r.repurchase_factor) AS raw_score,
-                      count(*) AS orders
-               FROM order_lines AS o
-               JOIN product_repurchase_rates AS r USING (product_key)
-               GROUP BY o.customer_key, o.product_key
-           )
+        # each order weighted by its age, times the product's repurchase_factor (sql/customer_repurchase_scores.sql)
+        f"""WITH repurchase AS ({load_sql('customer_repurchase_scores')})
            SELECT c.customer, p.product, r.raw_score, r.orders
            FROM repurchase AS r
            JOIN blend_customers AS c USING (customer_key)
