@@ -47,7 +47,8 @@ def test_evaluate_scores_every_method_on_both_variants(raw_file, tmp_path):
     methods = {(r["variant"], r["method"]) for r in result["rows"]}
     assert {("discovery", "global_popularity"), ("discovery", "pipeline_default"), ("discovery", "tutorial_blend"),
             ("repeat", "buy_it_again"), ("repeat", "pipeline_repeat"), ("repeat", "only_repurchase"),
-            ("discovery", "only_ease")} <= methods
+            ("discovery", "only_ease"), ("discovery", "with_trending_2"), ("repeat", "with_trending_0.5"),
+            ("discovery", "only_trending")} <= methods
     assert all(0 <= r[m] <= 1 for r in result["rows"] for m in ("ndcg@20", "recall@20", "map@20", "served"))
     # the pipeline serves every test customer; buy it again finds customer 1's re-bought 10001
     repeat = {r["method"]: r for r in result["rows"] if r["variant"] == "repeat"}

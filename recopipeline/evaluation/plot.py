@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from recopipeline.evaluation.split import VARIANTS  # noqa: E402
 
-GROUP_COLOURS = {"baseline": "tab:grey", "pipeline": "tab:blue", "diversity": "tab:green", "ablation": "tab:orange"}
+GROUP_COLOURS = {"baseline": "tab:grey", "pipeline": "tab:blue", "diversity": "tab:green", "trending": "tab:purple",
+                 "ablation": "tab:orange"}
 
 
 def plot_evaluation(files: list[Path], out_dir: Path) -> list[Path]:
@@ -35,7 +36,8 @@ def plot_evaluation(files: list[Path], out_dir: Path) -> list[Path]:
             ax.legend(fontsize=8, loc="lower right")
         name = Path(result["data"]).stem
         fig.suptitle(f"Offline evaluation on {name}, cut {result['cut'][:10]} "
-                     "(grey: baselines, blue: pipeline, green: diversity caps, orange: one strategy alone)")
+                     "(grey: baselines, blue: pipeline, green: diversity caps, purple: trending blended in, "
+                     "orange: one strategy alone)")
         fig.tight_layout()
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"evaluation-{name}.png"

@@ -40,10 +40,14 @@ def only(strategy: str, base: Tuning) -> Tuning:
 
 
 DIVERSITY_CAPS = (2, 5)
+# weight_trending of the `with_trending_<w>` configurations: a small and a large share of the discovery blend's total
+# weight (13.7) and of the repeat configuration's (1.22)
+TRENDING_WEIGHTS = (0.05, 0.5, 2.0, 5.0)
 
 
 def pipeline_configurations(default: Tuning) -> dict[str, list[tuple[str, str, Tuning]]]:
-    """(method, group, tuning) per variant: the default, the tutorial blend, diversity caps and each strategy alone."""
+    """(method, group, tuning) per variant: the default, the tutorial blend, diversity caps, the trending strategy
+    blended in and each strategy alone."""
     discovery_base = replace(default, exclude_purchased=True, weight_repurchase=0.0)
     repeat_base = replace(default, **REPEAT_SETTINGS)
     configs = {
@@ -59,6 +63,9 @@ def pipeline_configurations(default: Tuning) -> dict[str, list[tuple[str, str, T
     for cap in DIVERSITY_CAPS:  # the top N with at most `cap` products of a category (the rest after)
         configs[DISCOVERY].append((f"category_cap_{cap}", "diversity", replace(discovery_base, diversity_max_per_category=cap)))
         configs[REPEAT].append((f"category_cap_{cap}", "diversity", replace(repeat_base, diversity_max_per_category=cap)))
+    for weight in TRENDING_WEIGHTS:  # the trending list (product_trending as of the cut) blended in
+        for variant, base in ((DISCOVERY, discovery_base), (REPEAT, repeat_base)):
+            configs[variant].append((f"with_trending_{weight:g}", "trending", replace(base, weight_trending=weight)))
     for strategy in STRATEGIES:
         if strategy != "repurchase":
             configs[DISCOVERY].append((f"only_{strategy}", "ablation", only(strategy, discovery_base)))
