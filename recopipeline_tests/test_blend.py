@@ -3,7 +3,8 @@
 The SQL stays in the repository as the oracle of this test: both run over the same warehouse (synthetic xs data
 and a quarter of the bundled Online Retail sample's customers, every input of the blend built by the stage
 engine) and must agree on every
-row, rank, type, evidence and variant, with scores within 1e-9. The configurations exercise A/B variants with
+row, rank, type, evidence and variant, with scores within 1e-9, and on every strategy's normalised score
+(`<strategy>_score`) to the bit. The configurations exercise A/B variants with
 different weights, strategies switched off (weight zero everywhere or in one variant), "buy it again" with
 purchased products kept, the trending list for everyone and in one variant, and batches of a few customers.
 """
@@ -25,6 +26,11 @@ from recopipeline_tests.stage_inputs import build_inputs
 
 BLEND = stage("product_recommendations")
 ORDER = ["customer_key", "recommendation_rank"]
+COLUMNS = {
+    "customer_key": "INTEGER", "product_key": "INTEGER", "recommendation_type": "VARCHAR",
+    "recommendation_score": "DOUBLE", "strategies": "VARCHAR", "evidence": "VARCHAR",
+    "recommendation_rank": "BIGINT", "variant": "VARCHAR", **dict.fromkeys(blend.SCORE_COLUMNS, "DOUBLE"),
+}  # the written table's columns, in order
 
 A_B = Tuning(
     ab_variants=json.dumps({
@@ -77,13 +83,9 @@ def _as_text(sql: str) -> str:
 def _rows(store: Warehouse, tuning: Tuning, compute) -> pd.DataFrame:
     with store.session(BLEND.inputs, variables=variables(tuning, latest_event_time(store))) as con:
         result = con.sql(f"{_as_text(compute(con, tuning))} ORDER BY {', '.join(ORDER)}")
-        types = dict(zip(result.columns, map(str, result.types)))
+        types = list(zip(result.columns, map(str, result.types)))
         frame = result.df()
-    assert types == {
-        "customer_key": "INTEGER", "product_key": "INTEGER", "recommendation_type": "VARCHAR",
-        "recommendation_score": "DOUBLE", "strategies": "VARCHAR", "evidence": "VARCHAR",
-        "recommendation_rank": "BIGINT", "variant": "VARCHAR",
-    }
+    assert types == list(COLUMNS.items())
     return frame
 
 
@@ -94,7 +96,13 @@ def _assert_same(store: Warehouse, tuning: Tuning) -> pd.DataFrame:
     scores = (actual["recommendation_score"] - expected["recommendation_score"]).abs().max()
     assert scores <= 1e-9
     others = [c for c in expected.columns if c != "recommendation_score"]
-    pd.testing.assert_frame_equal(actual[others], expected[others])
+    # the normalised scores are the same division of the same doubles on both sides: compared to the bit
+    pd.testing.assert_frame_equal(actual[others], expected[others], check_exact=True)
+    normalised = actual[list(blend.SCORE_COLUMNS)]
+    assert ((normalised >= 0) & (normalised <= 1)).all().all()
+    proposed = actual["strategies"].str.split(",").apply(set)
+    for strategy, column in zip(blend.STRATEGIES, blend.SCORE_COLUMNS):  # > 0 exactly where it contributed
+        assert ((actual[column] > 0) == proposed.apply(lambda s, name=strategy: name in s)).all(), column
     return actual
 
 
@@ -160,10 +168,6 @@ def test_the_stage_writes_the_rows_in_their_order_without_sorting(xs: Warehouse,
                         "ORDER BY file_row_number")
     assert len(written) > 1000
     pd.testing.assert_frame_equal(written, written.sort_values(ORDER, ignore_index=True))
-    types = dict(copy.read(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet('{path}'))")
-                 .itertuples(index=False))
-    assert types == {
-        "customer_key": "INTEGER", "product_key": "INTEGER", "recommendation_type": "VARCHAR",
-        "recommendation_score": "DOUBLE", "strategies": "VARCHAR", "evidence": "VARCHAR",
-        "recommendation_rank": "BIGINT", "variant": "VARCHAR",
-    }
+    types = list(copy.read(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet('{path}'))")
+                 .itertuples(index=False, name=None))
+    assert types == list(COLUMNS.items())

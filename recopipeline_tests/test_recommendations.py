@@ -95,6 +95,33 @@ def test_blend_normalises_weights_and_ranks(definitions, candidates):
     assert c1.loc["P8"].evidence == "popular:returning"
 
 
+def test_each_strategys_normalised_score_is_a_column(definitions, candidates):
+    # two strategies: affinity_similar (weight 1) and category_preference (0.6); P2 is also similar to P9
+    put(candidates, "product_similarity", frame(
+        "product_id_1 product_id_2 attribute_similarity_score similarity_rank",
+        ("P1", "P3", 0.82, 1), ("P1", "P4", 0.58, 2), ("P2", "P3", 0.64, 1), ("P2", "P1", 0.64, 2),
+        ("P2", "P9", 0.32, 3)))
+    put(candidates, "customer_segments", frame("customer_id customer_segment", ("C1", "returning")))  # C1 alone
+    weights = {f"weight_{s}": 0.0 for s in STRATEGIES} | {"weight_affinity_similar": 1.0,
+                                                            "weight_category_preference": 0.6}
+    stage(definitions, candidates, ["product_recommendations"], **weights)
+    c1 = recommendations(candidates, "C1")
+    # affinity_similar: P3 = 10 x 0.82 + 5 x 0.64 = 11.4 (the best), P4 = 10 x 0.58, P9 = 5 x 0.32;
+    # category_preference (category A, popularity 8 and 4): P3 -> 1.0, P4 -> 0.5; P9 is in category C
+    assert list(c1.index) == ["P3", "P4", "P9"]
+    assert c1.affinity_similar_score.to_dict() == pytest.approx(
+        {"P3": 1.0, "P4": 5.8 / 11.4, "P9": 1.6 / 11.4}, abs=1e-12)
+    assert c1.category_preference_score.to_dict() == {"P3": 1.0, "P4": 0.5, "P9": 0.0}
+    # the other strategies have no weight: 0.0, though collaborative would propose P5 and P9
+    others = [f"{s}_score" for s in STRATEGIES if s not in ("affinity_similar", "category_preference")]
+    assert (c1[others] == 0.0).all().all() and len(others) == len(STRATEGIES) - 2
+    # the blended score is their weighted sum over the total weight
+    blended = (1.0 * c1.affinity_similar_score + 0.6 * c1.category_preference_score) / 1.6
+    assert c1.recommendation_score.to_dict() == pytest.approx(blended.to_dict(), abs=1e-9)
+    assert c1.recommendation_score.to_dict() == pytest.approx(
+        {"P3": 1.0, "P4": (5.8 / 11.4 + 0.6 * 0.5) / 1.6, "P9": (1.6 / 11.4) / 1.6}, abs=1e-8)
+
+
 def test_purchased_unavailable_and_duplicate_products_are_excluded(definitions, candidates):
     stage(definitions, candidates, ["product_recommendations"])
     found = table(candidates, "product_recommendations", "customer_id, recommendation_rank")

@@ -7,7 +7,9 @@ consecutive numbers by a compiled per-customer loop (`kernels.blend_batch`): eac
 walked once and summed per (product, strategy) in a dense slot table, normalised by the customer's best in the
 strategy, weighted by the customer's A/B variant, blended per product, ranked and cut to `candidates_per_customer`,
 with the SQL's DECIMAL arithmetic reproduced exactly; evidence lists the sources of the strongest item-to-item
-strategy (contribution desc, then key), named by their ids (product_keys) only in the output.
+strategy (contribution desc, then key), named by their ids (product_keys) only in the output. Each row also
+carries every strategy's normalised score (`<strategy>_score`, SCORE_COLUMNS: the value the blend weights, 0.0
+where the strategy did not propose the product or has no weight in the customer's variant).
 The result is a view over an Arrow stream: reading it computes the batches (two threads ahead of the reader) in
 (customer_key, recommendation_rank) order.
 """
@@ -35,6 +37,7 @@ SEED_STRATEGIES = {  # strategy -> (neighbour table, score column, rank column),
 ITEM_STRATEGIES = (*SEED_STRATEGIES, "ease")  # their evidence lists source products
 STRATEGY = {name: index for index, name in enumerate(STRATEGIES)}  # a strategy's priority is its index + 1
 ITEM_MASK = np.array([s in ITEM_STRATEGIES for s in STRATEGIES])  # by strategy number
+SCORE_COLUMNS = tuple(f"{s}_score" for s in STRATEGIES)  # per row: each strategy's normalised score
 MAX_BATCH_ROWS = 1 << 22  # strategy rows walked per batch: batches of even work for the threads
 WORKERS = 2  # threads computing batches
 
@@ -458,13 +461,13 @@ def _kernel_inputs(catalogue: Catalogue, customers: Customers, weights: VariantW
 def _blend_batch(catalogue: Catalogue, inputs: tuple, work: np.ndarray, low: int, high: int) -> dict | None:
     """The output rows of customers low..high-1, in (customer, rank) order, as numbers."""
     capacity = max(1, int(work[low:high].max()))
-    (customer, product, strategy, score, bits, rank, variant, offsets, evidence) = blend_batch(
+    (customer, product, strategy, score, bits, rank, variant, offsets, evidence, normalised) = blend_batch(
         low, high, catalogue.products, capacity, *inputs)
     if not len(customer):
         return None
     return {"low": low, "high": high, "customer": customer, "product": product, "strategy": strategy,
             "score": score, "bits": bits, "evidence_offsets": offsets, "evidence_values": evidence, "rank": rank,
-            "variant": variant}
+            "variant": variant, "normalised": normalised}
 
 
 # ---- output --------------------------------------------------------------------------------------------------
@@ -479,6 +482,7 @@ SCHEMA = pa.schema([
     ("evidence", pa.string()),
     ("recommendation_rank", pa.int64()),
     ("variant", pa.dictionary(pa.int8(), pa.string())),
+    *((column, pa.float64()) for column in SCORE_COLUMNS),
 ])
 
 
@@ -529,4 +533,5 @@ class _Texts:
             pc.binary_join(evidence, ","),
             pa.array(rows["rank"], type=pa.int64()),
             pa.DictionaryArray.from_arrays(pa.array(rows["variant"]), self.variants),
+            *(pa.array(scores, type=pa.float64()) for scores in rows["normalised"]),  # strategies x rows
         ], schema=SCHEMA)

@@ -116,8 +116,10 @@ def blend_batch(
     are excluded, and for collaborative without what they interacted with) are summed per (product, strategy),
     divided by the customer's best in the strategy and weighted by the customer's variant, blended per product,
     ranked by rounded score desc then product number, and cut to `candidates`. `capacity` bounds any customer's
-    rows. Returns customer (relative to low), product, strategy, score, strategy bits, rank, variant and the
-    evidence as offsets into source numbers (Catalogue.evidence_offset applied).
+    rows. Returns customer (relative to low), product, strategy, score, strategy bits, rank, variant, the
+    evidence as offsets into source numbers (Catalogue.evidence_offset applied) and each strategy's normalised
+    score of every row (strategies x rows: raw score / the customer's best in the strategy, what the blend
+    weights; 0.0 where the strategy did not propose the product or its weight is 0 in the customer's variant).
     """
     strategies = weights.shape[1]
     exclude = PURCHASED if exclude_purchased else 0
@@ -153,6 +155,7 @@ def blend_batch(
     out_bits = np.empty(limit, dtype=np.uint8)
     out_rank = np.empty(limit, dtype=np.int64)
     out_variant = np.empty(limit, dtype=np.int8)
+    out_normalised = np.empty((strategies, limit), dtype=np.float64)  # by strategy: each column contiguous
     evidence_offsets = np.zeros(limit + 1, dtype=np.int64)
     evidence_values = np.empty(limit * max(seeds_per_customer, 1), dtype=np.int64)
     rows = 0
@@ -318,6 +321,14 @@ def blend_batch(
             out_bits[rows] = pair_bits[pair]
             out_rank[rows] = rank + 1
             out_variant[rows] = variant[customer]
+            for s in range(strategies):
+                # the slot table still maps (strategy, product) to its group; an item strategy's value is its exact
+                # decimal sum (set before `best`); strategies without weight formed no group
+                candidate = slot[s * products + product]
+                if candidate >= 0 and group_value[candidate] > 0:
+                    out_normalised[s, rows] = group_value[candidate] / best[s]
+                else:
+                    out_normalised[s, rows] = 0.0
             at = evidence_offsets[rows]
             if is_item[kind]:
                 # the group's `seeds_per_customer` strongest sources by contribution desc; ties keep the row order
@@ -355,7 +366,7 @@ def blend_batch(
 
     return (out_customer[:rows], out_product[:rows], out_strategy[:rows], out_score[:rows], out_bits[:rows],
             out_rank[:rows], out_variant[:rows], evidence_offsets[: rows + 1],
-            evidence_values[: evidence_offsets[rows]])
+            evidence_values[: evidence_offsets[rows]], out_normalised[:, :rows])
 
 
 # ---- the item pairs ---------------------------------------------------------------------------------------

@@ -9,6 +9,9 @@
 -- A/B testing: every customer belongs to one variant (`variant_buckets`, from a salted hash of the customer id,
 -- see lib/variants.py) and is blended with that variant's weights (`strategy_weights` has a row per variant).
 -- Sums run over DECIMAL, which is exact: a rerun gives the same bits however the threads split the rows.
+-- Every row also carries each strategy's normalised score, <strategy>_score (raw score / the customer's best in
+-- the strategy, the value the blend weights; 0 where the strategy did not propose the product or has no weight in
+-- the customer's variant), one column per strategy of lib/tuning.py STRATEGIES, for a learned ranker.
 WITH available AS (
     -- unknown stock (NULL) counts as in stock
     SELECT product_key FROM products WHERE is_active AND (stock_quantity > 0 OR stock_quantity IS NULL)
@@ -151,6 +154,8 @@ weighted AS (
            e.product_key,
            e.evidence,
            v.variant,
+           e.strategy,
+           e.raw_score / b.best_score AS normalised_score,
            w.weight * e.raw_score / b.best_score AS contribution,
            CAST(round(w.weight * e.raw_score / b.best_score * 1e9) AS BIGINT) * 16 + (15 - w.priority) AS strength,
            1 << w.priority AS strategy_bit
@@ -170,7 +175,24 @@ blended AS (
            sum(contribution::DECIMAL(38, 12))::DOUBLE AS contribution,
            max(strength) AS strength,
            arg_max(evidence, strength) AS evidence,     -- the strongest strategy's evidence
-           bit_or(strategy_bit) AS strategy_bits        -- every contributing strategy
+           bit_or(strategy_bit) AS strategy_bits,       -- every contributing strategy
+           -- each strategy's normalised score (one row per (customer, product, strategy): max() picks it)
+           coalesce(max(normalised_score) FILTER (WHERE strategy = 'affinity_similar'), 0::DOUBLE)
+               AS affinity_similar_score,
+           coalesce(max(normalised_score) FILTER (WHERE strategy = 'collaborative'), 0::DOUBLE)
+               AS collaborative_score,
+           coalesce(max(normalised_score) FILTER (WHERE strategy = 'ease'), 0::DOUBLE)
+               AS ease_score,
+           coalesce(max(normalised_score) FILTER (WHERE strategy = 'complementary'), 0::DOUBLE)
+               AS complementary_score,
+           coalesce(max(normalised_score) FILTER (WHERE strategy = 'category_preference'), 0::DOUBLE)
+               AS category_preference_score,
+           coalesce(max(normalised_score) FILTER (WHERE strategy = 'repurchase'), 0::DOUBLE)
+               AS repurchase_score,
+           coalesce(max(normalised_score) FILTER (WHERE strategy = 'popular'), 0::DOUBLE)
+               AS popular_score,
+           coalesce(max(normalised_score) FILTER (WHERE strategy = 'trending'), 0::DOUBLE)
+               AS trending_score
     FROM weighted
     GROUP BY customer_key, product_key, variant
 ),
@@ -182,6 +204,14 @@ ranked AS (
            15 - b.strength % 16 AS strongest_priority,
            b.evidence,
            b.strategy_bits,
+           b.affinity_similar_score,
+           b.collaborative_score,
+           b.ease_score,
+           b.complementary_score,
+           b.category_preference_score,
+           b.repurchase_score,
+           b.popular_score,
+           b.trending_score,
            row_number() OVER (
                PARTITION BY b.customer_key ORDER BY round(b.contribution / t.total_weight, 9) DESC, b.product_key
            ) AS recommendation_rank
@@ -221,7 +251,15 @@ SELECT r.customer_key,
        s.strategies,
        coalesce(e.evidence, r.evidence)     AS evidence,
        r.recommendation_rank,
-       r.variant
+       r.variant,
+       r.affinity_similar_score,
+       r.collaborative_score,
+       r.ease_score,
+       r.complementary_score,
+       r.category_preference_score,
+       r.repurchase_score,
+       r.popular_score,
+       r.trending_score
 FROM strongest AS r
 JOIN strategy_sets AS s USING (variant, strategy_bits)
 LEFT JOIN seed_evidence AS e USING (customer_key, product_key)
