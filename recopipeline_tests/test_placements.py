@@ -133,6 +133,13 @@ def test_pins_take_their_position_by_priority_and_a_taken_position_passes_on():
     assert got[4].evidence == "viewed:B|rule:R3"
 
 
+def test_a_pinned_product_shows_as_before_its_boost_and_never_a_product_the_answer_leaves_out():
+    got = apply_rules(LIST, (rule("R1", "D", "boost", 2.0), rule("R2", "D", "pin", 1)), NOW, 50)
+    assert (got[0].product_id, got[0].score, got[0].evidence) == ("D", 0.4, "viewed:D|rule:R2")  # as the SQL does
+    got = apply_rules(LIST, (rule("R1", "A", "pin", 1), rule("R2", "X", "pin", 2)), NOW, 50, never=frozenset({"A", "X"}))
+    assert ids(got) == ["B", "C", "D"]  # the viewed product or a cart's is never pinned back
+
+
 def test_a_rule_applies_from_valid_from_until_just_before_valid_to():
     window = (rule("R1", "A", "exclude", valid_from=NOW, valid_to=NOW + timedelta(hours=2)),)
     assert ids(apply_rules(LIST, window, NOW - timedelta(microseconds=1), 50))[0] == "A"
@@ -155,6 +162,9 @@ def published(definitions, nightly, tmp_path_factory):
     viewer = lists[lists.placement == "recently_viewed"].customer_id.value_counts().index[0]
     viewed = lists[(lists.customer_id == viewer) & (lists.placement == "recently_viewed")]
     trending = table(nightly.store, "product_trending", "trending_rank")
+    cold = nightly.store.read(
+        "SELECT product_id FROM product_popularity JOIN product_keys USING (product_key) "
+        "WHERE segment = 'all' ORDER BY popularity_rank LIMIT 1", inputs=["product_popularity", "product_keys"])
     now = datetime.now(UTC).replace(tzinfo=None)
     first_viewed, second_viewed = viewed.product_id.iloc[0], viewed.product_id.iloc[1]
     put(store, "merchandising_rules", rules(
@@ -166,12 +176,14 @@ def published(definitions, nightly, tmp_path_factory):
         {"rule_id": "T1", "action": "pin", "placement": "trending", "product_ids": trending.product_id.iloc[-1],
          "value": 1.0},
         {"rule_id": "H1", "action": "exclude", "placement": "home", "product_ids": first_viewed},
+        {"rule_id": "H2", "action": "exclude", "placement": "home", "product_ids": cold.product_id.iloc[0]},
     ))
     result = dg.materialize(list(definitions.assets), selection=["published_recommendations"], resources=resources,
                             tags=nightly.tags)
     assert result.success
     recommender = Recommender(ServingDatabase(resources["serving"].url), cache_ttl=0)
-    yield {"recommender": recommender, "lists": lists, "viewer": viewer, "trending": trending}
+    yield {"recommender": recommender, "lists": lists, "viewer": viewer, "trending": trending,
+           "cold": cold.product_id.iloc[0]}
     recommender.db.dispose()
 
 
@@ -195,6 +207,15 @@ def test_the_trending_placement_serves_the_trending_list_with_its_pin(published)
     last = trending.product_id.iloc[-1]
     assert [r["product_id"] for r in answer["recommendations"]] == [last, *trending.product_id.iloc[:-1]]
     assert answer["recommendations"][0]["evidence"].endswith("rule:T1")
+    listed = recommender.trending("C00001", limit=50)  # get_trending_products: the same list, the same rules
+    assert [r["product_id"] for r in listed] == [r["product_id"] for r in answer["recommendations"]]
+    assert [r["rank"] for r in listed] == list(range(1, len(listed) + 1))
+
+
+def test_the_cold_start_list_gets_the_home_rules_without_a_segment(published):
+    answer = published["recommender"].recommend("someone-new", limit=50)
+    assert answer["cold_start"] and answer["recommendations"]
+    assert published["cold"] not in [r["product_id"] for r in answer["recommendations"]]
 
 
 def test_a_placement_is_inferred_or_checked_against_what_it_needs(published):

@@ -121,11 +121,14 @@ class Entry:
     generated_at: datetime | None
     items: tuple[Item, ...]
     rules: tuple[Rule, ...] = ()  # the placement's, applied to the items at the time of each answer
+    never: frozenset[str] = frozenset()  # products the answer must not show (the viewed one, the cart's)
 
     def answer(self, request: Request, at: datetime | None = None) -> dict:
         """The answer to `request` at `at` (default now, UTC): the rules in force then applied, then the type filter
         and the limit."""
-        items = apply_rules(self.items, self.rules, at or utcnow(), MAX_LIMIT) if self.rules else self.items
+        items = self.items
+        if self.rules:
+            items = apply_rules(items, self.rules, at or utcnow(), MAX_LIMIT, self.never)
         chosen = [
             item for item in items
             if request.recommendation_type == "all" or item.recommendation_type == request.recommendation_type
@@ -305,11 +308,14 @@ class Recommender:
         lists: dict[str, list] = {}
         for r in rows:
             lists.setdefault(r.variant, []).append(r)
-        chosen = lists[_variant_of(lists, _experiment(rows[0].experiment), customer_id)]
+        items = tuple(Item(r.product_id, r.product_name, "trending", float(r.score), r.evidence)
+                      for r in lists[_variant_of(lists, _experiment(rows[0].experiment), customer_id)])
+        rules = self._rules_of(rows[0].version, rows[0].revision).get("trending", ())
+        chosen = apply_rules(items, rules, utcnow(), MAX_LIMIT) if rules else items
         return [
-            {"rank": r.rank, "product_id": r.product_id, "product_name": r.product_name, "score": r.score,
+            {"rank": rank, "product_id": r.product_id, "product_name": r.product_name, "score": r.score,
              "evidence": r.evidence}
-            for r in chosen[:limit]
+            for rank, r in enumerate(chosen[:limit], start=1)
         ]
 
     def state(self) -> tuple[int, int] | None:
@@ -340,7 +346,9 @@ class Recommender:
             entry = self._personal(request)
         if request.placement == HOME:
             return entry
-        return replace(entry, rules=self._rules_of(entry.version, entry.revision).get(request.placement, ()))
+        never = frozenset({request.product_id, *request.cart} - {None})
+        rules = self._rules_of(entry.version, entry.revision).get(request.placement, ())
+        return replace(entry, rules=rules, never=never)
 
     def _personal(self, request: Request) -> Entry:
         """home, product_page and cart: the customer's own list (or the cold-start list), blended as asked."""
@@ -362,6 +370,10 @@ class Recommender:
         else:
             variant, items, generated_at = self._cold_start_list(version, revision, request.customer_id)
             cold_start = True
+            # the cold-start list gets the home rules without a segment (a customer's own list got theirs in the
+            # pipeline), as of when it is read
+            home_rules = self._rules_of(version, revision).get(HOME, ())
+            items = apply_rules(items, home_rules, utcnow(), MAX_LIMIT) if home_rules else items
         if request.product_id is not None:
             items = self._blend(items, related, request.product_id)
         if request.cart:

@@ -10,11 +10,13 @@ at the time of the request:
                1; the list is ranked again by that score, ties keeping their order;
 - pin          the product takes the pinned position: pins are placed by position, then higher priority, then
                smaller rule id, a taken position passing to the next free one; of two pins of one product the
-               stronger counts. A pinned product already listed keeps its score and type, one that is not comes
-               with type 'pinned' and score 0; a list shorter than the position shows the pin after it, and a pin
-               placed beyond `max_position` is not applied.
+               stronger counts. A pinned product already listed keeps its score (before any boost) and type, one
+               that is not comes with type 'pinned' and score 0; a list shorter than the position shows the pin
+               after it, and a pin placed beyond `max_position` is not applied.
 
-Each rule that moved a product is named in its evidence (`rule:<id>`). Customer segments are for home rules only.
+Each rule that moved a product is named in its evidence (`rule:<id>`). Customer segments are for home rules only:
+the home rules without a segment are also applied here to the cold-start list, which customers without rows of
+their own are served.
 """
 
 from __future__ import annotations
@@ -45,12 +47,16 @@ class Rule:
         return (self.valid_from is None or self.valid_from <= at) and (self.valid_to is None or at < self.valid_to)
 
 
-def apply_rules(items: tuple[Item, ...], rules: tuple[Rule, ...], at: datetime, max_position: int) -> tuple[Item, ...]:
-    """`items` (best first) with the rules in force at `at` applied."""
+def apply_rules(
+    items: tuple[Item, ...], rules: tuple[Rule, ...], at: datetime, max_position: int,
+    never: frozenset[str] = frozenset(),
+) -> tuple[Item, ...]:
+    """`items` (best first) with the rules in force at `at` applied; `never` are products the answer must not
+    show (a viewed product, the cart's), which no pin brings back."""
     active = [rule for rule in rules if rule.in_force(at)]
     if not active:
         return items
-    excluded = {rule.product_id for rule in active if rule.action == "exclude"}
+    excluded = {rule.product_id for rule in active if rule.action == "exclude"} | never
     factors: dict[str, list[Rule]] = {}
     for rule in sorted(active, key=lambda r: r.rule_id):
         if rule.action in ("boost", "bury"):
@@ -68,11 +74,13 @@ def apply_rules(items: tuple[Item, ...], rules: tuple[Rule, ...], at: datetime, 
             )
         rescored.append((order, item))
     ranked = [item for _, item in sorted(rescored, key=lambda pair: (-pair[1].score, pair[0]))]
-    return _pinned(ranked, [rule for rule in active if rule.action == "pin" and rule.product_id not in excluded],
-                   max_position)
+    pins = [rule for rule in active if rule.action == "pin" and rule.product_id not in excluded]
+    return _pinned(ranked, pins, max_position, {item.product_id: item for item in items})
 
 
-def _pinned(ranked: list[Item], pins: list[Rule], max_position: int) -> tuple[Item, ...]:
+def _pinned(ranked: list[Item], pins: list[Rule], max_position: int, unscored: dict[str, Item]) -> tuple[Item, ...]:
+    """The pins placed among `ranked`; a pinned product that was listed shows as it was before any boost or
+    bury (`unscored`), with the pin in its evidence, as in the pipeline's rules."""
     strongest: dict[str, Rule] = {}
     for pin in sorted(pins, key=lambda r: (-r.priority, r.rule_id)):
         strongest.setdefault(pin.product_id, pin)
@@ -85,7 +93,7 @@ def _pinned(ranked: list[Item], pins: list[Rule], max_position: int) -> tuple[It
         slots.append((slot, pin))
     if not slots:
         return tuple(ranked)
-    listed = {item.product_id: item for item in ranked}
+    listed = {item.product_id: unscored[item.product_id] for item in ranked}
     pinned_ids = {pin.product_id for _, pin in slots}
     free = [item for item in ranked if item.product_id not in pinned_ids]
     placed: list[Item] = []

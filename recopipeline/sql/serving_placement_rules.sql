@@ -1,7 +1,7 @@
--- serving_placement_rules: the merchandising rules of every placement but home (whose rules shaped the top N
--- already), each with the products it matches (merchandising_rule_products, as of the as-of time), for the read
--- API to apply when it answers, within each rule's validity window. Rules that ended by the as-of time are left
--- out.
+-- serving_placement_rules: the merchandising rules the read API applies when it answers, each with the products
+-- it matches (merchandising_rule_products, as of the as-of time), within each rule's validity window: the rules of
+-- every placement but home (whose rules shaped the customers' top N already), and the home rules without a
+-- segment, for the cold-start list. Rules that ended by the as-of time are left out.
 SELECT r.placement,
        r.rule_id,
        p.product_id,
@@ -13,5 +13,5 @@ SELECT r.placement,
        r.valid_to
 FROM merchandising_rule_products AS r
 JOIN products AS p USING (product_key)
-WHERE r.placement <> 'home'
+WHERE (r.placement <> 'home' OR r.customer_segment IS NULL)
   AND (r.valid_to IS NULL OR r.valid_to > getvariable('as_of'))
