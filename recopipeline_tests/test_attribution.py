@@ -355,3 +355,22 @@ def test_without_orders_the_asset_fails_and_says_so(definitions, warehouse):
     assert not result.success
     (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert "upstream asset 'orders' has not been materialized" in failure.step_failure_data.error.message
+
+
+def test_a_purchase_reported_twice_or_from_two_answers_counts_once():
+    start = datetime(2026, 10, 1, 12)
+    con = duckdb.connect()
+    con.execute("CREATE TABLE orders AS SELECT 'O1' AS order_id, 'C1' AS customer_id, 'P1' AS product_id, "
+                "TIMESTAMP '2026-10-01 12:30:00' AS order_timestamp, 40.0 AS line_value")
+
+    def touch(number: int, event: str, answer: str, minutes: int) -> dict:
+        return {"feedback_id": number, "event": event, "customer_id": "C1", "product_id": "P1", "variant": "control",
+                "recommendation_type": "ease", "version": 1, "recommendation_id": answer, "placement": "home",
+                "revenue": None, "recorded_at": start + timedelta(minutes=minutes)}
+
+    retried = pd.DataFrame([touch(1, "click", "R1", 0), touch(2, "purchase", "R1", 31), touch(3, "purchase", "R1", 32)])
+    two_answers = pd.DataFrame([touch(1, "click", "R1", 0), touch(2, "click", "R2", 1),
+                                touch(3, "purchase", "R1", 31), touch(4, "purchase", "R2", 31)])
+    for touches in (retried, two_answers):
+        got = attributed_purchases(con, touches, window_hours=24, match_hours=24)
+        assert got[["answer", "reported", "order_lines", "revenue"]].values.tolist() == [["R1", 1, 0, 40.0]]

@@ -232,3 +232,17 @@ def test_a_placement_is_inferred_or_checked_against_what_it_needs(published):
     ]:
         with pytest.raises(ValueError, match=message):
             recommender.recommend("C00001", **arguments)
+
+
+def test_a_click_on_an_answer_is_recorded_as_its_impression_showed_it(published):
+    from recopipeline.serving.feedback import record_feedback, record_impressions
+
+    recommender = published["recommender"]
+    product = published["trending"].product_id.iloc[0]
+    answer = recommender.recommend("C00001", product_id=product, limit=50)
+    record_impressions(recommender.db, answer)
+    shown = answer["recommendations"][-1]
+    row = record_feedback(recommender.db, "C00001", shown["product_id"], "click",
+                          recommendation_id=answer["recommendation_id"])
+    assert (row["placement"], row["recommendation_type"], row["rank"], row["variant"]) == (
+        "product_page", shown["recommendation_type"], shown["rank"], answer["variant"])

@@ -421,6 +421,7 @@ def test_a_database_from_before_the_answer_ids_gets_the_column_when_opened(tmp_p
     url = f"sqlite:///{tmp_path / 'old.db'}"
     old = ServingDatabase(url)
     with old.engine.begin() as conn:
+        conn.exec_driver_sql('DROP INDEX "recommendation_feedback_answer"')  # made with the column, after it
         conn.exec_driver_sql('ALTER TABLE "recommendation_feedback" DROP COLUMN "recommendation_id"')
         conn.exec_driver_sql(
             "INSERT INTO recommendation_feedback (event, customer_id, product_id, variant, recommendation_type, "

@@ -9,7 +9,9 @@ A purchase is attributed to a recommendation in two ways:
 
 An order line is not counted again when it is the nearest order line (within `purchase_match_hours`, either
 side) of a reported purchase of the same customer and product: the reported row stands for it, and takes the
-line's value when it reports no revenue. A purchase's revenue is the reported `revenue`, else the order line's
+line's value when it reports no revenue. A purchase is counted once however often it is reported: again for the
+same answer (a client's retry) it is the first report's; from a second answer, the order line it shares with the
+first goes to the report nearest to it (then the first reported). A purchase's revenue is the reported `revenue`, else the order line's
 `line_value` (quantity × unit price, data_contract.md).
 
 The unit of a purchase is one product bought from one answer (customer, product, recommendation_id): several
@@ -60,7 +62,12 @@ SHOWN_TYPES = {
 ATTRIBUTED_PURCHASES = """
 -- touches: the window's clicks and reported purchases; orders: the warehouse's order lines
 WITH clicks AS (SELECT * FROM touches WHERE event = 'click'),
-reported AS (SELECT * FROM touches WHERE event = 'purchase'),
+reported AS (  -- one per answer and product: the same purchase reported again for its answer is a retry
+    SELECT * FROM touches WHERE event = 'purchase'
+    QUALIFY row_number() OVER (
+        PARTITION BY customer_id, product_id, coalesce(recommendation_id, 'feedback-' || feedback_id)
+        ORDER BY feedback_id) = 1
+),
 pairs AS (SELECT DISTINCT customer_id, product_id FROM touches),
 lines AS (  -- the order lines of every customer and product clicked or reported bought, from the window's start
     SELECT o.order_id, o.customer_id, o.product_id, o.order_timestamp, o.line_value
@@ -68,13 +75,20 @@ lines AS (  -- the order lines of every customer and product clicked or reported
     SEMI JOIN pairs AS p ON p.customer_id = o.customer_id AND p.product_id = o.product_id
     WHERE o.order_timestamp >= (SELECT min(recorded_at) FROM touches) - to_hours($match_hours)
 ),
-covered AS (  -- the nearest order line of each reported purchase, within purchase_match_hours either side
-    SELECT r.feedback_id, l.order_id, l.product_id, l.line_value
+nearest AS (  -- the nearest order line of each reported purchase, within purchase_match_hours either side
+    SELECT r.feedback_id, l.order_id, l.product_id, l.line_value,
+           abs(epoch(l.order_timestamp) - epoch(r.recorded_at)) AS distance
     FROM reported AS r
     JOIN lines AS l ON l.customer_id = r.customer_id AND l.product_id = r.product_id
         AND abs(epoch(l.order_timestamp) - epoch(r.recorded_at)) <= $match_hours * 3600
-    QUALIFY row_number() OVER (
-        PARTITION BY r.feedback_id ORDER BY abs(epoch(l.order_timestamp) - epoch(r.recorded_at)), l.order_id) = 1
+    QUALIFY row_number() OVER (PARTITION BY r.feedback_id ORDER BY distance, l.order_id) = 1
+),
+covered AS (  -- an order line stands for one reported purchase: the nearest, then the first reported
+    SELECT * FROM nearest
+    QUALIFY row_number() OVER (PARTITION BY order_id, product_id ORDER BY distance, feedback_id) = 1
+),
+reported_again AS (  -- a purchase reported from a second answer: its order line stands for the first already
+    SELECT feedback_id FROM nearest ANTI JOIN covered USING (feedback_id)
 ),
 ordered AS (  -- every other line goes to the last click on its product before it, within the attribution window
     SELECT c.*, l.line_value
@@ -88,6 +102,7 @@ ordered AS (  -- every other line goes to the last click on its product before i
 units AS (
     SELECT r.*, coalesce(r.revenue, v.line_value, 0) AS value, 1 AS reported
     FROM reported AS r LEFT JOIN covered AS v USING (feedback_id)
+    WHERE r.feedback_id NOT IN (SELECT feedback_id FROM reported_again)
     UNION ALL BY NAME
     SELECT *, line_value AS value, 0 AS reported FROM ordered
 )

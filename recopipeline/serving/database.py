@@ -77,7 +77,17 @@ class ServingDatabase:
         except DBAPIError:  # another process created them at the same moment
             metadata.create_all(self.engine)
         self._add_missing_columns()
+        self._add_missing_indexes()
         self._allow_new_feedback_events()
+
+    def _add_missing_indexes(self) -> None:
+        """Indexes added to a table after a database was created with it (by a role that may create them)."""
+        for table in metadata.sorted_tables:
+            for index in table.indexes:
+                try:
+                    index.create(self.engine, checkfirst=True)
+                except DBAPIError:  # a reader role, or another process at the same moment
+                    pass
 
     def _add_missing_columns(self) -> None:
         """Columns added to a table after a database was created with it (nullable, so old rows stay valid)."""

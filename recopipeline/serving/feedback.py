@@ -64,6 +64,12 @@ def record_feedback(
             raise ValueError(f"revenue must be a finite number >= 0, got {revenue!r}")
         revenue = float(revenue)
     with db.engine.connect() as conn:
+        if recommendation_id is not None and None in (variant, recommendation_type, version, placement, rank):
+            shown = _shown(conn, recommendation_id, product_id)  # the answer's impression says how it was shown
+            if shown is not None:
+                variant, recommendation_type = variant or shown.variant, recommendation_type or shown.recommendation_type
+                version = version if version is not None else shown.version
+                placement, rank = placement or shown.placement, rank if rank is not None else shown.rank
         if variant is None or recommendation_type is None or version is None:
             found_variant, found_type, found_version = _served(conn, customer_id, product_id)
             variant = variant or found_variant
@@ -113,6 +119,16 @@ def _check_event(event: str, customer_id, product_id, rank) -> None:
     check_id("product_id", product_id)
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
         raise ValueError(f"rank must be a positive integer, got {rank!r}")
+
+
+def _shown(conn, recommendation_id: str, product_id: str):
+    """The impression of the product in the answer `recommendation_id`, if it was recorded."""
+    fb = recommendation_feedback
+    return conn.execute(
+        select(fb.c.variant, fb.c.recommendation_type, fb.c.version, fb.c.placement, fb.c.rank)
+        .where(fb.c.recommendation_id == recommendation_id, fb.c.product_id == product_id, fb.c.event == "impression")
+        .limit(1)
+    ).first()
 
 
 def _served(conn, customer_id: str, product_id: str) -> tuple[str | None, str | None, int | None]:

@@ -148,5 +148,6 @@ recommendation_feedback = Table(
     Column("placement", String),  # where the answer was shown (home, product_page, cart, ...); null: not known
     CheckConstraint(f"event IN ({', '.join(repr(e) for e in FEEDBACK_EVENTS)})", name="feedback_event"),
     Index("recommendation_feedback_recorded_at", "recorded_at"),
+    Index("recommendation_feedback_answer", "recommendation_id", "product_id"),  # a click's impression
     implicit_returning=False,  # no INSERT ... RETURNING: readers may insert feedback without reading it
 )
