@@ -115,7 +115,20 @@ def build_server(recommender: Recommender | None = None, impressions: bool = Tru
         ] = None,
         limit: Annotated[int, Field(ge=1, le=MAX_LIMIT, description="Maximum number of products to return")] = 10,
     ) -> dict[str, Any]:
-        return {"customer_id": customer_id, "trending": recommender.trending(customer_id, limit)}
+        if customer_id is None:  # nobody to attribute it to: the list alone
+            return {"customer_id": None, "trending": recommender.trending(None, limit)}
+        try:
+            answer = recommender.recommend(customer_id, limit=limit, placement="trending")
+        except ValueError as error:
+            raise ToolError(str(error)) from None
+        if impressions:
+            record_impressions(recommender.db, answer)
+        fields = ("rank", "product_id", "product_name", "score", "evidence")
+        return {
+            "customer_id": customer_id, "recommendation_id": answer["recommendation_id"], "placement": "trending",
+            "variant": answer["variant"], "version": answer["version"],
+            "trending": [{name: item[name] for name in fields} for item in answer["recommendations"]],
+        }
 
     @server.tool(name="record_feedback", description=FEEDBACK_DESCRIPTION)
     def record_feedback(

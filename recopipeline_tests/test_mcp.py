@@ -75,6 +75,9 @@ async def exercise(client: Client) -> int:
     trending = await client.call_tool("get_trending_products", {"limit": 2})
     assert not trending.is_error
     assert [(r["rank"], r["product_id"]) for r in trending.structured_content["trending"]] == [(1, "P8001"), (2, "P8002")]
+    personal = (await client.call_tool("get_trending_products", {"customer_id": "C00001", "limit": 2})).structured_content
+    assert personal["placement"] == "trending" and personal["recommendation_id"]  # its clicks can name the answer
+    assert [r["product_id"] for r in personal["trending"]] == ["P8001", "P8002"]
 
     result = await client.call_tool("get_product_recommendations", {"customer_id": "C00001", "limit": 3})
     assert not result.is_error
@@ -102,7 +105,7 @@ async def exercise(client: Client) -> int:
     assert clicked.structured_content["event"] == "click"
     assert clicked.structured_content["variant"] == "control"
     answers = (answer, viewing.structured_content, newcomer.structured_content, carting.structured_content)
-    return sum(len(a["recommendations"]) for a in answers) + 1
+    return sum(len(a["recommendations"]) for a in answers) + len(personal["trending"]) + 1  # + the click
 
 
 def test_stdio_session_calls_the_tool(serving_url):

@@ -323,6 +323,20 @@ def test_cache_answers_until_the_ttl_ends_or_a_new_version_is_live(database):
     assert names(cached.recommend("C00001")) == {"two"}
 
 
+def test_a_customers_publication_withdraws_products_no_longer_available_from_the_product_lists(database):
+    publish_generation(database, "one")
+    reader = Recommender(database, cache_ttl=0)
+    related = reader.related_products("P0000", "similar", limit=10)
+    gone = related[0]["product_id"]
+    fresh = [{"customer_id": "C00001", "variant": "control", "rank": 1, "product_id": "P0001", "product_name": "h",
+              "recommendation_type": "collaborative", "score": 1.0, "evidence": None}]
+    publish_customers(database, fresh, ["C00001"], unavailable=[gone])
+    assert [r["product_id"] for r in reader.related_products("P0000", "similar", limit=10)] == \
+        [r["product_id"] for r in related[1:]]
+    assert gone not in [r["product_id"] for r in reader.recommend("C00002", product_id="P0000", limit=50)["recommendations"]
+                        if r["recommendation_type"] == "affinity_similar" and r["evidence"] == "similar:P0000"]
+
+
 def test_customers_publication_replaces_only_touched_customers_atomically(database):
     publish_generation(database, "one")
     reader = Recommender(database, cache_ttl=60, pointer_ttl=0)

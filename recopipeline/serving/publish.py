@@ -162,12 +162,14 @@ def publish_customers(
     *,
     placement_rows: Sequence[Mapping[str, object]] = (),
     placement_customers: Iterable[str] = (),
+    unavailable: Iterable[str] = (),
     run_id: str | None = None,
     generated_at: datetime | None = None,
 ) -> Publication:
     """Replace the rows of `customers` in the live version, in one transaction (the hourly refresh), and the
     placement lists of `placement_customers` (customers of `customers` whose lists were recomputed) by
-    `placement_rows` (a customer may have none: nothing viewed or bought).
+    `placement_rows` (a customer may have none: nothing viewed or bought). The `unavailable` products (sold out
+    or withdrawn since) leave the live version's product lists and pins.
 
     Every listed customer must get at least one row, and no row may belong to a customer not listed.
     """
@@ -192,6 +194,7 @@ def publish_customers(
         try:
             _replace(conn, customer_recommendations, touched, rows, state.version, generated_at)
             _replace(conn, customer_placement_lists, listed, placement_rows, state.version, generated_at)
+            _withdraw(conn, sorted(set(unavailable)), state.version)
             revision = state.revision + 1
             conn.execute(
                 insert(publications).values(
@@ -225,6 +228,18 @@ def _replace(
         )
     if rows:
         conn.execute(insert(table), [_row(row, COLUMNS[table.name], version, generated_at) for row in rows])
+
+
+def _withdraw(conn: Connection, products: list[str], version: int) -> None:
+    """Products no longer available out of `version`'s product lists (similar, complementary, bought together)
+    and pins (inside the caller's transaction)."""
+    for start in range(0, len(products), 10_000):  # SQLite caps the parameters of one statement
+        chunk = products[start : start + 10_000]
+        conn.execute(delete(product_relations).where(
+            product_relations.c.version == version, product_relations.c.related_product_id.in_(chunk)))
+        conn.execute(delete(placement_rules).where(
+            placement_rules.c.version == version, placement_rules.c.action == "pin",
+            placement_rules.c.product_id.in_(chunk)))
 
 
 def rollback(db: ServingDatabase) -> tuple[int, int]:

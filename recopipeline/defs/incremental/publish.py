@@ -8,7 +8,7 @@ hours recomputes them in the warehouse but leaves what is served alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import duckdb
@@ -44,6 +44,7 @@ def newest_published_hour_end(db: ServingDatabase) -> datetime | None:
 class HourRows:
     rows: list[dict]  # customer_recommendations rows
     placement_rows: list[dict] | None  # customer_placement_lists rows of the same customers; None: not written
+    unavailable: list[str] = field(default_factory=list)  # products no longer available, as ingested now
 
 
 def serving_rows(
@@ -63,16 +64,20 @@ def serving_rows(
         f"SELECT * FROM ({load_sql('serving_customer_recommendations')}) ORDER BY customer_id, variant, rank"
     ).df()
     rows = [dict(zip(CUSTOMER_COLUMNS, row)) for row in frame[list(CUSTOMER_COLUMNS)].itertuples(index=False)]
+    unavailable = [
+        product for (product,) in run(
+            con, "SELECT product_id FROM products WHERE NOT is_active OR stock_quantity <= 0 ORDER BY product_id")
+    ]
     lists_path = store.partition_path(lists_asset, hour_key(hour)) if lists_asset else None
     if lists_path is None or not run(con, "SELECT count(*) FROM glob($path)", {"path": lists_path})[0][0]:
-        return HourRows(rows, None)
+        return HourRows(rows, None, unavailable)
     run(con, f"CREATE OR REPLACE TEMP VIEW customer_placement_recommendations AS "
              f"SELECT * FROM read_parquet('{lists_path}')")
     lists = con.sql(f"SELECT * FROM ({load_sql('serving_placement_lists')}) ORDER BY customer_id, placement, rank").df()
     placement_rows = [
         dict(zip(PLACEMENT_COLUMNS, row)) for row in lists[list(PLACEMENT_COLUMNS)].itertuples(index=False)
     ]
-    return HourRows(rows, placement_rows)
+    return HourRows(rows, placement_rows, unavailable)
 
 
 def publish_hour(db: ServingDatabase, hour_rows: HourRows, hour_end: datetime, run_id: str) -> Publication | None:
@@ -86,5 +91,6 @@ def publish_hour(db: ServingDatabase, hour_rows: HourRows, hour_end: datetime, r
     return publish_customers(
         db, hour_rows.rows, customers,
         placement_rows=hour_rows.placement_rows or [], placement_customers=customers_only if listed else [],
+        unavailable=hour_rows.unavailable,
         run_id=run_id, generated_at=hour_end,
     )
