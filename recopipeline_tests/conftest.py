@@ -97,6 +97,14 @@ def put(store: Warehouse, asset: str, frame: pd.DataFrame) -> None:
                     extend_dictionary(store, con, BY_ID[base], f"(SELECT {column} AS {base} FROM frame)")
             query = keyed_rows(store, con, SOURCES[asset], query) if source else _with_keys(store, frame)
         store.write(con, asset, query)
+    if asset == "product_recommendations":  # without a promoted model the learned stage passes them through
+        unranked(store)
+
+
+def unranked(store: Warehouse) -> None:
+    """learned_recommendations as the learned stage writes it with the learned ranking off: the blend's rows."""
+    with store.session(["product_recommendations"]) as con:
+        store.write(con, "learned_recommendations", "SELECT * FROM product_recommendations")
 
 
 def _id_of(column: str) -> str | None:

@@ -87,9 +87,10 @@ def test_ease_neighbours_keep_positive_top_k_and_the_most_bought_items():
     assert dict(zip(table.product_key_1, table.product_key_2))[1] == 2  # 1's buyers mostly bought 2
 
 
-def test_a_blend_weight_reruns_only_the_blend():
+def test_a_blend_weight_reruns_only_the_blend_what_ranks_it_and_the_model_trained_on_it():
     assert stages_to_rerun(Tuning(), Tuning(weight_ease=2.0)) == [
-        "product_recommendations", "customer_top_recommendations"]
+        "ranking_model", "product_recommendations", "candidate_features", "learned_recommendations",
+        "customer_top_recommendations"]
     rerun = stages_to_rerun(Tuning(), Tuning(ease_l2=10.0))
     assert rerun[0] == "ease_item_similarity" and "customer_segments" not in rerun
     assert "customer_product_affinity" in stages_to_rerun(Tuning(), Tuning(weight_view=2.0))

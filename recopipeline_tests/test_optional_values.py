@@ -11,7 +11,7 @@ from recopipeline.defs.quality import results
 from recopipeline.lib.keys import dictionary_relations
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import load_sql, run
-from recopipeline_tests.conftest import AS_OF, put, rows, stage, table
+from recopipeline_tests.conftest import unranked, AS_OF, put, rows, stage, table
 from recopipeline_tests.test_recommendations import TOTAL_WEIGHT, candidates, recommendations  # noqa: F401
 
 
@@ -32,7 +32,9 @@ def test_unknown_stock_is_recommended_and_an_unknown_name_is_shown_as_the_id(def
     products = table(candidates, "products", "product_id").astype({"stock_quantity": "Int32", "price": "Float64"})
     products.loc[products.product_id == "P6", ["stock_quantity", "product_name", "price"]] = pd.NA
     put(candidates, "products", products)
-    stage(definitions, candidates, ["product_recommendations", "customer_top_recommendations"])
+    stage(definitions, candidates, ["product_recommendations"])
+    unranked(candidates)
+    stage(definitions, candidates, ["customer_top_recommendations"])
     c1 = recommendations(candidates, "C1")
     # collaborative for C1: P5 = P9 = 10 x 0.5 (the best), P6 = 5 x 0.4 (seed P2) -> 2 / 5
     assert c1.loc["P6", "recommendation_type"] == "collaborative"

@@ -80,7 +80,7 @@ def test_the_refresh_reruns_every_per_customer_stage_and_nothing_else():
     assert [spec.name for spec in per_customer_stages()] == [
         "customer_segments", "customer_behavior_comprehensive", "customer_category_preferences",
         "customer_placement_recommendations", "customer_product_affinity", "product_recommendations",
-        "customer_top_recommendations"]
+        "candidate_features", "learned_recommendations", "customer_top_recommendations"]
     # everything a per-customer stage reads is recomputed, restricted to the customers, or a shared table
     assert "product_popularity" in shared_tables() and "collaborative_item_similarity" in shared_tables()
     assert not set(shared_tables()) & {"customer_segments", "customer_product_affinity", "customer_interactions"}

@@ -23,7 +23,10 @@ SALT = "test-experiment"
 TUNING = {"ab_variants": VARIANTS, "ab_salt": SALT}
 EXPERIMENT = Tuning(**TUNING).experiment()
 REPOSITORY = Path(__file__).parents[1]
-PUBLISH_AND_TOP = ["product_recommendations", "customer_top_recommendations", "published_recommendations"]
+PUBLISH_AND_TOP = [
+    "product_recommendations", "candidate_features", "ranking_model", "learned_recommendations",
+    "customer_top_recommendations", "published_recommendations",
+]
 
 
 def materialized(result: dg.ExecuteInProcessResult) -> dict[str, dict]:

@@ -17,7 +17,7 @@ from recopipeline.lib.contract import SOURCES
 from recopipeline.lib.gx_adapter import Expectation, validate
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import Warehouse
-from recopipeline_tests.conftest import AS_OF, materialize_assets, put, resources_for, rows
+from recopipeline_tests.conftest import AS_OF, materialize_assets, put, resources_for, rows, unranked
 from recopipeline_tests.test_validation import write_sources
 
 
@@ -158,7 +158,9 @@ def test_a_customer_without_recommendations_stops_the_top_list(definitions, blen
 
 def test_the_top_list_passes_its_checks_and_its_gx_suite(definitions, blend_inputs):
     put(blend_inputs, "customer_segments", frame("customer_id customer_segment", ("C1", "returning")))
-    result = run(definitions, blend_inputs, ["product_recommendations", "customer_top_recommendations"])
+    assert run(definitions, blend_inputs, ["product_recommendations"]).success
+    unranked(blend_inputs)
+    result = run(definitions, blend_inputs, ["customer_top_recommendations"])
     assert result.success
     suite = evaluation(result, "customer_top_recommendations", derived.GX_EXPECTATIONS)
     assert suite.passed and suite.metadata["failed_expectations"].value == 0

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from recopipeline.lib.tuning import STRATEGIES
-from recopipeline_tests.conftest import AS_OF, put, rows, stage, table
+from recopipeline_tests.conftest import unranked, AS_OF, put, rows, stage, table
 
 TOTAL_WEIGHT = 1.0 + 1.0 + 10.0 + 1.0 + 0.6 + 0.0 + 0.1  # default strategy weights (ease: 10)
 
@@ -167,7 +167,9 @@ def test_a_customer_without_history_gets_the_segment_fallback(definitions, candi
 
 
 def test_top_recommendations_cut_at_n_with_display_fields(definitions, candidates):
-    stage(definitions, candidates, ["product_recommendations", "customer_top_recommendations"], top_n=2)
+    stage(definitions, candidates, ["product_recommendations"], top_n=2)
+    unranked(candidates)
+    stage(definitions, candidates, ["customer_top_recommendations"], top_n=2)
     top = table(candidates, "customer_top_recommendations", "customer_id, recommendation_rank")
     assert list(zip(top.customer_id, top.product_id)) == [("C1", "P3"), ("C1", "P5"), ("C2", "P8"), ("C2", "P3")]
     assert top.loc[0, "product_name"] == "name P3"

@@ -1,5 +1,6 @@
 """Building blocks shared by the pipeline's assets: the as-of time, the stage assets, publishing and metadata."""
 
+import json
 import time
 import warnings
 from datetime import datetime
@@ -11,7 +12,7 @@ import duckdb
 from recopipeline.defs.quality.derived_checks import derived_check_specs, run_derived_checks
 from recopipeline.defs.quality.results import blocking_failures
 from recopipeline.defs.resources import TuningResource, WarehouseResource
-from recopipeline.lib import settings
+from recopipeline.lib import ranking, settings
 from recopipeline.lib.keys import dictionary_relations, owning_assets, readable_query
 from recopipeline.lib.stages import NoEventsError, latest_event_time, run_stage, stage
 from recopipeline.lib.tuning import Tuning
@@ -69,7 +70,8 @@ def describe(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, asset: str, s
     """Metadata a data engineer looks at: row count, a preview and the score distribution."""
     scan = warehouse.scan(asset)
     (rows,) = con.sql(f"SELECT count(*) FROM {scan}").fetchall()[0]
-    first_rows = f"SELECT * FROM {scan} LIMIT 10"
+    hidden = " EXCLUDE (model)" if asset == ranking.MODEL else ""  # the model's text is megabytes
+    first_rows = f"SELECT *{hidden} FROM {scan} LIMIT 10"
     shown = dictionary_relations(warehouse)  # a table of keys is previewed with the ids next to them
     preview = con.sql(readable_query(con, first_rows, shown)).df()
     metadata: dict = {
@@ -88,7 +90,28 @@ def describe(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, asset: str, s
             f"{score_column}_p90": float(p90),
             f"{score_column}_max": float(high),
         }
+    if asset == ranking.MODEL and rows:
+        metadata |= _model_metadata(con, scan)
     return metadata
+
+
+def _model_metadata(con: duckdb.DuckDBPyConnection, scan: str) -> dict:
+    """The learned ranking's held-out figures as numbers (plotted across runs) and its feature importances."""
+    (promoted, reason, model_ndcg, blend_ndcg, customers, importances), = con.sql(
+        f"SELECT promoted, reason, holdout_ndcg_model, holdout_ndcg_blend, train_customers, feature_importances "
+        f"FROM {scan}"
+    ).fetchall()
+    gains = sorted(json.loads(importances).items(), key=lambda pair: -pair[1])
+    table = "| feature | share of the gain |\n| --- | --- |\n" + "".join(f"| {f} | {g:.4f} |\n" for f, g in gains)
+    return {
+        "promoted": dg.MetadataValue.bool(bool(promoted)),
+        "reason": dg.MetadataValue.text(reason),
+        "holdout_ndcg@20_model": dg.MetadataValue.float(float(model_ndcg)),
+        "holdout_ndcg@20_blend": dg.MetadataValue.float(float(blend_ndcg)),
+        "train_customers": dg.MetadataValue.int(int(customers)),
+        "feature_importances": dg.MetadataValue.md(table if gains else "_no model_"),
+        **{f"importance/{f}": dg.MetadataValue.float(float(g)) for f, g in gains},
+    }
 
 
 def stage_asset(name: str) -> dg.AssetsDefinition:

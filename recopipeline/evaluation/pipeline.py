@@ -46,6 +46,11 @@ class TrainedPipeline:
         )
         return {c: group.product_id.tolist() for c, group in frame.groupby("customer_id", sort=False)}
 
+    def model_promoted(self) -> bool:
+        """Whether the last built ranking_model was promoted (the learned ranking then ranks the lists)."""
+        frame = self.store.read("SELECT promoted FROM ranking_model", inputs=["ranking_model"])
+        return bool(frame.promoted.iloc[0])
+
     def catalogue_size(self) -> int:
         frame = self.store.read(
             "SELECT count(*) AS n FROM products WHERE is_active AND (stock_quantity > 0 OR stock_quantity IS NULL)",

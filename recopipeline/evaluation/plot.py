@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from recopipeline.evaluation.split import VARIANTS  # noqa: E402
 
 GROUP_COLOURS = {"baseline": "tab:grey", "pipeline": "tab:blue", "diversity": "tab:green", "trending": "tab:purple",
-                 "ablation": "tab:orange"}
+                 "learned": "tab:red", "ablation": "tab:orange"}
 
 
 def plot_evaluation(files: list[Path], out_dir: Path) -> list[Path]:
@@ -37,7 +37,7 @@ def plot_evaluation(files: list[Path], out_dir: Path) -> list[Path]:
         name = Path(result["data"]).stem
         fig.suptitle(f"Offline evaluation on {name}, cut {result['cut'][:10]} "
                      "(grey: baselines, blue: pipeline, green: diversity caps, purple: trending blended in, "
-                     "orange: one strategy alone)")
+                     "red: the learned ranking, orange: one strategy alone)")
         fig.tight_layout()
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"evaluation-{name}.png"

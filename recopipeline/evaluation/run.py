@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from recopipeline.evaluation.baselines import baseline_lists
-from recopipeline.evaluation.metrics import score_lists
+from recopipeline.evaluation.metrics import paired_bootstrap, score_lists
 from recopipeline.evaluation.pipeline import TrainedPipeline
 from recopipeline.evaluation.split import DISCOVERY, REPEAT, VARIANTS, prepare_split
 from recopipeline.lib.tuning import STRATEGIES, Tuning
@@ -63,6 +63,8 @@ def pipeline_configurations(default: Tuning) -> dict[str, list[tuple[str, str, T
     for cap in DIVERSITY_CAPS:  # the top N with at most `cap` products of a category (the rest after)
         configs[DISCOVERY].append((f"category_cap_{cap}", "diversity", replace(discovery_base, diversity_max_per_category=cap)))
         configs[REPEAT].append((f"category_cap_{cap}", "diversity", replace(repeat_base, diversity_max_per_category=cap)))
+    for variant, base in ((DISCOVERY, discovery_base), (REPEAT, repeat_base)):  # the learned ranking, if promoted
+        configs[variant].append(("learned_ranking", "learned", replace(base, learned_ranking=True)))
     for weight in TRENDING_WEIGHTS:  # the trending list (product_trending as of the cut) blended in
         for variant, base in ((DISCOVERY, discovery_base), (REPEAT, repeat_base)):
             configs[variant].append((f"with_trending_{weight:g}", "trending", replace(base, weight_trending=weight)))
@@ -93,8 +95,16 @@ def evaluate(
     catalogue = pipeline.catalogue_size()
     rows: list[dict] = []
 
+    shown: dict[tuple[str, str], dict[str, list[str]]] = {}
+
     def record(variant: str, method: str, group: str, lists: dict[str, list[str]], seconds: float) -> None:
         metrics = score_lists(lists, split.truth.of(variant), catalogue)
+        if group == "pipeline":
+            shown[variant, "pipeline"] = lists
+        elif group == "learned":  # its gain over the hand-set blend, customers resampled
+            gain, low, high = paired_bootstrap(shown[variant, "pipeline"], lists, split.truth.of(variant), K)
+            metrics |= {"ndcg@20_gain": gain, "ndcg@20_gain_low": low, "ndcg@20_gain_high": high,
+                        "promoted": float(pipeline.model_promoted())}
         rows.append({"variant": variant, "method": method, "group": group, "seconds": round(seconds, 3), **metrics})
         say(f"  {variant:<9} {method:<28} ndcg@20 {metrics['ndcg@20']:.4f}  recall@20 {metrics['recall@20']:.4f}  "
             f"hit@20 {metrics['hit_rate@20']:.3f}  served {metrics['served']:.3f}  {seconds:6.2f} s")

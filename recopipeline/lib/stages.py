@@ -22,14 +22,14 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
 
 import duckdb
 
-from recopipeline.lib import blend, collaborative, ease, keys
+from recopipeline.lib import blend, collaborative, ease, keys, ranking
 from recopipeline.lib.contract import SOURCES
 from recopipeline.lib.tuning import STRATEGIES, Tuning
 from recopipeline.lib.warehouse import SQL_DIR, Warehouse, load_sql, run
@@ -184,8 +184,34 @@ STAGES: tuple[Stage, ...] = (
         kinds=frozenset({"numpy"}), split=Split.CUSTOMERS, rows_in_order=True,
     ),
     Stage(
+        ranking.FEATURES_STAGE, "recommendations",
+        ("product_recommendations", "products", "orders", "customer_segments", "customer_product_affinity",
+         "customer_category_preferences", "product_repurchase_rates", "product_popularity", "product_trending"),
+        "What the learned ranking knows of each candidate, as of the as-of time: the blend's score and rank, each "
+        "strategy's normalised score, the customer's activity, their affinity to the product, its category and "
+        "brand, and the product's popularity, repeat rate, trend, price and age.",
+        order_by="customer_key, blend_rank", split=Split.CUSTOMERS,
+    ),
+    Stage(
+        ranking.MODEL, "recommendations", (),  # the sources its training stages read (below)
+        "A LambdaMART model (LightGBM) that ranks the blend's candidates, trained on what customers ordered in the "
+        "ranking_window_days before the as-of time from the features as of its start, and promoted only when it "
+        "beats the blend's order on held-out customers by ranking_promotion_margin.",
+        order_by="trained_as_of", compute=ranking.ranking_model, kinds=frozenset({"lightgbm"}),
+        reads=ranking.RANKING_VALUES,  # and every value its upstream stages read (below)
+    ),
+    Stage(
+        "learned_recommendations", "recommendations", ("product_recommendations", ranking.FEATURES_STAGE, ranking.MODEL),
+        "The blend's candidates ranked by the learned model when it is promoted (score: the model's, mapped to "
+        "(0, 1)), otherwise as the blend ranked them; type, evidence and variant stay the blend's.",
+        order_by="customer_key, recommendation_rank", score_column="recommendation_score",
+        compute=ranking.learned_recommendations, reads=ranking.RANKING_VALUES | {"exclude_purchased"},
+        kinds=frozenset({"lightgbm"}),
+        split=Split.CUSTOMERS,
+    ),
+    Stage(
         "customer_top_recommendations", "recommendations",
-        ("product_recommendations", "customer_keys", "products", "merchandising_rules", "customer_segments",
+        ("learned_recommendations", "customer_keys", "products", "merchandising_rules", "customer_segments",
          "orders", "customer_product_affinity"),
         "Each customer's top N recommendations with type, score and evidence, the merchandising rules in force "
         "applied (exclude, boost, bury, pin; each rule that moved a row named in its evidence).",
@@ -205,12 +231,30 @@ STAGES: tuple[Stage, ...] = (
 STAGES_BY_NAME = {stage.name: stage for stage in STAGES}
 
 
+def upstream_stages(name: str) -> list[Stage]:
+    """The stages `name` is computed from, and itself, in run order."""
+    needed = {name}
+    for spec in reversed(stage_order()):
+        if spec.name in needed:
+            needed |= set(spec.inputs)
+    return [spec for spec in stage_order() if spec.name in needed]
+
+
+def _with_model_reads(stages: tuple[Stage, ...]) -> tuple[Stage, ...]:
+    """The model stage reads the sources its training stages read, and every tuning value they read."""
+    training = upstream_stages(ranking.FEATURES_STAGE)
+    reads = frozenset().union(*(spec.tuning_read() for spec in training))
+    sources = tuple(sorted({name for spec in training for name in spec.inputs} - {spec.name for spec in training}))
+    return tuple(replace(s, inputs=sources, reads=s.reads | reads) if s.name == ranking.MODEL else s for s in stages)
+
+
 def stage(name: str) -> Stage:
     return STAGES_BY_NAME[name]
 
 
-def stage_order(stages: Iterable[Stage] = STAGES) -> list[Stage]:
-    """The stages in an order where every stage comes after its inputs (ties by name)."""
+def stage_order(stages: Iterable[Stage] | None = None) -> list[Stage]:
+    """The stages (default: all) in an order where every stage comes after its inputs (ties by name)."""
+    stages = STAGES if stages is None else stages
     done: set[str] = set(SOURCES) | set(keys.OWNER)
     ordered: list[Stage] = []
     pending = {s.name: s for s in sorted(stages, key=lambda s: s.name)}
@@ -223,6 +267,10 @@ def stage_order(stages: Iterable[Stage] = STAGES) -> list[Stage]:
             done.add(ready_stage.name)
             del pending[ready_stage.name]
     return ordered
+
+
+STAGES = _with_model_reads(STAGES)
+STAGES_BY_NAME = {stage.name: stage for stage in STAGES}
 
 
 def per_customer_stages() -> list[Stage]:

@@ -79,6 +79,16 @@ class Tuning:
     # --- diversity in the top N (customer_top_recommendations; 0 = no cap; docs/evaluation.md) ---
     diversity_max_per_category: int = 0  # at most this many of one category before the rest of the list
     diversity_max_per_brand: int = 0  # at most this many of one brand (a product without a brand has none)
+    # --- learned ranking (ranking_model, learned_recommendations; lib/ranking.py, docs/evaluation.md) ---
+    learned_ranking: bool = False  # rank the candidates by the learned model when it is promoted (off: see docs)
+    ranking_window_days: int = 60  # the model learns what customers ordered in this window before the as-of time
+    ranking_windows: int = 1  # and in this many such windows back to back (each a pass of the stages)
+    ranking_holdout_share: float = 0.2  # customers held out of training, to judge the model against the blend
+    ranking_promotion_margin: float = 0.02  # promoted when its held-out NDCG@20 is this much above the blend's
+    ranking_trees: int = 100  # boosting rounds
+    ranking_learning_rate: float = 0.05
+    ranking_leaves: int = 7  # leaves per tree
+    ranking_min_leaf: int = 200  # candidates per leaf at least
     batch_customers: int = 5_000  # per-customer stages run over at most this many customers at a time
     batch_products: int = 20_000  # item-pair stages run over at most this many anchor products at a time
     # --- data quality (ingest validation and asset checks; see docs/data_quality.md) ---
@@ -142,6 +152,12 @@ class Tuning:
             raise ValueError("repurchase_half_life_days must be > 0 and repurchase_trend_days >= 1")
         if self.repurchase_rate_power < 0 or self.repurchase_trend_weight < 0:
             raise ValueError("repurchase_rate_power and repurchase_trend_weight must be >= 0")
+        if self.ranking_window_days < 1 or self.ranking_windows < 1 or not 0 < self.ranking_holdout_share < 1:
+            raise ValueError("ranking_window_days and ranking_windows must be >= 1, ranking_holdout_share in (0, 1)")
+        if self.ranking_trees < 1 or self.ranking_leaves < 2 or self.ranking_min_leaf < 1 \
+                or self.ranking_learning_rate <= 0 or self.ranking_promotion_margin < 0:
+            raise ValueError("ranking_trees >= 1, ranking_leaves >= 2, ranking_min_leaf >= 1, ranking_learning_rate "
+                             "> 0 and ranking_promotion_margin >= 0")
         if self.seeds_per_customer < 1 or self.cf_top_k < 1 or self.cf_min_common_customers < 1:
             raise ValueError("seeds_per_customer, cf_top_k and cf_min_common_customers must be >= 1")
         if self.ease_l2 <= 0 or self.ease_max_items < 2 or self.ease_top_k < 1:
