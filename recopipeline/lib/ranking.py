@@ -211,9 +211,12 @@ def unfitted(reason: str) -> Fitted:
 def learned_recommendations(con: duckdb.DuckDBPyConnection, tuning: Tuning) -> str:
     """The compute of `learned_recommendations`: the blend's candidates ranked by the promoted model, or as the
     blend ranked them."""
+    from recopipeline.lib.blend import SCORE_COLUMNS  # the features of the candidates, not needed after this
+
+    blend_rows = f"SELECT * EXCLUDE ({', '.join(SCORE_COLUMNS)}) FROM product_recommendations"
     found = run(con, f"SELECT model, promoted FROM {MODEL} LIMIT 1")
     if not (tuning.learned_ranking and found and found[0][1] and found[0][0]):
-        return "SELECT * FROM product_recommendations"
+        return blend_rows  # in the blend's row order already
     import lightgbm
 
     booster = lightgbm.Booster(model_str=found[0][0])
@@ -230,12 +233,13 @@ def learned_recommendations(con: duckdb.DuckDBPyConnection, tuning: Tuning) -> s
         "customer_key": pa.array([], pa.int32()), "product_key": pa.array([], pa.int32()),
         "learned_score": pa.array([], pa.float64())})
     con.register("learned_scores", learned)
-    return """
+    return f"""
         SELECT r.* REPLACE (
                    coalesce(round(1 / (1 + exp(-l.learned_score)), 9), 0.0) AS recommendation_score,
                    row_number() OVER (PARTITION BY r.customer_key
                                       ORDER BY l.learned_score DESC NULLS LAST, r.recommendation_rank)
                    AS recommendation_rank)
-        FROM product_recommendations AS r
+        FROM ({blend_rows}) AS r
         LEFT JOIN learned_scores AS l USING (customer_key, product_key)  -- a candidate without features: last
+        ORDER BY r.customer_key, recommendation_rank
     """

@@ -207,7 +207,7 @@ STAGES: tuple[Stage, ...] = (
         order_by="customer_key, recommendation_rank", score_column="recommendation_score",
         compute=ranking.learned_recommendations, reads=ranking.RANKING_VALUES | {"exclude_purchased"},
         kinds=frozenset({"lightgbm"}),
-        split=Split.CUSTOMERS,
+        split=Split.CUSTOMERS, rows_in_order=True,  # the blend's order, or the learned one sorted in its SQL
     ),
     Stage(
         "customer_top_recommendations", "recommendations",
