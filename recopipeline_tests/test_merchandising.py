@@ -160,7 +160,7 @@ def test_rules_are_validated_and_quarantined_with_their_reason(definitions, tmp_
         "R11,exclude,home,,,,,,,0,,,,",
         "R12,pin,home,,P1,,,,,,3e9,,,",
         "R13,boost,home,,P1,,,,,,nan,,,",
-        "R14,exclude,cart,vip,P1,,,,,,,,,",  # segments are for home rules
+        "R14,exclude,cart,vip,P1,,,,,,,,,",  # a segment for a placement answered at request time
         "R15,exclude,cart,,P1,,,,,,,,,",
     ]})
     store = Warehouse(str(tmp_path / "warehouse"))
@@ -172,7 +172,6 @@ def test_rules_are_validated_and_quarantined_with_their_reason(definitions, tmp_
         "R3": "invalid_rule", "R4": "unknown_action", "R5": "invalid_rule", "R6": "invalid_rule",
         "R7": "invalid_rule", "R8": "unknown_placement", "R9": "unknown_customer_segment", "R10": "invalid_rule",
         "R11": "non_positive_new_within_days", "R12": "invalid_rule", "R13": "invalid_rule",
-        "R14": "invalid_rule",
     }
     details = dict(zip(held.raw_row.str.extract(r'"rule_id":"(R\d+)"')[0], held.detail))
     assert "a boost needs a value > 1" in details["R3"]
@@ -181,9 +180,8 @@ def test_rules_are_validated_and_quarantined_with_their_reason(definitions, tmp_
     assert "is not after valid_from" in details["R7"]
     assert "min_price 10.0 is above max_price 5.0" in details["R10"]
     assert "from 1 to 1000" in details["R12"] and "finite" in details["R13"]
-    assert "home rules only, not to cart" in details["R14"]
     kept = store.read("SELECT rule_id FROM merchandising_rules ORDER BY rule_id", inputs=["merchandising_rules"])
-    assert kept.rule_id.tolist() == ["R1", "R15", "R2"]
+    assert kept.rule_id.tolist() == ["R1", "R14", "R15", "R2"]
 
 
 def test_an_unhonourable_pin_fails_its_check_and_an_idle_rule_warns(definitions, tmp_path):

@@ -119,7 +119,9 @@ def test_serving_lists_show_an_unknown_name_as_the_id_and_keep_unknown_stock(war
     put(warehouse, "product_trending", frame(
         "product_id recent_score baseline_daily_score trending_score trending_rank", ("P1", 30.0, 2.0, 3.33, 1)))
     variables = {**Tuning().as_dict(), "relations_per_product": 10}
-    lists = [name for name in PUBLISHED_INPUTS if name not in ("customer_placement_recommendations", "merchandising_rules")]
+    lists = [name for name in PUBLISHED_INPUTS
+             if name not in ("customer_placement_recommendations", "merchandising_rules", "customer_segments",
+                             "customer_keys")]
     with warehouse.session(lists, variables=variables) as con:
         relations = con.sql(f"SELECT * FROM ({load_sql('serving_product_relations')}) ORDER BY 1, 2, 3").df()
         run(con, "CREATE TEMP TABLE serving_variants AS SELECT 'control' AS variant")

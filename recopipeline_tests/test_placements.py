@@ -167,12 +167,19 @@ def published(definitions, nightly, tmp_path_factory):
         "WHERE segment = 'all' ORDER BY popularity_rank LIMIT 1", inputs=["product_popularity", "product_keys"])
     now = datetime.now(UTC).replace(tzinfo=None)
     first_viewed, second_viewed = viewed.product_id.iloc[0], viewed.product_id.iloc[1]
+    segments = table(nightly.store, "customer_segments", "customer_id")
+    own = segments.set_index("customer_id").customer_segment[viewer]
+    other = next(s for s in ("new", "returning", "vip", "at_risk") if s != own)
     put(store, "merchandising_rules", rules(
         {"rule_id": "RV1", "action": "exclude", "placement": "recently_viewed", "product_ids": first_viewed},
         {"rule_id": "RV2", "action": "exclude", "placement": "recently_viewed", "product_ids": second_viewed,
          "valid_to": now - timedelta(hours=1)},  # ended: not even published
         {"rule_id": "RV3", "action": "exclude", "placement": "recently_viewed", "product_ids": second_viewed,
          "valid_from": now + timedelta(days=1)},  # not yet
+        {"rule_id": "RV4", "action": "exclude", "placement": "recently_viewed", "customer_segment": own,
+         "product_ids": viewed.product_id.iloc[2]},  # the viewer's segment: applies
+        {"rule_id": "RV5", "action": "exclude", "placement": "recently_viewed", "customer_segment": other,
+         "product_ids": viewed.product_id.iloc[3]},  # another segment: does not
         {"rule_id": "T1", "action": "pin", "placement": "trending", "product_ids": trending.product_id.iloc[-1],
          "value": 1.0},
         {"rule_id": "H1", "action": "exclude", "placement": "home", "product_ids": first_viewed},
@@ -192,7 +199,8 @@ def test_recently_viewed_and_buy_it_again_serve_the_customers_lists_with_their_r
     answer = recommender.recommend(viewer, placement="recently_viewed", limit=50)
     viewed = lists[(lists.customer_id == viewer) & (lists.placement == "recently_viewed")]
     assert answer["placement"] == "recently_viewed" and answer["recommendation_id"]
-    assert [r["product_id"] for r in answer["recommendations"]] == viewed.product_id.tolist()[1:]  # RV1 excludes
+    kept = [p for k, p in enumerate(viewed.product_id) if k not in (0, 2)]  # RV1 for everyone, RV4 for the segment
+    assert [r["product_id"] for r in answer["recommendations"]] == kept
     assert {r["recommendation_type"] for r in answer["recommendations"]} == {"recently_viewed"}
     buyer = lists[lists.placement == "buy_it_again"].customer_id.iloc[0]
     again = lists[(lists.customer_id == buyer) & (lists.placement == "buy_it_again")]

@@ -144,8 +144,7 @@ MERCHANDISING_RULES = SourceContract(
         Column("placement", "VARCHAR", False, "Where the rule applies: home, product_page, cart, recently_viewed, "
                "buy_it_again or trending."),
         Column("customer_segment", "VARCHAR", True,
-               "Only for customers of this segment (new, returning, vip, at_risk); null: every customer. Home "
-               "rules only: the other placements' rules apply to every customer."),
+               "Only for customers of this segment (new, returning, vip, at_risk); null: every customer."),
         Column("product_ids", "VARCHAR", True,
                "Products matched, separated by '|'; a pin names exactly one. Null: no product condition.",
                RULE_PRODUCTS_LENGTH),

@@ -96,8 +96,6 @@ _RULE_PROBLEMS = (
      "OR new_within_days IS NOT NULL)", "'a pin names exactly one product in product_ids and no other condition'"),
     ("valid_to <= valid_from", "format('valid_to {} is not after valid_from {}', valid_to, valid_from)"),
     ("min_price > max_price", "format('min_price {} is above max_price {}', min_price, max_price)"),
-    ("customer_segment IS NOT NULL AND placement <> 'home'",
-     "format('a customer segment applies to home rules only, not to {}', placement)"),
 )
 # Integer types that cast to INTEGER without rounding (a value out of range still fails the cast).
 _WHOLE_NUMBER_TYPES = {

@@ -32,6 +32,7 @@ from recopipeline.serving.schema import (
     LISTS,
     customer_placement_lists,
     customer_recommendations,
+    customer_segments,
     placement_rules,
     product_relations,
     publications,
@@ -45,14 +46,17 @@ RELATION_COLUMNS = ("product_id", "relation", "rank", "related_product_id", "rel
 PLACEMENT_COLUMNS = ("customer_id", "placement", "rank", "product_id", "product_name", "score", "evidence")
 RULE_COLUMNS = (
     "placement", "rule_id", "product_id", "product_name", "action", "value", "priority", "valid_from", "valid_to",
+    "customer_segment",
 )
+SEGMENT_COLUMNS = ("customer_id", "customer_segment")
 COLUMNS = {  # the columns a publication stages per table (besides version and generated_at)
     customer_recommendations.name: CUSTOMER_COLUMNS,
     product_relations.name: RELATION_COLUMNS,
     customer_placement_lists.name: PLACEMENT_COLUMNS,
     placement_rules.name: RULE_COLUMNS,
+    customer_segments.name: SEGMENT_COLUMNS,
 }
-VERSIONED = (customer_recommendations, product_relations, customer_placement_lists, placement_rules)
+VERSIONED = (customer_recommendations, product_relations, customer_placement_lists, placement_rules, customer_segments)
 # batches of rows; a row maps the columns above to values, or lists the values in the columns' order
 Rows = Iterable[Sequence[Mapping[str, object] | Sequence]]
 
@@ -71,6 +75,7 @@ class Expected:
     variants: tuple[str, ...]
     placement_rows: int = 0  # recently_viewed and buy_it_again rows
     rule_rows: int = 0  # placement_rules rows
+    segment_rows: int = 0  # customer_segments rows
 
 
 @dataclass
@@ -108,6 +113,7 @@ def publish(
     *,
     placement_batches: Rows = (),
     rule_batches: Rows = (),
+    segment_batches: Rows = (),
     run_id: str | None = None,
     experiment: str | None = None,
     keep_versions: int = 3,
@@ -131,6 +137,7 @@ def publish(
             _stage(conn, db, product_relations, relation_batches, version, None)
             _stage(conn, db, customer_placement_lists, placement_batches, version, generated_at)
             _stage(conn, db, placement_rules, rule_batches, version, None)
+            _stage(conn, db, customer_segments, segment_batches, version, None)
             checks, counts = _audit(conn, version, expected, max_shrink)
             failed = [
                 f"{name} (expected {check['expected']}, got {check['actual']})"
@@ -375,9 +382,9 @@ def _audit(conn: Connection, version: int, expected: Expected, max_shrink: float
     served_variants = set(
         conn.execute(select(cr.c.variant).where(cr.c.version == version).distinct()).scalars()
     )
-    relation_rows, placement_rows, rule_rows = (
+    relation_rows, placement_rows, rule_rows, segment_rows = (
         conn.execute(select(func.count()).select_from(table).where(table.c.version == version)).scalar()
-        for table in (product_relations, customer_placement_lists, placement_rules)
+        for table in (product_relations, customer_placement_lists, placement_rules, customer_segments)
     )
     live_rows = conn.execute(
         select(publications.c.customer_rows).where(publications.c.status == "live", publications.c.kind == "full")
@@ -398,6 +405,9 @@ def _audit(conn: Connection, version: int, expected: Expected, max_shrink: float
             placement_rows == expected.placement_rows, expected.placement_rows, placement_rows
         ),
         "placement_rules_match_warehouse": check(rule_rows == expected.rule_rows, expected.rule_rows, rule_rows),
+        "segments_match_warehouse": check(
+            segment_rows == expected.segment_rows, expected.segment_rows, segment_rows
+        ),
         "cold_start_list_per_variant": check(
             set(expected.variants) <= cold_start_variants, sorted(expected.variants), sorted(cold_start_variants)
         ),

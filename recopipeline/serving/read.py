@@ -35,6 +35,7 @@ from recopipeline.serving.schema import (
     TRENDING,
     customer_placement_lists,
     customer_recommendations,
+    customer_segments,
     placement_rules,
     product_relations,
     publications,
@@ -122,13 +123,14 @@ class Entry:
     items: tuple[Item, ...]
     rules: tuple[Rule, ...] = ()  # the placement's, applied to the items at the time of each answer
     never: frozenset[str] = frozenset()  # products the answer must not show (the viewed one, the cart's)
+    segment: str | None = None  # the customer's, for the rules of a segment
 
     def answer(self, request: Request, at: datetime | None = None) -> dict:
         """The answer to `request` at `at` (default now, UTC): the rules in force then applied, then the type filter
         and the limit."""
         items = self.items
         if self.rules:
-            items = apply_rules(items, self.rules, at or utcnow(), MAX_LIMIT, self.never)
+            items = apply_rules(items, self.rules, at or utcnow(), MAX_LIMIT, self.never, self.segment)
         chosen = [
             item for item in items
             if request.recommendation_type == "all" or item.recommendation_type == request.recommendation_type
@@ -227,8 +229,11 @@ PLACEMENT_LIST_STATEMENT = (
 RULES_STATEMENT = select(
     placement_rules.c.placement, placement_rules.c.rule_id, placement_rules.c.product_id,
     placement_rules.c.product_name, placement_rules.c.action, placement_rules.c.value, placement_rules.c.priority,
-    placement_rules.c.valid_from, placement_rules.c.valid_to,
+    placement_rules.c.valid_from, placement_rules.c.valid_to, placement_rules.c.customer_segment,
 ).where(placement_rules.c.version == bindparam("version"))
+SEGMENT_STATEMENT = select(customer_segments.c.customer_segment).where(
+    customer_segments.c.version == bindparam("version"), customer_segments.c.customer_id == bindparam("customer_id")
+)
 EXPERIMENT_STATEMENT = select(publications.c.experiment).where(publications.c.publication_id == bindparam("version"))
 CART_STATEMENT = (
     select(_pr.c.product_id, _pr.c.relation, _pr.c.related_product_id, _pr.c.related_product_name, _pr.c.score)
@@ -311,7 +316,8 @@ class Recommender:
         items = tuple(Item(r.product_id, r.product_name, "trending", float(r.score), r.evidence)
                       for r in lists[_variant_of(lists, _experiment(rows[0].experiment), customer_id)])
         rules = self._rules_of(rows[0].version, rows[0].revision).get("trending", ())
-        chosen = apply_rules(items, rules, utcnow(), MAX_LIMIT) if rules else items
+        segment = self._segment(rows[0].version, customer_id) if customer_id and rules else None
+        chosen = apply_rules(items, rules, utcnow(), MAX_LIMIT, segment=segment) if rules else items
         return [
             {"rank": rank, "product_id": r.product_id, "product_name": r.product_name, "score": r.score,
              "evidence": r.evidence}
@@ -348,7 +354,8 @@ class Recommender:
             return entry
         never = frozenset({request.product_id, *request.cart} - {None})
         rules = self._rules_of(entry.version, entry.revision).get(request.placement, ())
-        return replace(entry, rules=rules, never=never)
+        segment = self._segment(entry.version, request.customer_id) if any(r.customer_segment for r in rules) else None
+        return replace(entry, rules=rules, never=never, segment=segment)
 
     def _personal(self, request: Request) -> Entry:
         """home, product_page and cart: the customer's own list (or the cold-start list), blended as asked."""
@@ -372,7 +379,7 @@ class Recommender:
             cold_start = True
             # the cold-start list gets the home rules without a segment (a customer's own list got theirs in the
             # pipeline), as of when it is read
-            home_rules = self._rules_of(version, revision).get(HOME, ())
+            home_rules = self._rules_of(version, revision).get(HOME, ())  # without a segment: see the SQL
             items = apply_rules(items, home_rules, utcnow(), MAX_LIMIT) if home_rules else items
         if request.product_id is not None:
             items = self._blend(items, related, request.product_id)
@@ -414,6 +421,11 @@ class Recommender:
         items = tuple(Item(r.product_id, r.product_name, "trending", float(r.score), r.evidence) for r in lists[variant])
         return Entry(rows[0].version, rows[0].revision, variant, False, None, items)
 
+    def _segment(self, version: int, customer_id: str) -> str | None:
+        """The customer's segment in `version` (None for a customer the pipeline does not know)."""
+        with self.db.engine.connect() as conn:
+            return conn.execute(SEGMENT_STATEMENT, {"version": version, "customer_id": customer_id}).scalar()
+
     def _experiment_and_variant(self, version: int, customer_id: str) -> tuple[Experiment | None, str | None]:
         with self.db.engine.connect() as conn:
             spec = conn.execute(EXPERIMENT_STATEMENT, {"version": version}).scalar()
@@ -430,7 +442,7 @@ class Recommender:
             for r in rows:
                 by_placement.setdefault(r.placement, []).append(Rule(
                     r.rule_id, r.product_id, r.product_name, r.action, r.value, int(r.priority), r.valid_from,
-                    r.valid_to,
+                    r.valid_to, r.customer_segment,
                 ))
             known = {placement: tuple(found) for placement, found in by_placement.items()}
             with self._lock:

@@ -14,9 +14,9 @@ at the time of the request:
                that is not comes with type 'pinned' and score 0; a list shorter than the position shows the pin
                after it, and a pin placed beyond `max_position` is not applied.
 
-Each rule that moved a product is named in its evidence (`rule:<id>`). Customer segments are for home rules only:
-the home rules without a segment are also applied here to the cold-start list, which customers without rows of
-their own are served.
+Each rule that moved a product is named in its evidence (`rule:<id>`). A rule with a customer segment applies to
+the customers of that segment as of the version (the serving table `customer_segments`). The home rules without a
+segment are also applied here to the cold-start list, which customers without rows of their own are served.
 """
 
 from __future__ import annotations
@@ -41,19 +41,24 @@ class Rule:
     priority: int
     valid_from: datetime | None
     valid_to: datetime | None
+    customer_segment: str | None = None  # only for customers of this segment; None: everyone
 
-    def in_force(self, at: datetime) -> bool:
-        """From valid_from (or always) until just before valid_to (or for good)."""
-        return (self.valid_from is None or self.valid_from <= at) and (self.valid_to is None or at < self.valid_to)
+    def in_force(self, at: datetime, segment: str | None = None) -> bool:
+        """From valid_from (or always) until just before valid_to (or for good), for a customer of `segment`."""
+        return (
+            (self.valid_from is None or self.valid_from <= at) and (self.valid_to is None or at < self.valid_to)
+            and (self.customer_segment is None or self.customer_segment == segment)
+        )
 
 
 def apply_rules(
     items: tuple[Item, ...], rules: tuple[Rule, ...], at: datetime, max_position: int,
-    never: frozenset[str] = frozenset(),
+    never: frozenset[str] = frozenset(), segment: str | None = None,
 ) -> tuple[Item, ...]:
-    """`items` (best first) with the rules in force at `at` applied; `never` are products the answer must not
-    show (a viewed product, the cart's), which no pin brings back."""
-    active = [rule for rule in rules if rule.in_force(at)]
+    """`items` (best first) with the rules in force at `at` for a customer of `segment` (None: unknown, only the
+    rules without one) applied; `never` are products the answer must not show (a viewed product, the cart's),
+    which no pin brings back."""
+    active = [rule for rule in rules if rule.in_force(at, segment)]
     if not active:
         return items
     excluded = {rule.product_id for rule in active if rule.action == "exclude"} | never

@@ -67,8 +67,8 @@ customer_placement_lists = Table(
 )
 
 placement_rules = Table(
-    # the merchandising rules of the placements answered at request time (every one but home), each with the
-    # products it matches and its validity window, applied by the read API when it answers
+    # the merchandising rules the read API applies when it answers (every placement's but home's, and home's without
+    # a segment for the cold-start list), each with the products it matches and its validity window
     "placement_rules",
     metadata,
     Column("version", Integer, nullable=False),
@@ -81,7 +81,20 @@ placement_rules = Table(
     Column("priority", Integer, nullable=False),
     Column("valid_from", DateTime),
     Column("valid_to", DateTime),
+    Column("customer_segment", String),  # only for customers of this segment (customer_segments); null: everyone
     PrimaryKeyConstraint("version", "placement", "rule_id", "product_id", name="placement_rules_pk"),
+    sqlite_with_rowid=False,
+)
+
+customer_segments = Table(
+    # each known customer's segment as of the version's nightly run: the segment rules of the placements answered
+    # at request time look it up
+    "customer_segments",
+    metadata,
+    Column("version", Integer, nullable=False),
+    Column("customer_id", String, nullable=False),
+    Column("customer_segment", String, nullable=False),
+    PrimaryKeyConstraint("version", "customer_id", name="customer_segments_pk"),
     sqlite_with_rowid=False,
 )
 

@@ -20,6 +20,7 @@ from recopipeline.serving.publish import (
     PLACEMENT_COLUMNS,
     RELATION_COLUMNS,
     RULE_COLUMNS,
+    SEGMENT_COLUMNS,
     Expected,
     PublishError,
     publish,
@@ -42,6 +43,8 @@ INPUTS = [
     "product_keys",
     "customer_placement_recommendations",
     "merchandising_rules",
+    "customer_segments",
+    "customer_keys",
 ]
 
 
@@ -93,16 +96,20 @@ def published_recommendations(
         run(con, f"CREATE TEMP TABLE serving_placements AS {load_sql('serving_placement_lists')}")
         run(con, f"CREATE TEMP TABLE merchandising_rule_products AS {load_sql('merchandising_rule_products')}")
         run(con, f"CREATE TEMP TABLE serving_rules AS {load_sql('serving_placement_rules')}")
+        run(con, "CREATE TEMP TABLE serving_segments AS "
+                 "SELECT k.customer_id, s.customer_segment FROM customer_segments AS s JOIN customer_keys AS k "
+                 "USING (customer_key)")
         ((rows, customers),) = run(
             con, "SELECT count(*), count(DISTINCT customer_id) FROM customer_top_recommendations"
         )
-        ((relations, placements, rules),) = run(
+        ((relations, placements, rules, segments),) = run(
             con,
             "SELECT (SELECT count(*) FROM serving_relations), (SELECT count(*) FROM serving_placements), "
-            "(SELECT count(*) FROM serving_rules)",
+            "(SELECT count(*) FROM serving_rules), (SELECT count(*) FROM serving_segments)",
         )
         expected = Expected(
-            int(rows), int(customers), int(relations), tuple(experiment.names), int(placements), int(rules)
+            int(rows), int(customers), int(relations), tuple(experiment.names), int(placements), int(rules),
+            int(segments),
         )
         database = serving.database()
         try:
@@ -113,6 +120,7 @@ def published_recommendations(
                 expected,
                 placement_batches=batches(con, "serving_placements", PLACEMENT_COLUMNS, "customer_id, placement, rank"),
                 rule_batches=batches(con, "serving_rules", RULE_COLUMNS, "placement, rule_id, product_id"),
+                segment_batches=batches(con, "serving_segments", SEGMENT_COLUMNS, "customer_id"),
                 run_id=context.run.run_id,
                 experiment=experiment.to_json(),
                 keep_versions=serving.keep_versions,
