@@ -102,9 +102,10 @@ def put(store: Warehouse, asset: str, frame: pd.DataFrame) -> None:
 
 
 def unranked(store: Warehouse) -> None:
-    """learned_recommendations as the learned stage writes it with the learned ranking off: the blend's rows."""
+    """learned_recommendations as the learned stage writes it with the learned ranking off: no rows."""
     with store.session(["product_recommendations"]) as con:
-        store.write(con, "learned_recommendations", "SELECT * FROM product_recommendations")
+        store.write(con, "learned_recommendations", "SELECT customer_key, product_key, recommendation_rank, "
+                    "recommendation_score FROM product_recommendations WHERE false")
 
 
 def _id_of(column: str) -> str | None:

@@ -124,8 +124,10 @@ def test_multiprocess_run_executes_steps_in_parallel(tmp_path, monkeypatch):
 SELF_BATCHED = ["collaborative_item_similarity", "product_recommendations"]
 
 
-# candidate_features is empty with the learned ranking off (the default); test_ranking.py writes and checks it
-@pytest.mark.parametrize("name", sorted(spec.name for spec in STAGES if spec.name != "candidate_features"))
+# the learned ranking's tables are empty with it off (the default); test_ranking.py writes and checks them
+@pytest.mark.parametrize(
+    "name", sorted(spec.name for spec in STAGES if spec.name not in ("candidate_features", "learned_recommendations"))
+)
 def test_every_stage_is_written_in_its_row_order(built, name):
     """Stages with `rows_in_order` are written unsorted, as their compute gives the rows; the order must hold."""
     spec = stage(name)

@@ -12,10 +12,11 @@ a candidate or not): the model is **promoted** when its NDCG is at least `1 + ra
 blend's. The stage's one row holds the model (LightGBM's text format), whether it is promoted, the held-out
 figures and the feature importances.
 
-Application (the stage `learned_recommendations`). With a promoted model (and `learned_ranking` on) each
-candidate's score is the model's, mapped to (0, 1) by the logistic function, and the candidates are ranked by it
-(ties by the blend's rank); otherwise the blend's rows pass through unchanged. Type, evidence, strategies and
-variant always stay the blend's. A row's score depends only on its own features, so batches do not matter.
+Application (the stage `learned_recommendations`). With a promoted model (and `learned_ranking` on) each of the
+blend's candidates gets the model's score, mapped to (0, 1) by the logistic function, and its rank by it (ties by
+the blend's rank); otherwise the stage has no rows. The top N takes these ranks and scores where there are any
+(`sql/customer_top_recommendations.sql`); type, evidence, strategies and variant always stay the blend's. A row's
+score depends only on its own features, so batches do not matter.
 """
 
 from __future__ import annotations
@@ -209,14 +210,12 @@ def unfitted(reason: str) -> Fitted:
 
 # ---- application -------------------------------------------------------------------------------------------
 def learned_recommendations(con: duckdb.DuckDBPyConnection, tuning: Tuning) -> str:
-    """The compute of `learned_recommendations`: the blend's candidates ranked by the promoted model, or as the
-    blend ranked them."""
-    from recopipeline.lib.blend import SCORE_COLUMNS  # the features of the candidates, not needed after this
-
-    blend_rows = f"SELECT * EXCLUDE ({', '.join(SCORE_COLUMNS)}) FROM product_recommendations"
+    """The compute of `learned_recommendations`: the promoted model's rank and score of the blend's candidates,
+    or no rows (the top N then takes the blend's order)."""
+    columns = "customer_key, product_key, recommendation_rank, recommendation_score"
     found = run(con, f"SELECT model, promoted FROM {MODEL} LIMIT 1")
     if not (tuning.learned_ranking and found and found[0][1] and found[0][0]):
-        return blend_rows  # in the blend's row order already
+        return f"SELECT {columns} FROM product_recommendations WHERE false"
     import lightgbm
 
     booster = lightgbm.Booster(model_str=found[0][0])
@@ -234,12 +233,14 @@ def learned_recommendations(con: duckdb.DuckDBPyConnection, tuning: Tuning) -> s
         "learned_score": pa.array([], pa.float64())})
     con.register("learned_scores", learned)
     return f"""
-        SELECT r.* REPLACE (
-                   coalesce(round(1 / (1 + exp(-l.learned_score)), 9), 0.0) AS recommendation_score,
+        SELECT {columns} FROM (
+            SELECT r.customer_key, r.product_key,
                    row_number() OVER (PARTITION BY r.customer_key
                                       ORDER BY l.learned_score DESC NULLS LAST, r.recommendation_rank)
-                   AS recommendation_rank)
-        FROM ({blend_rows}) AS r
-        LEFT JOIN learned_scores AS l USING (customer_key, product_key)  -- a candidate without features: last
-        ORDER BY r.customer_key, recommendation_rank
+                       AS recommendation_rank,
+                   coalesce(round(1 / (1 + exp(-l.learned_score)), 9), 0.0) AS recommendation_score
+            FROM product_recommendations AS r
+            LEFT JOIN learned_scores AS l USING (customer_key, product_key)  -- a candidate without features: last
+        )
+        ORDER BY customer_key, recommendation_rank
     """

@@ -183,7 +183,7 @@ def rule_changed_customers(store: Warehouse, tuning: Tuning, as_of: datetime) ->
     """The customers (key and id) whose list a merchandising rule can change because its window began or ended in
     the hour before `as_of` (sql/merchandising_rule_edges.sql, then sql/merchandising_rule_changes.sql over the
     nightly candidates); often nobody."""
-    nightly = ("learned_recommendations", "customer_segments")  # what the changes are looked up in
+    nightly = ("product_recommendations", "customer_segments")  # what the changes are looked up in
     if not all(store.exists(name) for name in (MERCHANDISING_RULES.name, *nightly)):
         return _NOBODY
     with store.session([*shared_tables(), *nightly], variables=variables(tuning, as_of)) as con:

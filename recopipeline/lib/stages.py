@@ -202,8 +202,9 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "learned_recommendations", "recommendations", ("product_recommendations", ranking.FEATURES_STAGE, ranking.MODEL),
-        "The blend's candidates ranked by the learned model when it is promoted (score: the model's, mapped to "
-        "(0, 1)), otherwise as the blend ranked them; type, evidence and variant stay the blend's.",
+        "The learned model's rank and score (mapped to (0, 1)) of each of the blend's candidates, when the model is "
+        "promoted; empty otherwise, and the top N takes the blend's order. Type, evidence and variant stay the "
+        "blend's.",
         order_by="customer_key, recommendation_rank", score_column="recommendation_score",
         compute=ranking.learned_recommendations, reads=ranking.RANKING_VALUES | {"exclude_purchased"},
         kinds=frozenset({"lightgbm"}),
@@ -211,7 +212,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "customer_top_recommendations", "recommendations",
-        ("learned_recommendations", "customer_keys", "products", "merchandising_rules", "customer_segments",
+        ("product_recommendations", "learned_recommendations", "customer_keys", "products", "merchandising_rules", "customer_segments",
          "orders", "customer_product_affinity"),
         "Each customer's top N recommendations with type, score and evidence, the merchandising rules in force "
         "applied (exclude, boost, bury, pin; each rule that moved a row named in its evidence).",

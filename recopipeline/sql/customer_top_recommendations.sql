@@ -3,8 +3,8 @@
 -- product's display fields, by the customer's and the product's ids (joined back from their keys). A product
 -- without a name is shown by its id; an unknown price stays NULL.
 --
--- Of a customer's candidates (learned_recommendations: the blend's, ranked by the learned model when it is
--- promoted; best first), for the rules of the customer's segment:
+-- Of a customer's candidates (product_recommendations, ranked by the learned model where
+-- learned_recommendations ranks them; best first), for the rules of the customer's segment:
 --   exclude      a matched candidate is dropped (and a matched product is never pinned);
 --   boost, bury  a matched candidate's score is multiplied by the rule's value (by every matching rule's), capped
 --                at 1; the candidates are ranked again by that score, ties by the blend's rank;
@@ -23,7 +23,14 @@
 -- keeps every category to the cap while candidates of other categories last. Pins are placed as they are.
 --
 -- Customers whom no rule touches, without a diversity cap, keep the blend's ranks as they are.
-WITH rules AS (
+WITH candidates AS (
+    -- the blend's candidates, with the learned model's rank and score where it ranked them (a promoted model)
+    SELECT r.* REPLACE (coalesce(l.recommendation_score, r.recommendation_score) AS recommendation_score,
+                        coalesce(l.recommendation_rank, r.recommendation_rank) AS recommendation_rank)
+    FROM product_recommendations AS r
+    LEFT JOIN learned_recommendations AS l USING (customer_key, product_key)
+),
+rules AS (
     -- the home rules in force at the as-of time: from valid_from (or always) until just before valid_to (or for
     -- good); the other placements' rules are applied when answering (serving/rules.py)
     SELECT * FROM merchandising_rule_products
@@ -38,7 +45,7 @@ touched AS (
            product(m.value) FILTER (WHERE m.action IN ('boost', 'bury'))         AS factor,
            string_agg('rule:' || m.rule_id, '|' ORDER BY m.rule_id)
                FILTER (WHERE m.action IN ('boost', 'bury'))                      AS rules
-    FROM learned_recommendations AS r
+    FROM candidates AS r
     JOIN rules AS m USING (product_key)
     JOIN customer_segments AS s USING (customer_key)
     WHERE m.action <> 'pin' AND (m.customer_segment IS NULL OR m.customer_segment = s.customer_segment)
@@ -94,7 +101,7 @@ rescored AS (
                PARTITION BY r.customer_key
                ORDER BY least(r.recommendation_score * coalesce(t.factor, 1), 1.0) DESC, r.recommendation_rank
            ) AS rule_rank
-    FROM learned_recommendations AS r
+    FROM candidates AS r
     JOIN products AS p USING (product_key)
     LEFT JOIN touched AS t USING (customer_key, product_key)
     WHERE r.customer_key IN (SELECT customer_key FROM affected)
@@ -134,17 +141,17 @@ placed AS (
            coalesce(r.recommendation_type, 'pinned'),  -- contract.PINNED
            coalesce(r.recommendation_score, 0.0),
            concat_ws('|', r.evidence, 'rule:' || p.rule_id),
-           coalesce(r.variant, (SELECT any_value(v.variant) FROM learned_recommendations AS v
+           coalesce(r.variant, (SELECT any_value(v.variant) FROM candidates AS v
                                 WHERE v.customer_key = p.customer_key)),
            p.slot
     FROM pin_slots AS p
-    LEFT JOIN learned_recommendations AS r USING (customer_key, product_key)
+    LEFT JOIN candidates AS r USING (customer_key, product_key)
 ),
 ranked AS (
     -- the blend's ranks where no rule applies; positions numbered without gaps where rules did
     SELECT customer_key, product_key, recommendation_rank, recommendation_type, recommendation_score, evidence,
            variant
-    FROM learned_recommendations
+    FROM candidates
     WHERE recommendation_rank <= getvariable('top_n')
       AND customer_key NOT IN (SELECT customer_key FROM affected)
     UNION ALL

@@ -286,7 +286,17 @@ INVARIANTS: dict[str, list[Invariant]] = {
         ),
     ],
     "product_recommendations": _recommendations("product_recommendations", "candidates_per_customer"),
-    "learned_recommendations": _recommendations("learned_recommendations", "candidates_per_customer"),
+    "learned_recommendations": [
+        _unique("learned_recommendations", "customer_key, product_key"),
+        _unique("learned_recommendations", "customer_key, recommendation_rank", UNIQUE_RANK),
+        _in_range(
+            "learned_recommendations",
+            "recommendation_score in [0, 1] and recommendation_rank in [1, candidates_per_customer]",
+            "recommendation_score IS NULL OR recommendation_score < 0 OR recommendation_score > 1 "
+            "OR recommendation_rank < 1 OR recommendation_rank > getvariable('candidates_per_customer')",
+            "customer_key, product_key, recommendation_rank, recommendation_score",
+        ),
+    ],
     "candidate_features": [_unique("candidate_features", "customer_key, product_key")],
     "ranking_model": [
         Invariant(
