@@ -50,7 +50,6 @@ class Refresh:
     touched_customers: int
     rows: int
     seconds: float
-    placement_rows: int = 0
 
 
 def refresh_customers(store: Warehouse, con: duckdb.DuckDBPyConnection, touched: str, tuning: Tuning) -> None:
@@ -152,7 +151,6 @@ def refresh_hour(
         if reranked is not None:
             con.register("reranked", reranked)
         rows = store.write(con, asset, rows_of, partition=hour_key(hour), order_by=OUTPUT_ORDER)
-        placement_rows = 0
         if lists_asset:
             # every customer of the hour's rows: the recomputed ones' new lists, the reranked ones' nightly lists
             # (their rules changed, not what they viewed or bought)
@@ -164,11 +162,8 @@ def refresh_hour(
                     f" UNION ALL SELECT * FROM {store.scan(PLACEMENT_LISTS)} "
                     "WHERE customer_id IN (SELECT customer_id FROM others)"
                 )
-            placement_rows = store.write(con, lists_asset, lists_of, partition=hour_key(hour), order_by=PLACEMENT_ORDER)
-    return Refresh(
-        touched_customers=int(touched), rows=rows, seconds=time.perf_counter() - started,
-        placement_rows=placement_rows,
-    )
+            store.write(con, lists_asset, lists_of, partition=hour_key(hour), order_by=PLACEMENT_ORDER)
+    return Refresh(touched_customers=int(touched), rows=rows, seconds=time.perf_counter() - started)
 
 
 _NOBODY = pa.table({"customer_key": pa.array([], pa.int32()), "customer_id": pa.array([], pa.string())})

@@ -125,14 +125,17 @@ class Entry:
     never: frozenset[str] = frozenset()  # products the answer must not show (the viewed one, the cart's)
     segment: str | None = None  # the customer's, for the rules of a segment
 
+    def ruled_items(self, at: datetime | None = None) -> tuple[Item, ...]:
+        """The items with the rules in force at `at` (default now, UTC) applied."""
+        if not self.rules:
+            return self.items
+        return apply_rules(self.items, self.rules, at or utcnow(), MAX_LIMIT, self.never, self.segment)
+
     def answer(self, request: Request, at: datetime | None = None) -> dict:
         """The answer to `request` at `at` (default now, UTC): the rules in force then applied, then the type filter
         and the limit."""
-        items = self.items
-        if self.rules:
-            items = apply_rules(items, self.rules, at or utcnow(), MAX_LIMIT, self.never, self.segment)
         chosen = [
-            item for item in items
+            item for item in self.ruled_items(at)
             if request.recommendation_type == "all" or item.recommendation_type == request.recommendation_type
         ][: request.limit]
         return {
@@ -306,18 +309,11 @@ class Recommender:
         if customer_id is not None:
             check_id("customer_id", customer_id)
         check_limit(limit)
-        with self.db.engine.connect() as conn:
-            rows = conn.execute(TRENDING_STATEMENT).all()
-        if not rows:
+        try:
+            entry = self._with_rules(self._trending_list(customer_id), "trending", customer_id)
+        except NotPublishedError:
             return []
-        lists: dict[str, list] = {}
-        for r in rows:
-            lists.setdefault(r.variant, []).append(r)
-        items = tuple(Item(r.product_id, r.product_name, "trending", float(r.score), r.evidence)
-                      for r in lists[_variant_of(lists, _experiment(rows[0].experiment), customer_id)])
-        rules = self._rules_of(rows[0].version, rows[0].revision).get("trending", ())
-        segment = self._segment(rows[0].version, customer_id) if customer_id and rules else None
-        chosen = apply_rules(items, rules, utcnow(), MAX_LIMIT, segment=segment) if rules else items
+        chosen = entry.ruled_items()
         return [
             {"rank": rank, "product_id": r.product_id, "product_name": r.product_name, "score": r.score,
              "evidence": r.evidence}
@@ -347,14 +343,21 @@ class Recommender:
         if request.placement in CUSTOMER_LISTS:
             entry = self._customer_list(request)
         elif request.placement == "trending":
-            entry = self._trending_list(request)
+            entry = self._trending_list(request.customer_id)
         else:
             entry = self._personal(request)
         if request.placement == HOME:
             return entry
         never = frozenset({request.product_id, *request.cart} - {None})
-        rules = self._rules_of(entry.version, entry.revision).get(request.placement, ())
-        segment = self._segment(entry.version, request.customer_id) if any(r.customer_segment for r in rules) else None
+        return self._with_rules(entry, request.placement, request.customer_id, never)
+
+    def _with_rules(
+        self, entry: Entry, placement: str, customer_id: str | None, never: frozenset[str] = frozenset()
+    ) -> Entry:
+        """`entry` with the placement's published rules, and the customer's segment when a rule names one."""
+        rules = self._rules_of(entry.version, entry.revision).get(placement, ())
+        needs_segment = customer_id is not None and any(r.customer_segment for r in rules)
+        segment = self._segment(entry.version, customer_id) if needs_segment else None
         return replace(entry, rules=rules, never=never, segment=segment)
 
     def _personal(self, request: Request) -> Entry:
@@ -401,23 +404,23 @@ class Recommender:
         kind = "recently_viewed" if request.placement == "recently_viewed" else "repurchase"
         items = tuple(Item(r.product_id, r.product_name, kind, float(r.score), r.evidence)
                       for r in rows if r.product_id is not None)
-        _, variant = self._experiment_and_variant(version, request.customer_id)
+        variant = self._variant(version, request.customer_id)
         return Entry(version, revision, variant, False, rows[0].generated_at, items)
 
-    def _trending_list(self, request: Request) -> Entry:
-        """trending: the trending list of the customer's variant."""
+    def _trending_list(self, customer_id: str | None) -> Entry:
+        """trending: the trending list of the customer's variant (the first variant's without a customer)."""
         with self.db.engine.connect() as conn:
             rows = conn.execute(TRENDING_STATEMENT).all()
             state = None if rows else conn.execute(STATE_STATEMENT).first()
         if not rows and state is None:
             raise NotPublishedError("nothing is published yet: materialize published_recommendations first")
         if not rows:  # nothing trends now
-            _, variant = self._experiment_and_variant(state.current_version, request.customer_id)
+            variant = self._variant(state.current_version, customer_id)
             return Entry(state.current_version, state.revision, variant, False, None, ())
         lists: dict[str, list] = {}
         for r in rows:
             lists.setdefault(r.variant, []).append(r)
-        variant = _variant_of(lists, _experiment(rows[0].experiment), request.customer_id)
+        variant = _variant_of(lists, _experiment(rows[0].experiment), customer_id)
         items = tuple(Item(r.product_id, r.product_name, "trending", float(r.score), r.evidence) for r in lists[variant])
         return Entry(rows[0].version, rows[0].revision, variant, False, None, items)
 
@@ -426,11 +429,12 @@ class Recommender:
         with self.db.engine.connect() as conn:
             return conn.execute(SEGMENT_STATEMENT, {"version": version, "customer_id": customer_id}).scalar()
 
-    def _experiment_and_variant(self, version: int, customer_id: str) -> tuple[Experiment | None, str | None]:
+    def _variant(self, version: int, customer_id: str | None) -> str | None:
+        """The customer's A/B variant in `version`'s experiment (None without a customer or an experiment)."""
         with self.db.engine.connect() as conn:
             spec = conn.execute(EXPERIMENT_STATEMENT, {"version": version}).scalar()
         experiment = _experiment(spec)
-        return experiment, experiment.assign(customer_id) if experiment else None
+        return experiment.assign(customer_id) if experiment and customer_id is not None else None
 
     def _rules_of(self, version: int, revision: int) -> dict[str, tuple[Rule, ...]]:
         """The published rules of the placements answered here, by placement (kept for the newest state)."""
