@@ -17,6 +17,7 @@ import pandas as pd
 from sqlalchemy import Integer, case, cast, func, insert, select, true
 from sqlalchemy.exc import IntegrityError
 
+from recopipeline.lib.contract import HOME
 from recopipeline.lib.variants import Experiment
 from recopipeline.serving.database import ServingDatabase, ServingError, utcnow
 from recopipeline.serving.read import check_id
@@ -29,7 +30,6 @@ from recopipeline.serving.schema import (
 )
 
 UNKNOWN = "unknown"
-DEFAULT_PLACEMENT = "home"  # the placement of an answer that does not name one
 
 
 def record_feedback(
@@ -102,7 +102,7 @@ def record_impressions(db: ServingDatabase, answer: Mapping, at: datetime | None
             "variant": answer["variant"], "recommendation_type": item["recommendation_type"],
             "version": answer["version"], "rank": item["rank"], "recorded_at": at or utcnow(),
             "recommendation_id": answer.get("recommendation_id"),
-            "placement": answer.get("placement", DEFAULT_PLACEMENT),
+            "placement": answer.get("placement", HOME),  # an answer that names none is home's
         }
         for item in answer["recommendations"]
     ]
