@@ -21,7 +21,12 @@ COLUMNS = ["product_key_1", "product_key_2", "ease_weight", "ease_rank"]
 
 def _negated_weights(X: sparse.csr_matrix, l2: float) -> np.ndarray:
     """-B for a customers x items 0/1 matrix, computed in place (the dense n x n arrays dominate memory)."""
-    gram = (X.T @ X).toarray()  # float64: X is
+    return negated_weights_from_gram((X.T @ X).toarray(), l2)  # float64: X is
+
+
+def negated_weights_from_gram(gram: np.ndarray, l2: float) -> np.ndarray:
+    """-B from the item-item Gram matrix XᵀX (float64, n x n; overwritten). A Gram summed over groups of
+    customers is the Gram of all of them (lib/shards.py sums the buckets')."""
     gram[np.diag_indices_from(gram)] += l2
     P = np.linalg.inv(gram)
     del gram
@@ -39,7 +44,11 @@ def ease_weights(X: sparse.csr_matrix, l2: float) -> np.ndarray:
 
 def _top_neighbours(X: sparse.csr_matrix, items: np.ndarray, l2: float, top_k: int) -> pd.DataFrame:
     """Each item's top-k positive weights (ties by product key: items are sorted, so by column)."""
-    negated = _negated_weights(X, l2)
+    return top_neighbours(_negated_weights(X, l2), items, top_k)
+
+
+def top_neighbours(negated: np.ndarray, items: np.ndarray, top_k: int) -> pd.DataFrame:
+    """Each item's top-k positive weights from -B (`negated`, n x n over `items`), ties by product key."""
     k = min(top_k, len(items) - 1)
     candidates = np.argpartition(negated, k - 1, axis=1)[:, :k]
     negated_top = np.take_along_axis(negated, candidates, axis=1)

@@ -1,0 +1,648 @@
+"""Customer shards: the nightly derived stages over N buckets of customers, with the tables of one run.
+
+**Buckets.** A customer's bucket is `lib/sharding.py`'s stable hash: the first 32 bits of md5(customer_id) modulo
+the bucket count, computed in DuckDB over the key dictionary `customer_keys` (every id ever accepted, so every row
+of a customer source is in exactly one bucket). It is the id's, not the integer key's: the id is what every
+per-customer output and the serving database carry, so a bucket can be told from any of them, and it does not
+depend on the order in which a warehouse numbered its customers. Aggregates over *orders* (baskets, orders per
+product) bucket an order by the same hash of its order_id: the contract does not require an order's lines to name
+one customer, and an order split over two buckets would be two baskets. With `buckets=1` nothing is split: every
+phase runs the stages exactly as one run does (`run_stage`, one `data.parquet` per table).
+
+**Phases**, derived from the stage specs (`plan()`):
+1. per bucket (`bucket_partials`): the per-customer stages that item-side stages read (upstream of a
+   `Split.NONE` stage: customer_segments, customer_behavior_comprehensive, customer_product_affinity) over the
+   bucket's customers, and the bucket's exact partial aggregates (`PARTIALS`, `sql/shard_*.sql`) of the
+   item-side stages that are sums over customers or orders: popularity totals, trending interest, buyers and
+   repeat buyers, orders per product, basket pair counts, purchase pair counts (the EASE Gram matrix XᵀX's
+   entries and the sequential purchases), the collaborative co-occurrence sums and norms. No pruning, no
+   threshold, no top-K: those apply to sums over every bucket only, since a pair below a threshold in each bucket
+   can pass it over all of them.
+2. once (`item_side`): every item-side stage, in run order: the ones in `COMBINES` from the partials of all
+   buckets summed (`sql/<stage>_from_shards.sql`; EASE from the summed Gram), then ranked and cut exactly as one
+   run (exact DECIMAL and integer sums, so the same bits); the others (product_similarity, ranking_model) by
+   `run_stage` over their whole inputs.
+3. per bucket (`bucket_customers`): the remaining per-customer stages (category preferences, the blend, the
+   candidate features, the learned ranks, the top N, the placement lists) over the bucket's customers, reading
+   the item-side tables whole and the bucket's own phase-1 files.
+
+**Hidden global dependencies**, and how each is kept:
+- product_popularity ranks products by sums over every customer: totals summed, then ranked and cut.
+- product_trending sums every customer's interactions of the last 8 days: summed, then scored and ranked.
+- product_repurchase_rates scales each product's recent orders by the most-ordered product's (a max over all
+  products): counts summed first; recent orders are counted per order (order buckets), not per customer.
+- products_bought_together counts baskets, which are orders: order buckets; min_support after the sum.
+- complementary_products counts buyers and sequential purchases over every customer and joins them to the
+  pairs bought together: summed, joined to the pairs made in phase 2, then cut to complementary_top_k.
+- collaborative_item_similarity: a product's norm is a sum over every customer's strongest products (the window
+  in sql/collaborative_strongest_products.sql); cf_min_common_customers and cf_top_k apply to summed pairs.
+- ease_item_similarity fits over the ease_max_items most-bought products of everyone: chosen from the summed
+  buyers, the Gram summed over the buckets, inverted once.
+- ranking_model (the learned ranking) is trained on every customer's candidates: it runs once in phase 2, over
+  the whole sources, as in one run (its training pass recomputes its stages as of an earlier time in its own
+  session; it is not split). learned_recommendations reads the one model in every bucket.
+- The per-customer stages read no other customer's rows: segment thresholds are tuning values, not quantiles
+  over customers; the A/B variant hangs on the customer's id; the blend numbers products only to keep key order
+  and reads product-side tables whole; candidate features take product statistics from the item-side tables;
+  merchandising rules match products and segments.
+
+**Files.** A per-customer table is one file per bucket, `<root>/<asset>/bucket-0003.parquet`
+(`Warehouse.partition_path(asset, "bucket-0003")`); the warehouse reads every file of an asset's folder as one
+table (`Warehouse.scan`, the catalog views), so readers see one table. A partial is the asset `shard_<name>`, one
+file per bucket. The item-side tables stay one `data.parquet`. Each file is written to a temporary file and put
+in place whole (`Warehouse.write`), so a rerun of a bucket replaces exactly its files, and a killed one leaves
+every file as it was or whole and new, never a part. `shard_manifest` holds one small file per finished step
+(`partials-bucket-0003`, `item-side`, `customers-bucket-0003`): as of when, with which tuning, for how many
+buckets. A step removes its own entry first and writes it last, so an interrupted step leaves none; phase 2 runs
+only when every bucket's partials are finished with its as-of time, tuning and bucket count, and phase 3 of a
+bucket only when its partials and the item side are. The last bucket to finish a phase removes the files of
+another bucket count (a `data.parquet` of one run, buckets beyond the count); until then a change of the count
+shows both layouts.
+
+**Processes.** `run_sharded` runs each bucket's phase in a process of its own (a forkserver that has imported
+this module, one task per process, at most `processes` at a time; each opens its own DuckDB), then phase 2 in
+one more. The Dagster layer can call `bucket_partials`, `item_side` (or `item_stage` per table) and
+`bucket_customers` in its own step processes instead; `python -m recopipeline.lib.shards` runs one step or all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from enum import Enum
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from recopipeline.lib import ease
+from recopipeline.lib.sharding import customer_bucket_sql
+from recopipeline.lib.stages import (
+    CUSTOMER_SOURCES,
+    Split,
+    Stage,
+    compute_into,
+    customer_keyed,
+    latest_event_time,
+    per_customer_stages,
+    run_stage,
+    stage,
+    stage_order,
+    upstream_stages,
+    variables,
+    write_stage,
+)
+from recopipeline.lib.tuning import Tuning
+from recopipeline.lib.warehouse import Warehouse, load_sql, run
+
+MODULE = "recopipeline.lib.shards"
+MANIFEST = "shard_manifest"
+BUCKET_ORDERS = "bucket_orders"  # the bucket's order lines, bucketed by order_id (partials By.ORDERS read it)
+PARTIALS_PHASE, ITEM_PHASE, CUSTOMERS_PHASE = "partials", "item-side", "customers"
+_BUCKET_FILE = re.compile(r"^bucket-(\d{4})\.parquet$")
+_MANIFEST_FILE = re.compile(r"^(partials|customers)-bucket-(\d{4})\.parquet$")
+
+
+class ShardError(RuntimeError):
+    """A phase cannot run yet (a bucket has not finished the one before), or a bucket's process failed."""
+
+
+class By(Enum):
+    CUSTOMERS = "the bucket's customers"
+    ORDERS = "the bucket's orders (by order_id)"
+
+
+@dataclass(frozen=True)
+class Partial:
+    """A bucket's partial aggregate: `sql/<name>.sql` over the bucket's rows, written per bucket as asset `name`."""
+
+    name: str
+    by: By
+    reads: tuple[str, ...]  # the customer-keyed tables of the bucket it reads
+    order_by: str
+    prepared: tuple[str, ...] = ()  # sql/<name>.sql results it reads as temp tables, made first
+
+
+PARTIALS: dict[str, Partial] = {p.name: p for p in (
+    Partial("shard_popularity_totals", By.CUSTOMERS, ("customer_behavior_comprehensive",), "segment, product_key"),
+    Partial("shard_trending_interest", By.CUSTOMERS, ("customer_interactions",), "product_key"),
+    Partial("shard_product_buyers", By.CUSTOMERS, ("orders",), "product_key"),
+    Partial("shard_purchase_pairs", By.CUSTOMERS, ("orders",), "product_key_1, product_key_2"),
+    Partial("shard_order_products", By.ORDERS, ("orders",), "product_key"),
+    Partial("shard_basket_pairs", By.ORDERS, ("orders",), "product_key_1, product_key_2"),
+    Partial("shard_collaborative_norms", By.CUSTOMERS, ("customer_product_affinity",), "product_key",
+            prepared=("collaborative_strongest_products",)),
+    Partial("shard_collaborative_pairs", By.CUSTOMERS, ("customer_product_affinity",), "product_key_1, product_key_2",
+            prepared=("collaborative_strongest_products",)),
+)}
+
+
+def partial_sql(name: str) -> str:
+    """The SQL of a partial over the bucket's tables."""
+    return load_sql(name)
+
+
+# EASE from the summed partials: the same products as sql in lib/ease.py (most buyers, ties by key), numbered in key
+# order; the Gram matrix's diagonal is each product's buyers, an off-diagonal entry the customers who bought both.
+EASE_ITEMS_SQL = """
+CREATE OR REPLACE TEMP TABLE ease_items AS
+WITH most_bought AS (
+    SELECT product_key FROM shard_product_buyers GROUP BY product_key
+    ORDER BY sum(buyers) DESC, product_key LIMIT {max_items}
+)
+SELECT product_key, CAST(row_number() OVER (ORDER BY product_key) - 1 AS INTEGER) AS item FROM most_bought
+"""
+EASE_DIAGONAL_SQL = """
+SELECT i.item, sum(b.buyers)::DOUBLE AS customers
+FROM shard_product_buyers AS b JOIN ease_items AS i USING (product_key)
+GROUP BY i.item
+"""
+EASE_PAIRS_SQL = """
+SELECT a.item AS item_1, b.item AS item_2, sum(p.customers)::DOUBLE AS customers
+FROM shard_purchase_pairs AS p
+JOIN ease_items AS a ON a.product_key = p.product_key_1
+JOIN ease_items AS b ON b.product_key = p.product_key_2
+GROUP BY a.item, b.item
+"""
+
+
+def _ease_gram(con: duckdb.DuckDBPyConnection, items: int) -> np.ndarray:
+    """XᵀX over the model's products, summed over the buckets: integers, exact in float64, as one run's."""
+    gram = np.zeros((items, items), dtype=np.float64)
+    diagonal = con.sql(EASE_DIAGONAL_SQL).fetchnumpy()
+    gram[diagonal["item"], diagonal["item"]] = diagonal["customers"]
+    pairs = con.sql(EASE_PAIRS_SQL).fetchnumpy()
+    gram[pairs["item_1"], pairs["item_2"]] = pairs["customers"]
+    gram[pairs["item_2"], pairs["item_1"]] = pairs["customers"]
+    return gram
+
+
+def ease_from_shards(con: duckdb.DuckDBPyConnection, tuning: Tuning) -> str:
+    """ease_item_similarity's rows from the buckets' buyers and purchase pairs (lib/ease.py's fit on their sum)."""
+    run(con, EASE_ITEMS_SQL.format(max_items=int(tuning.ease_max_items)))
+    items = np.asarray(con.sql("SELECT product_key FROM ease_items ORDER BY item").fetchnumpy()["product_key"])
+    if len(items) < 2:
+        neighbours = ease._empty()
+    else:  # the Gram is passed on, not kept: the inverse replaces it in memory
+        neighbours = ease.top_neighbours(ease.negated_weights_from_gram(_ease_gram(con, len(items)), tuning.ease_l2),
+                                         items, tuning.ease_top_k)
+    con.register("ease_neighbours", neighbours)
+    return "SELECT * FROM ease_neighbours"
+
+
+@dataclass(frozen=True)
+class Combine:
+    """An item-side stage computed from the buckets' partials: `sql/<stage>_from_shards.sql` or `compute`."""
+
+    stage: str
+    partials: tuple[str, ...]
+    compute: Callable[[duckdb.DuckDBPyConnection, Tuning], str] | None = None
+
+    def sql(self, con: duckdb.DuckDBPyConnection, tuning: Tuning) -> str:
+        return load_sql(f"{self.stage}_from_shards") if self.compute is None else self.compute(con, tuning)
+
+
+COMBINES: dict[str, Combine] = {c.stage: c for c in (
+    Combine("product_popularity", ("shard_popularity_totals",)),
+    Combine("product_trending", ("shard_trending_interest",)),
+    Combine("product_repurchase_rates", ("shard_product_buyers", "shard_order_products")),
+    Combine("products_bought_together", ("shard_order_products", "shard_basket_pairs")),
+    Combine("complementary_products", ("shard_product_buyers", "shard_purchase_pairs")),
+    Combine("collaborative_item_similarity", ("shard_collaborative_norms", "shard_collaborative_pairs")),
+    Combine(ease.ASSET, ("shard_product_buyers", "shard_purchase_pairs"), compute=ease_from_shards),
+)}
+
+
+# ---- the plan ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    """What each phase computes, in run order."""
+
+    first: tuple[Stage, ...]  # phase 1: the per-customer stages item-side stages read
+    partials: tuple[Partial, ...]  # phase 1: the partial aggregates of the combined stages
+    item: tuple[Stage, ...]  # phase 2: every item-side stage
+    combined: frozenset[str]  # of those, the ones computed from partials (the others run over whole inputs)
+    customers: tuple[Stage, ...]  # phase 3: the remaining per-customer stages
+
+    @property
+    def first_assets(self) -> list[str]:
+        return [s.name for s in self.first] + [p.name for p in self.partials]
+
+
+def plan() -> Plan:
+    """The phases from the stage specs: item-side = `Split.NONE`; phase 1 = the per-customer stages upstream of
+    one; phase 3 = the other per-customer stages."""
+    item = [s for s in stage_order() if s.split is Split.NONE]
+    upstream = {u.name for s in item for u in upstream_stages(s.name)}
+    first = [s for s in per_customer_stages() if s.name in upstream]
+    for spec in first:
+        behind = [u.name for u in upstream_stages(spec.name) if u.split is Split.NONE]
+        if behind:
+            raise ValueError(f"'{spec.name}' is read by item-side stages and reads {behind}: it cannot be split")
+    combined = [s for s in item if s.name in COMBINES]
+    for spec in combined:
+        for name in COMBINES[spec.name].partials:
+            foreign = set(PARTIALS[name].reads) - {i for i in spec.inputs if customer_keyed(i)}
+            if foreign:
+                raise ValueError(f"partial '{name}' of '{spec.name}' reads {sorted(foreign)}, not inputs of the stage")
+    names = dict.fromkeys(name for s in combined for name in COMBINES[s.name].partials)
+    return Plan(
+        first=tuple(first),
+        partials=tuple(PARTIALS[name] for name in names),
+        item=tuple(item),
+        combined=frozenset(s.name for s in combined),
+        customers=tuple(s for s in per_customer_stages() if s.name not in upstream),
+    )
+
+
+def bucket_key(bucket: int, buckets: int) -> str | None:
+    """The partition a bucket's files are written as: None (`data.parquet`) with one bucket, else `bucket-0003`."""
+    _check_bucket(bucket, buckets)
+    return None if buckets == 1 else f"bucket-{bucket:04d}"
+
+
+def _check_bucket(bucket: int | None, buckets: int) -> None:
+    if buckets < 1:
+        raise ValueError("buckets must be >= 1")
+    if bucket is not None and not 0 <= bucket < buckets:
+        raise ValueError(f"bucket {bucket} is not one of 0..{buckets - 1}")
+
+
+# ---- phase 1 ---------------------------------------------------------------------------------------------------
+def bucket_partials(store: Warehouse, tuning: Tuning, as_of: datetime, bucket: int, buckets: int) -> dict[str, int]:
+    """Phase 1 for one bucket: write its per-customer tables that item-side stages read, and its partial aggregates,
+    as the bucket's files (`bucket-0003`); returns the rows written per table. With one bucket: those stages as one
+    run computes them."""
+    work = plan()
+    if buckets == 1:
+        _check_bucket(bucket, 1)
+        rows = {spec.name: run_stage(store, spec, tuning, as_of) for spec in work.first}
+        retire_other_layouts(store, work.first_assets, 1)
+        _retire_manifests(store, PARTIALS_PHASE, 1)
+        return rows
+    key = bucket_key(bucket, buckets)
+    _forget(store, PARTIALS_PHASE, bucket)
+    reads = {name for spec in work.first for name in spec.inputs} | {name for p in work.partials for name in p.reads}
+    with store.session(_broadcast(reads), variables=variables(tuning, as_of)) as con:
+        _restrict(store, con, bucket, buckets, reads, orders=any(p.by is By.ORDERS for p in work.partials))
+        for spec in work.first:
+            compute_into(con, spec, tuning)
+        for part in work.partials:
+            for name in part.prepared:
+                run(con, f"CREATE OR REPLACE TEMP TABLE {name} AS {load_sql(name)}")
+            run(con, f"CREATE TEMP TABLE {part.name} AS {partial_sql(part.name)}")
+        orders = {spec.name: spec.order_by for spec in work.first} | {p.name: p.order_by for p in work.partials}
+        rows = {
+            name: store.write(con, name, f"SELECT * FROM {name}", partition=key, order_by=order)
+            for name, order in orders.items()
+        }
+    _finish(store, PARTIALS_PHASE, bucket, buckets, tuning, as_of, rows, work.first_assets)
+    return rows
+
+
+def _broadcast(names: Iterable[str]) -> list[str]:
+    """The tables read whole in every bucket (the catalogue, the dictionaries, the item-side tables)."""
+    return sorted({name for name in names if not customer_keyed(name)} | {"customer_keys"})
+
+
+def _restrict(
+    store: Warehouse, con: duckdb.DuckDBPyConnection, bucket: int, buckets: int, reads: Iterable[str], orders: bool
+) -> None:
+    """The bucket's rows of the customer sources in `reads` as temp tables of their names (and, with `orders`, the
+    order lines of the bucket's orders as BUCKET_ORDERS)."""
+    run(
+        con,
+        "CREATE TEMP TABLE bucket_customer_keys AS SELECT customer_key FROM customer_keys "
+        f"WHERE {customer_bucket_sql('customer_id', buckets)} = {int(bucket)}",
+    )
+    for source in (name for name in CUSTOMER_SOURCES if name in set(reads)):
+        run(
+            con,
+            f"CREATE TEMP TABLE {source} AS SELECT * FROM {store.scan(source)} "
+            "WHERE customer_key IN (SELECT customer_key FROM bucket_customer_keys)",
+        )
+    if orders:
+        run(
+            con,
+            f"CREATE TEMP TABLE {BUCKET_ORDERS} AS SELECT * FROM {store.scan('orders')} "
+            f"WHERE {customer_bucket_sql('order_id', buckets)} = {int(bucket)}",
+        )
+
+
+# ---- phase 2 ---------------------------------------------------------------------------------------------------
+def item_side(store: Warehouse, tuning: Tuning, as_of: datetime, buckets: int) -> dict[str, int]:
+    """Phase 2, once: every item-side table (`data.parquet`), from the partials of all `buckets` where the stage is
+    in COMBINES, else over its whole inputs; returns the rows written per table. Refuses (ShardError) while a
+    bucket has not finished phase 1 with this as-of time, tuning and bucket count."""
+    work = plan()
+    if buckets > 1:
+        _require(store, PARTIALS_PHASE, range(buckets), buckets, tuning, as_of)
+        _forget(store, ITEM_PHASE, None)
+    rows = {spec.name: _item_stage(store, spec, tuning, as_of, buckets) for spec in work.item}
+    if buckets > 1:
+        _finish(store, ITEM_PHASE, None, buckets, tuning, as_of, rows, ())
+    else:
+        store.remove_file(MANIFEST, ITEM_PHASE)
+    return rows
+
+
+def item_stage(store: Warehouse, name: str, tuning: Tuning, as_of: datetime, buckets: int) -> int:
+    """One item-side table of phase 2 (for a caller that writes, audits and publishes each table itself; its
+    item-side inputs must be written first, in `plan().item` order). Does not check or write the manifest:
+    `item_side` does."""
+    spec = stage(name)
+    if spec.split is not Split.NONE:
+        raise ValueError(f"'{name}' is a per-customer stage")
+    return _item_stage(store, spec, tuning, as_of, buckets)
+
+
+def _item_stage(store: Warehouse, spec: Stage, tuning: Tuning, as_of: datetime, buckets: int) -> int:
+    if buckets == 1:
+        return run_stage(store, spec, tuning, as_of)
+    bucketed = [name for name in spec.inputs if customer_keyed(name) and name not in CUSTOMER_SOURCES]
+    combine = COMBINES.get(spec.name)
+    whole = [name for name in spec.inputs if combine is None and name not in bucketed]
+    broadcast = [name for name in spec.inputs if not customer_keyed(name)]
+    with store.session(broadcast if combine else whole, variables=variables(tuning, as_of)) as con:
+        tables = combine.partials if combine else bucketed  # per-customer stage inputs: this layout's files only
+        for name in tables:
+            files = ", ".join(_quote(store.partition_path(name, bucket_key(b, buckets))) for b in range(buckets))
+            run(con, f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet([{files}], union_by_name = true)")
+        if combine is None:
+            return write_stage(store, con, spec, tuning)
+        return store.write(con, spec.name, combine.sql(con, tuning), order_by=spec.order_by)
+
+
+# ---- phase 3 ---------------------------------------------------------------------------------------------------
+def bucket_customers(store: Warehouse, tuning: Tuning, as_of: datetime, bucket: int, buckets: int) -> dict[str, int]:
+    """Phase 3 for one bucket: the remaining per-customer tables (the blend, the top N, the placement lists, …) of
+    its customers, as the bucket's files, over the item-side tables and the bucket's phase-1 files; returns the rows
+    written per table. Refuses (ShardError) unless the bucket's partials and the item side are finished with this
+    as-of time, tuning and bucket count."""
+    work = plan()
+    if buckets == 1:
+        _check_bucket(bucket, 1)
+        rows = {spec.name: run_stage(store, spec, tuning, as_of) for spec in work.customers}
+        retire_other_layouts(store, [s.name for s in work.customers], 1)
+        _retire_manifests(store, CUSTOMERS_PHASE, 1)
+        return rows
+    key = bucket_key(bucket, buckets)
+    _require(store, PARTIALS_PHASE, [bucket], buckets, tuning, as_of)
+    _require(store, ITEM_PHASE, [None], buckets, tuning, as_of)
+    _forget(store, CUSTOMERS_PHASE, bucket)
+    reads = {name for spec in work.customers for name in spec.inputs}
+    first = [spec.name for spec in work.first if spec.name in reads]
+    with store.session(_broadcast(reads), variables=variables(tuning, as_of)) as con:
+        _restrict(store, con, bucket, buckets, reads, orders=False)
+        for name in first:  # the bucket's own rows, written by its phase 1
+            run(con, f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet({_quote(store.partition_path(name, key))})")
+        for spec in work.customers:
+            compute_into(con, spec, tuning)
+        rows = {
+            spec.name: store.write(con, spec.name, f"SELECT * FROM {spec.name}", partition=key, order_by=spec.order_by)
+            for spec in work.customers
+        }
+    _finish(store, CUSTOMERS_PHASE, bucket, buckets, tuning, as_of, rows, [s.name for s in work.customers])
+    return rows
+
+
+# ---- manifest and layouts ----------------------------------------------------------------------------------------
+def tuning_fingerprint(tuning: Tuning) -> str:
+    """A short hash of every tuning value: a step's partials are only combined with others of the same tuning."""
+    return hashlib.md5(json.dumps(tuning.as_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _manifest_key(phase: str, bucket: int | None) -> str:
+    return phase if bucket is None else f"{phase}-bucket-{bucket:04d}"
+
+
+def _forget(store: Warehouse, phase: str, bucket: int | None) -> None:
+    store.remove_file(MANIFEST, _manifest_key(phase, bucket))
+
+
+def _finish(
+    store: Warehouse, phase: str, bucket: int | None, buckets: int, tuning: Tuning, as_of: datetime,
+    rows: dict[str, int], assets: Iterable[str],
+) -> None:
+    """Record the step as finished; the last bucket of a phase to finish retires the files of other layouts."""
+    entry = pa.table({
+        "phase": [phase], "bucket": pa.array([bucket], pa.int32()), "buckets": pa.array([buckets], pa.int32()),
+        "as_of": pa.array([as_of], pa.timestamp("us")), "tuning": [tuning_fingerprint(tuning)],
+        "finished_at": pa.array([datetime.now()], pa.timestamp("us")), "rows": [json.dumps(rows, sort_keys=True)],
+    })
+    with store.session() as con:
+        con.register("manifest_entry", entry)
+        store.write(con, MANIFEST, "SELECT * FROM manifest_entry", partition=_manifest_key(phase, bucket))
+    if bucket is not None and not unfinished(store, phase, buckets, tuning, as_of):
+        retire_other_layouts(store, assets, buckets)
+        _retire_manifests(store, phase, buckets)
+
+
+def unfinished(store: Warehouse, phase: str, buckets: int, tuning: Tuning, as_of: datetime) -> list[int]:
+    """The buckets whose `phase` ("partials" or "customers") is not finished with this as-of time, tuning and
+    bucket count (a bucket that failed, was killed or has not run)."""
+    return [b for b in range(buckets) if not _finished(store, phase, b, buckets, tuning, as_of)]
+
+
+def _finished(store: Warehouse, phase: str, bucket: int | None, buckets: int, tuning: Tuning, as_of: datetime) -> bool:
+    path = store.partition_path(MANIFEST, _manifest_key(phase, bucket))
+    if os.path.basename(path) not in {os.path.basename(f) for f in store.files(MANIFEST)}:
+        return False
+    with store.session() as con:
+        found = run(con, f"SELECT buckets, as_of, tuning FROM read_parquet({_quote(path)})")
+    return bool(found) and tuple(found[0]) == (buckets, as_of, tuning_fingerprint(tuning))
+
+
+def _require(
+    store: Warehouse, phase: str, buckets_of: Iterable[int | None], buckets: int, tuning: Tuning, as_of: datetime
+) -> None:
+    missing = [b for b in buckets_of if not _finished(store, phase, b, buckets, tuning, as_of)]
+    if missing:
+        which = "the item side" if missing == [None] else f"bucket(s) {', '.join(map(str, missing))} of {buckets}"
+        raise ShardError(
+            f"{which}: no finished '{phase}' step as of {as_of.isoformat()} with this tuning and {buckets} buckets "
+            f"(run it first; see {MANIFEST})"
+        )
+
+
+def retire_other_layouts(store: Warehouse, assets: Iterable[str], buckets: int) -> None:
+    """Remove the files of `assets` that belong to another bucket count: `data.parquet` when split, bucket files
+    beyond the count (every one with one bucket). Other files (partitions of another kind) stay."""
+    for asset in assets:
+        for path in store.files(asset):
+            name = os.path.basename(path)
+            match = _BUCKET_FILE.match(name)
+            if name == "data.parquet" and buckets > 1:
+                store.remove_file(asset, None)
+            elif match and (buckets == 1 or int(match.group(1)) >= buckets):
+                store.remove_file(asset, name.removesuffix(".parquet"))
+
+
+def _retire_manifests(store: Warehouse, phase: str, buckets: int) -> None:
+    for path in store.files(MANIFEST):
+        match = _MANIFEST_FILE.match(os.path.basename(path))
+        if match and match.group(1) == phase and (buckets == 1 or int(match.group(2)) >= buckets):
+            store.remove_file(MANIFEST, os.path.basename(path).removesuffix(".parquet"))
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# ---- all of it, in processes -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Step:
+    """One phase of one bucket (bucket None: phase 2), as a process runs it."""
+
+    phase: str
+    bucket: int | None
+    buckets: int
+    store: Warehouse
+    tuning: Tuning
+    as_of: datetime
+
+
+@dataclass(frozen=True)
+class StepResult:
+    phase: str
+    bucket: int | None
+    seconds: float
+    cpu_seconds: float
+    peak_rss_bytes: int  # the process's highest resident set size (getrusage)
+    rows: dict[str, int] = field(default_factory=dict)
+    pid: int = 0
+
+
+def run_step(step: Step) -> StepResult:
+    """Run one step in this process and measure it."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    if step.phase == PARTIALS_PHASE:
+        rows = bucket_partials(step.store, step.tuning, step.as_of, step.bucket, step.buckets)
+    elif step.phase == ITEM_PHASE:
+        rows = item_side(step.store, step.tuning, step.as_of, step.buckets)
+    elif step.phase == CUSTOMERS_PHASE:
+        rows = bucket_customers(step.store, step.tuning, step.as_of, step.bucket, step.buckets)
+    else:
+        raise ValueError(f"unknown phase {step.phase!r}")
+    return StepResult(
+        step.phase, step.bucket, time.perf_counter() - wall, time.process_time() - cpu,
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, rows, os.getpid(),
+    )
+
+
+@dataclass(frozen=True)
+class ShardedRun:
+    buckets: int
+    processes: int
+    seconds: float  # wall time of the whole run
+    steps: tuple[StepResult, ...]
+
+    def phase(self, name: str) -> list[StepResult]:
+        return [s for s in self.steps if s.phase == name]
+
+    @property
+    def work_seconds(self) -> float:
+        """The steps' wall times added up: what the run costs on one core at a time."""
+        return sum(s.seconds for s in self.steps)
+
+    @property
+    def critical_path_seconds(self) -> float:
+        """The slowest bucket of phase 1, plus phase 2, plus the slowest bucket of phase 3: the run's length with
+        a process per bucket."""
+        return sum(max((s.seconds for s in self.phase(p)), default=0.0)
+                   for p in (PARTIALS_PHASE, ITEM_PHASE, CUSTOMERS_PHASE))
+
+    def as_dict(self) -> dict:
+        return {"buckets": self.buckets, "processes": self.processes, "seconds": self.seconds,
+                "work_seconds": self.work_seconds, "critical_path_seconds": self.critical_path_seconds,
+                "steps": [asdict(s) for s in self.steps]}
+
+
+def run_sharded(
+    store: Warehouse,
+    tuning: Tuning,
+    as_of: datetime,
+    buckets: int,
+    processes: int = 2,
+    step: Callable[[Step], StepResult] = run_step,
+) -> ShardedRun:
+    """Every derived stage over `buckets` buckets: phase 1 per bucket, phase 2 once, phase 3 per bucket, each step
+    in a process of its own, at most `processes` at a time. `step` (a module-level function, run in the
+    processes) is `run_step` unless a caller wraps it."""
+    _check_bucket(None, buckets)
+    if processes < 1:
+        raise ValueError("processes must be >= 1")
+    store = replace(store, candidate=None)
+    started = time.perf_counter()
+    results: list[StepResult] = []
+    for phase, each in ((PARTIALS_PHASE, range(buckets)), (ITEM_PHASE, [None]), (CUSTOMERS_PHASE, range(buckets))):
+        steps = [Step(phase, bucket, buckets, store, tuning, as_of) for bucket in each]
+        results += in_processes(steps, processes, step)
+    return ShardedRun(buckets, processes, time.perf_counter() - started, tuple(results))
+
+
+def in_processes(steps: Sequence[Step], processes: int, step: Callable[[Step], StepResult] = run_step) -> list[StepResult]:
+    """Run the steps, each in a new process (forked from a server that has imported this module), at most
+    `processes` at a time; raises ShardError naming every step that failed, after the others have ended."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([MODULE])
+    results: dict[int, StepResult] = {}
+    failures: list[str] = []
+    with ProcessPoolExecutor(max_workers=min(processes, len(steps)), mp_context=context,
+                             max_tasks_per_child=1) as pool:
+        futures = {pool.submit(step, s): number for number, s in enumerate(steps)}
+        for future in as_completed(futures):
+            s = steps[futures[future]]
+            try:
+                results[futures[future]] = future.result()
+            except Exception as error:  # noqa: BLE001 - reported with the step it belongs to
+                where = "the item side" if s.bucket is None else f"bucket {s.bucket} of {s.buckets}"
+                failures.append(f"{s.phase} of {where}: {type(error).__name__}: {error}")
+    if failures:
+        raise ShardError("; ".join(sorted(failures)))
+    return [results[number] for number in range(len(steps))]
+
+
+# ---- command line ------------------------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {MODULE}", description="Run the derived stages over customer buckets (lib/shards.py)."
+    )
+    parser.add_argument("step", choices=["all", PARTIALS_PHASE, ITEM_PHASE, CUSTOMERS_PHASE])
+    parser.add_argument("--root", required=True, help="the warehouse root")
+    parser.add_argument("--buckets", type=int, required=True)
+    parser.add_argument("--bucket", type=int, help="the bucket (partials, customers)")
+    parser.add_argument("--as-of", help="ISO time (default: the newest event)")
+    parser.add_argument("--processes", type=int, default=2, help="processes at a time (all)")
+    parser.add_argument("--tuning", help="tuning values as a JSON object")
+    parser.add_argument("--memory-limit", default="3GB")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    store = Warehouse(args.root, memory_limit=args.memory_limit, threads=args.threads)
+    tuning = Tuning(**json.loads(args.tuning)) if args.tuning else Tuning()
+    as_of = datetime.fromisoformat(args.as_of) if args.as_of else latest_event_time(store)
+    if args.step == "all":
+        result = run_sharded(store, tuning, as_of, args.buckets, args.processes).as_dict()
+    else:
+        if (args.bucket is None) != (args.step == ITEM_PHASE):
+            parser.error("--bucket is needed for partials and customers, and only for them")
+        result = asdict(run_step(Step(args.step, args.bucket, args.buckets, store, tuning, as_of)))
+    json.dump(result, sys.stdout, indent=2, default=str)
+    print()
+
+
+if __name__ == "__main__":  # run as the module itself, so the processes' steps are pickled by its name
+    from recopipeline.lib.shards import main as module_main
+
+    module_main()

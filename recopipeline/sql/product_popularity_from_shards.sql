@@ -1,0 +1,44 @@
+-- product_popularity_from_shards: the rows of sql/product_popularity.sql from the buckets' partial totals
+-- (shard_popularity_totals, one file per bucket; lib/shards.py). The per-(segment, product) sums are exact
+-- DECIMAL sums of the buckets' exact sums, so the scores have the bits of one pass over every customer; the lists
+-- are ranked and cut only after the sum. Apart from `totals` this is sql/product_popularity.sql: change both
+-- together (recopipeline_tests/test_shards.py requires the same rows).
+WITH available AS (
+    SELECT product_key, category
+    FROM products
+    WHERE is_active AND (stock_quantity > 0 OR stock_quantity IS NULL)  -- unknown stock counts as in stock
+),
+totals AS (
+    SELECT segment,
+           product_key,
+           sum(weighted_score)::DOUBLE AS popularity_score,
+           sum(recent_buyers)::BIGINT  AS recent_buyers
+    FROM shard_popularity_totals
+    GROUP BY segment, product_key
+),
+overall AS (SELECT product_key, popularity_score, recent_buyers FROM totals WHERE segment = 'all'),
+by_segment AS (SELECT segment, product_key, popularity_score FROM totals WHERE segment <> 'all'),
+segments AS (
+    SELECT segment FROM (VALUES ('all'), ('new'), ('returning'), ('vip'), ('at_risk')) AS t(segment)
+),
+scored AS (
+    SELECT s.segment,
+           a.product_key,
+           a.category,
+           round(coalesce(CASE WHEN s.segment = 'all' THEN o.popularity_score ELSE b.popularity_score END, 0), 6)
+                                            AS popularity_score,
+           round(coalesce(o.popularity_score, 0), 6) AS overall_score,
+           coalesce(o.recent_buyers, 0)     AS recent_buyers
+    FROM segments AS s
+    CROSS JOIN available AS a
+    LEFT JOIN overall AS o ON o.product_key = a.product_key
+    LEFT JOIN by_segment AS b ON b.segment = s.segment AND b.product_key = a.product_key
+)
+SELECT *,
+       row_number() OVER (PARTITION BY segment ORDER BY popularity_score DESC, overall_score DESC, product_key)
+           AS popularity_rank,
+       row_number() OVER (PARTITION BY segment, category ORDER BY popularity_score DESC, overall_score DESC, product_key)
+           AS category_rank
+FROM scored
+QUALIFY popularity_rank <= getvariable('popular_products')
+     OR category_rank <= getvariable('category_products')
