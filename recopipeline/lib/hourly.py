@@ -11,7 +11,6 @@ empty readable as an empty table.
 
 from __future__ import annotations
 
-import os
 import shutil
 import uuid
 from datetime import datetime, timedelta
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import duckdb
 
-from recopipeline.lib.warehouse import PARQUET, Warehouse, is_remote, run
+from recopipeline.lib.warehouse import PARQUET, Warehouse, run
 
 KEY_FORMAT = "%Y-%m-%d-%H:%M"  # Dagster's hourly partition key
 FILE_FORMAT = "%Y-%m-%d-%H%M"  # the same key as a file name (Warehouse.partition_path drops the colon)
@@ -57,13 +56,6 @@ def hours(start: datetime, end: datetime) -> list[datetime]:
     return [start + i * HOUR for i in range(count)]
 
 
-def hour_files(store: Warehouse, asset: str, start: datetime, end: datetime) -> list[str]:
-    """The existing files of the hours in [start, end) of an hourly asset (local roots)."""
-    return [
-        path for path in (store.partition_path(asset, hour_key(h)) for h in hours(start, end)) if os.path.exists(path)
-    ]
-
-
 def write_hours(
     store: Warehouse,
     con: duckdb.DuckDBPyConnection,
@@ -94,12 +86,9 @@ def write_hours(
         """,
     )
     try:
-        if is_remote(store.root):
-            counts = _write_each_hour(store, con, asset, window, prefix)
-        else:
-            counts = _write_partitioned(store, con, asset, window, prefix)
-            if not prefix:
-                store.remove_file(asset, None)  # a whole-table file from before the asset was partitioned
+        counts = _write_partitioned(store, con, asset, window, prefix)
+        if not prefix:
+            store.remove_file(asset, None)  # a whole-table file from before the asset was partitioned
     except duckdb.Error as error:
         if _OUTSIDE not in str(error):
             raise
@@ -130,10 +119,9 @@ def _write_partitioned(
 ) -> dict[str, int]:
     """The window's first hour with one COPY (in a backfill from the first partition it holds the history, most
     rows, and a plain COPY writes them faster than a partitioned one), the other hours with one COPY with
-    PARTITION_BY, both into a hidden folder; then each hour's file renamed into place."""
-    folder = Path(store.asset_dir(asset))
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = folder / f".{uuid.uuid4().hex}.hours"
+    PARTITION_BY, both into a hidden local folder; then each hour's file put in place (one object per hour on
+    object storage)."""
+    staging = Path(store.scratch_dir(asset)) / f".{uuid.uuid4().hex}.hours"
     first = window[0]
     first_file = staging / f"_hour={first.strftime(FILE_FORMAT)}" / "data_0.parquet"
     try:
@@ -169,23 +157,6 @@ def _write_partitioned(
         return counts
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _write_each_hour(
-    store: Warehouse, con: duckdb.DuckDBPyConnection, asset: str, window: list[datetime], prefix: str
-) -> dict[str, int]:
-    """On object storage: stage the rows once, then one object per hour (no rename or delete there)."""
-    run(con, f"CREATE OR REPLACE TEMP TABLE _hourly_staged AS {_STAGED} ORDER BY _hour")
-    present = {key for (key,) in run(con, "SELECT DISTINCT _hour FROM _hourly_staged")}
-    counts: dict[str, int] = {}
-    for hour in window:
-        file_key = hour.strftime(FILE_FORMAT)
-        rows = f"SELECT * EXCLUDE (_hour) FROM _hourly_staged WHERE _hour = '{file_key}'"
-        written = store.write(con, asset, rows, partition=prefix + hour_key(hour))
-        if file_key in present:
-            counts[hour_key(hour)] = written
-    run(con, "DROP TABLE _hourly_staged")
-    return counts
 
 
 def _rows_in(con: duckdb.DuckDBPyConnection, path: str) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from recopipeline.lib.warehouse import Warehouse, is_remote
+from recopipeline.lib.warehouse import Warehouse
 
 QUARANTINE = "quarantine"
 
@@ -34,9 +34,6 @@ def quarantine_examples(store: Warehouse, source: str) -> pd.DataFrame:
     """A few of a source's quarantined rows (from its own files only: the other sources' ingests may be
     replacing theirs at the same time)."""
     columns = "reason, detail, raw_row, source_file, source_row"
-    if is_remote(store.root):
-        return store.read(f"SELECT {columns} FROM {store.scan(QUARANTINE)} WHERE source = $source "
-                          "ORDER BY source_file, source_row LIMIT 5", params={"source": source})
     own = [path for path in store.files(QUARANTINE)
            if Path(path).stem == source or Path(path).stem.startswith(quarantine_part(source, ""))]
     if not own:

@@ -18,6 +18,7 @@ import duckdb
 import pandas as pd
 
 from recopipeline.lib.keys import DICTIONARIES, create_readable_views
+from recopipeline.lib.storage import LOCAL
 from recopipeline.lib.warehouse import Warehouse, is_remote, run
 
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:ANALY[SZ]E\s+)?", re.IGNORECASE)
@@ -46,26 +47,28 @@ def check_read_only(query: str) -> str:
 
 
 def asset_files(store: Warehouse) -> dict[str, list[str]]:
-    """Every materialized asset and its Parquet files (local warehouses only)."""
+    """Every materialized asset and its Parquet files (objects, on object storage)."""
     if is_remote(store.root):
-        raise RefusedQuery(f"recopipeline sql reads a local warehouse; open {store.root} with DuckDB and httpfs")
+        return {name: store.files(name) for name in store.assets()}
     return {name: [os.path.realpath(path) for path in store.files(name)] for name in store.assets()}
 
 
 def query(store: Warehouse, sql: str) -> pd.DataFrame:
     """Run one read-only query over the warehouse's assets (one view each) and return its rows."""
     statement = check_read_only(sql)
-    con = connect(asset_files(store), store.memory_limit, store.threads)
+    con = connect(asset_files(store), store.memory_limit, store.threads, store.storage)
     try:
         return con.execute(statement).df()
     finally:
         con.close()
 
 
-def connect(assets: Mapping[str, Sequence[str]], memory_limit: str = "3GB", threads: int = 2):
-    """An in-memory DuckDB with a view per asset over exactly its files, locked so it can reach nothing else."""
+def connect(assets: Mapping[str, Sequence[str]], memory_limit: str = "3GB", threads: int = 2, storage=LOCAL):
+    """An in-memory DuckDB with a view per asset over exactly its files, locked so it can reach nothing else
+    (on object storage too: the allowed paths hold for the registered file system)."""
     con = duckdb.connect(":memory:")
     try:
+        storage.register(con)
         temp = os.path.join(tempfile.gettempdir(), "recopipeline-duckdb")
         os.makedirs(temp, exist_ok=True)
         run(con, f"SET memory_limit = {_quote(memory_limit)}")

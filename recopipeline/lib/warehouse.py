@@ -3,17 +3,19 @@
 Layout: `<root>/<asset>/data.parquet` for an unpartitioned asset, `<root>/<asset>/<partition>.parquet` for a
 partitioned one. Each step opens its own session (a cursor of the process's in-memory DuckDB, with views,
 temporary tables and variables of its own), exposes its inputs as views named after the upstream assets, and
-writes its output to a temporary file that is renamed into place. Readers therefore never see a half-written
-file and parallel steps (processes) never share a database lock. On object storage
-(`s3://…`, `gs://…`) the object is written directly; a single object PUT is atomic there.
+writes its output to a local temporary file that is then put in place whole (lib/storage.py: a rename on a local
+root, one object PUT on object storage, `s3://…`). Readers therefore never see a half-written file and parallel
+steps (processes) never share a database lock.
 
 A step writes its asset as a *candidate* (`Warehouse.stage`): the new files go to a hidden folder inside the
 asset's folder, the step's checks read the candidate, and only `publish()` moves the files into place. When a
 blocking check fails the step calls `discard()` instead, so the files downstream assets read are always the last
-ones that passed their audit (write, audit, publish). Leftovers of a killed step are removed by the next step
-that writes the same asset.
+ones that passed their audit (write, audit, publish). On object storage the candidate's files wait on local disk
+and `publish()` uploads each one. Leftovers of a killed step are removed by the next step that writes the same
+asset.
 
-`<root>/catalog.duckdb` holds one view per asset so a person can open everything with the DuckDB CLI.
+`<root>/catalog.duckdb` holds one view per asset so a person can open everything with the DuckDB CLI (on object
+storage, a DuckDB with httpfs, or fsspec registered).
 """
 
 from __future__ import annotations
@@ -35,14 +37,11 @@ import duckdb
 import pandas as pd
 
 from recopipeline.lib.keys import DICTIONARIES, create_readable_views
+from recopipeline.lib.storage import LOCAL, is_remote, storage_for
 
 SQL_DIR = Path(__file__).parents[1] / "sql"
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _PARTITION = re.compile(r"^[A-Za-z0-9_\-:]+$")
-
-
-def is_remote(root: str) -> bool:
-    return "://" in root
 
 
 def load_sql(name: str) -> str:
@@ -77,7 +76,8 @@ class Candidate:
     """A new version of one asset's files, written to a hidden folder and made current by `publish()`."""
 
     asset: str
-    folder: str
+    folder: str  # always local
+    storage: object = field(default=LOCAL, repr=False)  # where the published files live
     staged: dict[str, str] = field(default_factory=dict)  # published path -> staged file
     removed: set[str] = field(default_factory=set)  # published paths the new version no longer has
 
@@ -103,10 +103,9 @@ class Candidate:
         if missing:  # never publish part of a version
             raise RuntimeError(f"the new version of '{self.asset}' lost {len(missing)} file(s) before publishing")
         for target, staged in sorted(self.staged.items()):
-            os.replace(staged, target)
+            self.storage.put(staged, target)
         for target in sorted(self.removed):
-            if os.path.exists(target):
-                os.remove(target)
+            self.storage.remove(target)
         self.discard()
 
     def discard(self) -> None:
@@ -119,7 +118,7 @@ _DATABASES: dict[tuple, duckdb.DuckDBPyConnection] = {}
 _DATABASES_LOCK = threading.Lock()
 
 
-def _cursor(memory_limit: str, threads: int, temp_directory: str) -> duckdb.DuckDBPyConnection:
+def _cursor(memory_limit: str, threads: int, temp_directory: str, storage) -> duckdb.DuckDBPyConnection:
     """A cursor of this process's in-memory DuckDB for these settings (made on first use): opening a database
     costs about 20 ms, a cursor microseconds. The settings are the database's; each cursor has its own views,
     temporary tables, registered Arrow streams and variables, all gone when it closes."""
@@ -135,6 +134,7 @@ def _cursor(memory_limit: str, threads: int, temp_directory: str) -> duckdb.Duck
             run(database, "SET preserve_insertion_order = false")
             run(database, "SET enable_progress_bar = false")
             _DATABASES[key] = database
+        storage.register(database)
         return database.cursor()
 
 
@@ -159,6 +159,11 @@ class Warehouse:
     temp_directory: str | None = None
     candidate: Candidate | None = field(default=None, compare=False, repr=False)
 
+    @property
+    def storage(self):
+        """Where the files are (lib/storage.py): the local file system or an object store."""
+        return storage_for(self.root)
+
     # ---- locations -------------------------------------------------------------------------------------
     def asset_dir(self, asset: str) -> str:
         _check_identifier(asset)
@@ -171,18 +176,18 @@ class Warehouse:
             raise ValueError(f"invalid partition key {partition!r}")
         return f"{self.asset_dir(asset)}/{partition.replace(':', '')}.parquet"
 
+    def scratch_dir(self, asset: str) -> str:
+        """A local folder for the asset's files before they are put in place (`put_file`)."""
+        return self.storage.scratch(self.asset_dir(asset))
+
     def files(self, asset: str) -> list[str]:
-        """The Parquet files of an asset (local roots only); the candidate's, for the asset being staged."""
-        folder = Path(self.asset_dir(asset))
-        current = sorted(str(p) for p in folder.glob("*.parquet")) if folder.is_dir() else []
+        """The Parquet files of an asset; the candidate's, for the asset being staged."""
+        current = self.storage.glob(self.asset_dir(asset), ".parquet")
         return self.candidate.files(current) if self._staging(asset) else current
 
     def exists(self, asset: str) -> bool:
-        """Whether the asset has files (on object storage: whether its folder lists any)."""
-        if not is_remote(self.root):
-            return bool(self.files(asset))
-        with self.session() as con:
-            return bool(run(con, f"SELECT count(*) FROM glob({_quote(self.asset_dir(asset) + '/*.parquet')})")[0][0])
+        """Whether the asset has files."""
+        return bool(self.files(asset))
 
     def scan(self, asset: str) -> str:
         """A DuckDB table expression that reads every file of the asset (of its candidate, while staged)."""
@@ -195,16 +200,10 @@ class Warehouse:
 
     # ---- write, audit, publish -------------------------------------------------------------------------
     def stage(self, asset: str) -> Warehouse:
-        """This warehouse with `asset` written as a candidate: its writes are invisible until `publish()`.
-
-        Object storage has no rename, so there the asset is written in place (see docs/deployment.md).
-        """
-        if is_remote(self.root):
-            return self
-        folder = self.asset_dir(asset)
-        os.makedirs(folder, exist_ok=True)
-        remove_leftovers(folder)
-        candidate = Candidate(asset, f"{folder}/{CANDIDATE_PREFIX}{uuid.uuid4().hex}")
+        """This warehouse with `asset` written as a candidate: its writes are invisible until `publish()`."""
+        scratch = self.scratch_dir(asset)
+        remove_leftovers(scratch)
+        candidate = Candidate(asset, f"{scratch}/{CANDIDATE_PREFIX}{uuid.uuid4().hex}", self.storage)
         os.makedirs(candidate.folder)
         return replace(self, candidate=candidate)
 
@@ -224,15 +223,18 @@ class Warehouse:
     def put_file(self, asset: str, partition: str | None, local_file: str) -> None:
         """Make a finished local Parquet file the asset's (partition) file."""
         target = self.partition_path(asset, partition)
-        os.replace(local_file, self.candidate.path_for(target) if self._staging(asset) else target)
+        if self._staging(asset):
+            os.replace(local_file, self.candidate.path_for(target))
+        else:
+            self.storage.put(local_file, target)
 
     def remove_file(self, asset: str, partition: str | None) -> None:
         """Drop the asset's (partition) file, if it has one."""
         target = self.partition_path(asset, partition)
         if self._staging(asset):
             self.candidate.remove(target)
-        elif os.path.exists(target):
-            os.remove(target)
+        else:
+            self.storage.remove(target)
 
     # ---- computing -------------------------------------------------------------------------------------
     @contextmanager
@@ -241,7 +243,7 @@ class Warehouse:
     ) -> Iterator[duckdb.DuckDBPyConnection]:
         """An in-memory DuckDB with each input asset as a view of the same name and `getvariable()` values."""
         temp = self.temp_directory or os.path.join(tempfile.gettempdir(), "recopipeline-duckdb")
-        con = _cursor(self.memory_limit, int(self.threads), temp)
+        con = _cursor(self.memory_limit, int(self.threads), temp, self.storage)
         try:
             for name in inputs:
                 if not self.exists(name):
@@ -263,15 +265,11 @@ class Warehouse:
         order_by: str | None = None,
     ) -> int:
         """Write the query's rows as the asset's (partition) file, atomically; returns the row count."""
-        target = self.partition_path(asset, partition)
         ordered = f"SELECT * FROM ({query}) ORDER BY {order_by}" if order_by else query
-        if is_remote(self.root):
-            (count,) = run(con, f"COPY ({ordered}) TO {_quote(target)} ({PARQUET})")[0]
-            return int(count)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
+        scratch = self.scratch_dir(asset)
         if not self._staging(asset):
-            remove_leftovers(os.path.dirname(target))
-        temp = f"{os.path.dirname(target)}/.{uuid.uuid4().hex}.tmp"
+            remove_leftovers(scratch)
+        temp = f"{scratch}/.{uuid.uuid4().hex}.tmp"
         try:
             (count,) = run(con, f"COPY ({ordered}) TO {_quote(temp)} ({PARQUET})")[0]
             self.put_file(asset, partition, temp)
@@ -291,27 +289,25 @@ class Warehouse:
         return f"{self.root.rstrip('/')}/catalog.duckdb"
 
     def assets(self) -> list[str]:
-        root = Path(self.root)
-        if not root.is_dir():
-            return []
-        return sorted(p.name for p in root.iterdir() if p.is_dir() and _IDENTIFIER.match(p.name) and self.files(p.name))
+        names = self.storage.folders(self.root)
+        return [name for name in names if _IDENTIFIER.match(name) and self.files(name)]
 
-    def refresh_catalog(self, changed: Iterable[str] | None = None) -> str | None:
-        """Bring `catalog.duckdb` up to date, one view per materialized asset; swapped in by rename.
+    def refresh_catalog(self, changed: Iterable[str] | None = None) -> str:
+        """Bring `catalog.duckdb` up to date, one view per materialized asset; put in place whole.
 
         A view reads its asset's folder, so it stays current as the files change: only the views of the `changed`
         assets, of assets new to the catalog and of assets gone from it are made again (every view for `None`, a
         missing catalog or a new key dictionary). A table that stores integer keys shows each key's id next to it
         (lib/keys.py).
         """
-        if is_remote(self.root):
-            return None
-        remove_leftovers(self.root, prefix="catalog.duckdb.")
-        temp = f"{self.catalog_path}.{uuid.uuid4().hex}.tmp"
-        if changed is not None and os.path.exists(self.catalog_path):
-            shutil.copyfile(self.catalog_path, temp)
+        scratch = self.storage.scratch(self.root)
+        remove_leftovers(scratch, prefix="catalog.duckdb.")
+        temp = f"{scratch}/catalog.duckdb.{uuid.uuid4().hex}.tmp"
+        if changed is not None and self.storage.exists(self.catalog_path):
+            self.storage.get(self.catalog_path, temp)
         con = duckdb.connect(temp)
         try:
+            self.storage.register(con)
             names = self.assets()
             present = {row[0] for row in run(con, "SELECT view_name FROM duckdb_views() WHERE NOT internal")}
             for gone in sorted(present - set(names)):
@@ -324,20 +320,27 @@ class Warehouse:
             create_readable_views(con, {name: self.scan(name) for name in stale}, dictionaries)
         finally:
             con.close()
-        os.replace(temp, self.catalog_path)
+        self.storage.put(temp, self.catalog_path)
         if os.path.exists(temp + ".wal"):
             os.remove(temp + ".wal")
         return self.catalog_path
 
     def query_catalog(self, query: str) -> pd.DataFrame:
         """Run a query against the read-only catalog."""
-        if not os.path.exists(self.catalog_path):
+        if not self.storage.exists(self.catalog_path):
             self.refresh_catalog()
-        con = duckdb.connect(self.catalog_path, read_only=True)
+        local = self.catalog_path
+        if self.storage.remote:
+            local = f"{self.storage.scratch(self.root)}/catalog.duckdb.{uuid.uuid4().hex}.read"
+            self.storage.get(self.catalog_path, local)
+        con = duckdb.connect(local, read_only=True)
         try:
+            self.storage.register(con)
             return con.sql(query).df()
         finally:
             con.close()
+            if local != self.catalog_path:
+                os.remove(local)
 
 
 def remove_leftovers(folder: str, older_than: float = LEFTOVER_AGE_SECONDS, prefix: str = ".") -> None:
