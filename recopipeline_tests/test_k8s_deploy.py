@@ -25,6 +25,7 @@ from dagster_k8s.job import construct_dagster_k8s_job
 from dagster_postgres.utils import get_conn_string
 from sqlalchemy import create_engine, text
 
+from recopipeline.definitions import defs as load_defs
 from recopipeline_tests.serving_support import POSTGRES_URL, drop_schema, fresh_schema
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -78,9 +79,11 @@ def executor_config() -> dict:
 
 
 @pytest.fixture(scope="module")
-def on_kubernetes(definitions) -> dg.Definitions:
-    """The project's code location with k8s_job_executor as the executor of every job."""
-    return dg.Definitions.merge(definitions, dg.Definitions(executor=k8s_job_executor))
+def on_kubernetes() -> dg.Definitions:
+    """The project's code location as it loads on Kubernetes (RECOPIPELINE_EXECUTOR=k8s, as values.yaml sets)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RECOPIPELINE_EXECUTOR", "k8s")
+        return load_defs()
 
 
 def test_each_run_is_launched_as_a_kubernetes_job_in_the_namespace(instance, incluster_loads):

@@ -44,6 +44,18 @@ def run_config_file() -> str | None:
     return os.environ.get("RECOPIPELINE_RUN_CONFIG") or None
 
 
+STEP_EXECUTORS = ("default", "k8s")
+
+
+def step_executor() -> str:
+    """RECOPIPELINE_EXECUTOR: `default` (in process or a process per step, chosen per run) or `k8s` (a Kubernetes
+    Job per step, dagster-k8s's k8s_job_executor; recopipeline/deploy/k8s)."""
+    value = os.environ.get("RECOPIPELINE_EXECUTOR") or "default"
+    if value not in STEP_EXECUTORS:
+        raise ValueError(f"RECOPIPELINE_EXECUTOR {value!r} is not one of {', '.join(STEP_EXECUTORS)}")
+    return value
+
+
 def pinned_as_of() -> datetime | None:
     """RECOPIPELINE_AS_OF: an optional pinned as-of time for unpartitioned runs (ISO 8601, UTC)."""
     value = os.environ.get("RECOPIPELINE_AS_OF")
