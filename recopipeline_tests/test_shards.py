@@ -1,0 +1,298 @@
+"""lib/shards.py: the derived stages over N customer buckets, each bucket's phase in a process of its own, give the
+tables of one run (`run_stages`).
+
+The data are synthetic xs sources with two changes that a shard-local shortcut would get wrong: orders whose lines
+name two customers (so a basket is not a customer's), and merchandising rules per segment. The tuning makes the
+thresholds and cuts bite (pairs of support 2, top 5 neighbours, 40 products in EASE) and switches on the
+repurchase and trending strategies. Tables are compared sorted, every column exact but floats within 1e-9.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recopipeline.bench.pipeline import ingest_source
+from recopipeline.lib import shards
+from recopipeline.lib.contract import SOURCES
+from recopipeline.lib.sharding import customer_bucket
+from recopipeline.lib.sources import resolve_location
+from recopipeline.lib.stages import STAGES, Split, customer_keyed, latest_event_time, run_stages
+from recopipeline.lib.tuning import Tuning
+from recopipeline.lib.warehouse import Warehouse
+from recopipeline_tests import shard_steps
+from recopipeline_tests.conftest import put
+
+TUNING = Tuning(
+    min_support=2, cf_top_k=5, ease_max_items=40, complementary_top_k=5,
+    weight_repurchase=0.5, exclude_purchased=False, weight_trending=0.5,
+)
+LEARNED = replace(TUNING, learned_ranking=True, ranking_min_leaf=5, ranking_trees=10, ranking_promotion_margin=0.0)
+PER_CUSTOMER = [s.name for s in STAGES if s.split is Split.CUSTOMERS]
+ITEM_SIDE = [s.name for s in STAGES if s.split is Split.NONE]
+
+
+def _store(root: Path) -> Warehouse:
+    return Warehouse(str(root), memory_limit="1GB", threads=2)
+
+
+def _copy(source: Path, target: Path) -> Warehouse:
+    shutil.copytree(source, target)
+    return _store(target)
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A warehouse of the sources only."""
+    root = tmp_path_factory.mktemp("shard_sources")
+    store = _store(root / "warehouse")
+    location = resolve_location("synthetic:xs", root / "input")
+    for name in SOURCES:
+        ingest_source(store, location, name)
+    _share_orders(store)
+    _add_rules(store)
+    return root / "warehouse"
+
+
+def _share_orders(store: Warehouse) -> None:
+    """Of the first 300 orders in time, every second one joins the order before it when the two are of different
+    customers: one order, lines of two customers."""
+    with store.session(["orders"]) as con:
+        store.write(con, "orders", """
+            WITH numbered AS (
+                SELECT order_id, min(customer_key) AS customer_key,
+                       row_number() OVER (ORDER BY min(order_timestamp), order_id) AS n
+                FROM orders GROUP BY order_id
+            ),
+            merged AS (
+                SELECT b.order_id AS old_id, a.order_id AS new_id
+                FROM numbered AS a JOIN numbered AS b ON b.n = a.n + 1
+                WHERE a.n % 2 = 1 AND a.n < 300 AND a.customer_key <> b.customer_key
+            )
+            SELECT o.* REPLACE (coalesce(m.new_id, o.order_id) AS order_id)
+            FROM orders AS o LEFT JOIN merged AS m ON m.old_id = o.order_id
+            QUALIFY row_number() OVER (PARTITION BY coalesce(m.new_id, o.order_id), o.product_key
+                                       ORDER BY o.customer_key) = 1
+        """, order_by="order_id, product_id")
+        (shared,) = con.sql(
+            f"SELECT count(*) FROM (SELECT order_id FROM {store.scan('orders')} "
+            "GROUP BY order_id HAVING count(DISTINCT customer_key) > 1)"
+        ).fetchall()[0]
+    assert shared > 50
+
+
+def _add_rules(store: Warehouse) -> None:
+    with store.session(["products"]) as con:
+        category, brand, product = con.sql(
+            "SELECT category, brand, product_id FROM products WHERE is_active AND brand IS NOT NULL "
+            "ORDER BY product_id LIMIT 1"
+        ).fetchall()[0]
+    records = [
+        {"rule_id": "boost", "action": "boost", "customer_segment": "returning", "category": category, "value": 1.5},
+        {"rule_id": "pin", "action": "pin", "product_ids": product, "value": 3.0, "priority": 1},
+        {"rule_id": "exclude", "action": "exclude", "customer_segment": "at_risk", "brand": brand},
+    ]
+    contract = SOURCES["merchandising_rules"]
+    frame = pd.DataFrame([{"placement": "home", **r} for r in records], columns=contract.column_names)
+    types = {"VARCHAR": "string", "DOUBLE": "float64", "INTEGER": "Int32", "TIMESTAMP": "datetime64[us]"}
+    put(store, "merchandising_rules", frame.astype({c.name: types[c.type] for c in contract.columns}))
+
+
+@pytest.fixture(scope="module")
+def as_of(sources: Path) -> datetime:
+    return latest_event_time(_store(sources))
+
+
+@pytest.fixture(scope="module")
+def reference(sources: Path, as_of: datetime, tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
+    """One run over every customer."""
+    store = _copy(sources, tmp_path_factory.mktemp("shard_reference") / "warehouse")
+    run_stages(store, TUNING, as_of)
+    return store
+
+
+@pytest.fixture(scope="module")
+def four_buckets(sources: Path, as_of: datetime, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, shards.ShardedRun]:
+    store = _copy(sources, tmp_path_factory.mktemp("shard_four") / "warehouse")
+    return Path(store.root), shards.run_sharded(store, TUNING, as_of, buckets=4, processes=2)
+
+
+def differences(expected: Warehouse, actual: Warehouse, names: list[str]) -> list[str]:
+    """The tables that differ, with how: columns and types, rows, or values (floats within 1e-9)."""
+    found = []
+    for name in names:
+        a = expected.read(f"SELECT * FROM {name}", [name])
+        b = actual.read(f"SELECT * FROM {name}", [name])
+        if list(zip(a.columns, a.dtypes.astype(str))) != list(zip(b.columns, b.dtypes.astype(str))):
+            found.append(f"{name}: columns {list(zip(a.columns, a.dtypes))} != {list(zip(b.columns, b.dtypes))}")
+            continue
+        if len(a) != len(b):
+            found.append(f"{name}: {len(a)} rows != {len(b)}")
+            continue
+        floats = [c for c in a.columns if a[c].dtype.kind == "f"]
+        others = [c for c in a.columns if c not in floats]
+        a, b = (t.sort_values(others + floats, kind="stable").reset_index(drop=True) for t in (a, b))
+        if not a[others].equals(b[others]):
+            found.append(f"{name}: values differ")
+        elif not all(np.allclose(a[c], b[c], rtol=0, atol=1e-9, equal_nan=True) for c in floats):
+            found.append(f"{name}: scores differ by more than 1e-9")
+    return found
+
+
+def assert_same_tables(expected: Warehouse, actual: Warehouse, names: list[str] | None = None) -> None:
+    diff = differences(expected, actual, names or [s.name for s in STAGES])
+    assert not diff, "; ".join(diff)
+
+
+def _files(store: Warehouse, asset: str) -> list[str]:
+    return sorted(os.path.basename(path) for path in store.files(asset))
+
+
+def _layout(buckets: int) -> list[str]:
+    return ["data.parquet"] if buckets == 1 else [f"bucket-{b:04d}.parquet" for b in range(buckets)]
+
+
+def test_the_phases_come_from_the_stage_specs() -> None:
+    work = shards.plan()
+    assert [s.name for s in work.first] == [
+        "customer_segments", "customer_behavior_comprehensive", "customer_product_affinity",
+    ]
+    assert sorted(s.name for s in work.first + work.customers) == sorted(PER_CUSTOMER)
+    assert [s.name for s in work.item] == [s.name for s in shards.stage_order() if s.split is Split.NONE]
+    # every item-side stage that reads customers' rows is a sum over them, computed from the buckets' partials;
+    # only the learned ranking's training runs once over everything (a new such stage needs partials, or a
+    # reason to be here)
+    reading_customers = {s.name for s in work.item if any(customer_keyed(i) for i in s.inputs)}
+    assert reading_customers - work.combined == {"ranking_model"}
+    assert work.combined == set(shards.COMBINES)
+
+
+@pytest.mark.parametrize("buckets", [1, 4, 7])
+def test_buckets_in_processes_give_the_tables_of_one_run(
+    buckets, sources, as_of, reference, four_buckets, tmp_path
+) -> None:
+    if buckets == 4:
+        root, result = four_buckets
+        store = _store(root)
+    else:
+        store = _copy(sources, tmp_path / "warehouse")
+        result = shards.run_sharded(store, TUNING, as_of, buckets=buckets, processes=2)
+    assert_same_tables(reference, store)
+    # every step in a process of its own
+    assert len(result.steps) == 2 * buckets + 1
+    assert len({s.pid for s in result.steps}) == len(result.steps) and os.getpid() not in {s.pid for s in result.steps}
+    for name in PER_CUSTOMER:
+        assert _files(store, name) == _layout(buckets), name
+    for name in ITEM_SIDE:
+        assert _files(store, name) == ["data.parquet"], name
+    if buckets == 1:  # one run's files, nothing else
+        assert not any(store.exists(p) for p in shards.PARTIALS) and not store.exists(shards.MANIFEST)
+        return
+    keys = store.read("SELECT customer_id, customer_key FROM customer_keys", ["customer_keys"])
+    bucket_of = {k: customer_bucket(c, buckets) for c, k in zip(keys.customer_id, keys.customer_key)}
+    for bucket in range(buckets):
+        path = store.partition_path("customer_segments", f"bucket-{bucket:04d}")
+        members = store.read(f"SELECT customer_key FROM read_parquet('{path}')").customer_key
+        assert len(members) and {bucket_of[k] for k in members} == {bucket}
+
+
+@pytest.mark.parametrize(("shortcut", "wrong"), [
+    (shard_steps.pruned_pairs_step, "collaborative_item_similarity"),
+    (shard_steps.baskets_by_customer_step, "products_bought_together"),
+], ids=["pairs_pruned_per_bucket", "baskets_by_customer"])
+def test_a_shard_local_shortcut_fails_the_comparison(shortcut, wrong, sources, as_of, reference, tmp_path) -> None:
+    store = _copy(sources, tmp_path / "warehouse")
+    shards.run_sharded(store, TUNING, as_of, buckets=4, processes=2, step=shortcut)
+    assert any(line.startswith(f"{wrong}:") for line in differences(reference, store, ITEM_SIDE))
+    with pytest.raises(AssertionError):
+        assert_same_tables(reference, store)
+
+
+def _state(store: Warehouse) -> dict[str, tuple[int, int]]:
+    """Every file of the per-customer tables: (inode, modification time)."""
+    found = {}
+    for name in PER_CUSTOMER:
+        for path in store.files(name):
+            info = os.stat(path)
+            found[f"{name}/{os.path.basename(path)}"] = (info.st_ino, info.st_mtime_ns)
+    return found
+
+
+def test_rerunning_a_bucket_replaces_exactly_its_files(four_buckets, as_of, reference, tmp_path) -> None:
+    store = _copy(four_buckets[0], tmp_path / "warehouse")
+    before = _state(store)
+    step = shards.Step(shards.CUSTOMERS_PHASE, 2, 4, store, TUNING, as_of)
+    shards.in_processes([step], processes=1)
+    after = _state(store)
+    assert sorted(after) == sorted(before)  # no file added, none lost
+    rerun = [s.name for s in shards.plan().customers]
+    changed = sorted(path for path in after if after[path] != before[path])
+    assert changed == sorted(f"{name}/bucket-0002.parquet" for name in rerun)
+    assert_same_tables(reference, store)
+    top = store.read("SELECT customer_id, recommendation_rank FROM customer_top_recommendations",
+                     ["customer_top_recommendations"])
+    assert not top.duplicated().any()
+
+
+def _visible(store: Warehouse) -> dict[str, list[str]]:
+    return {name: _files(store, name) for name in store.assets()}
+
+
+def test_a_killed_bucket_leaves_the_tables_whole_and_unfinished(four_buckets, as_of, reference, tmp_path) -> None:
+    store = _copy(four_buckets[0], tmp_path / "warehouse")
+    visible = _visible(store)
+    killed = shard_steps.killed_on_second_file_step
+    for phase, bucket in ((shards.CUSTOMERS_PHASE, 1), (shards.PARTIALS_PHASE, 3)):
+        with pytest.raises(shards.ShardError, match=f"bucket {bucket} of 4.*terminated abruptly"):
+            shards.in_processes([shards.Step(phase, bucket, 4, store, TUNING, as_of)], 1, step=killed)
+        assert shards.unfinished(store, phase, 4, TUNING, as_of) == [bucket]
+    # the readers see the same files, each whole: the old one or the one just put in place; no partial file
+    assert {k: v for k, v in _visible(store).items() if k != shards.MANIFEST} == \
+        {k: v for k, v in visible.items() if k != shards.MANIFEST}
+    assert_same_tables(reference, store)
+    # nothing combines the killed bucket's partials, nor runs its customers, until it has run again
+    with pytest.raises(shards.ShardError, match="bucket\\(s\\) 3 of 4"):
+        shards.item_side(store, TUNING, as_of, 4)
+    with pytest.raises(shards.ShardError, match="bucket\\(s\\) 3 of 4"):
+        shards.bucket_customers(store, TUNING, as_of, 3, 4)
+    steps = [shards.Step(shards.PARTIALS_PHASE, 3, 4, store, TUNING, as_of),
+             shards.Step(shards.ITEM_PHASE, None, 4, store, TUNING, as_of)]
+    steps += [shards.Step(shards.CUSTOMERS_PHASE, b, 4, store, TUNING, as_of) for b in (1, 3)]
+    for step in steps:
+        shards.in_processes([step], 1)
+    assert shards.unfinished(store, shards.PARTIALS_PHASE, 4, TUNING, as_of) == []
+    assert shards.unfinished(store, shards.CUSTOMERS_PHASE, 4, TUNING, as_of) == []
+    assert_same_tables(reference, store)
+
+
+def test_another_as_of_time_or_tuning_is_not_combined_with_the_partials(four_buckets, as_of, tmp_path) -> None:
+    store = _copy(four_buckets[0], tmp_path / "warehouse")
+    with pytest.raises(shards.ShardError, match="bucket\\(s\\) 0, 1, 2, 3 of 4"):
+        shards.item_side(store, replace(TUNING, cf_top_k=6), as_of, 4)
+    with pytest.raises(shards.ShardError, match="bucket\\(s\\) 0, 1, 2, 3, 4 of 5"):
+        shards.item_side(store, TUNING, as_of, 5)
+    with pytest.raises(shards.ShardError, match="bucket\\(s\\) 0 of 4: no finished 'partials' step as of"):
+        shards.bucket_customers(store, TUNING, as_of - timedelta(hours=1), 0, 4)
+
+
+@pytest.mark.slow
+def test_learned_ranking_and_a_change_of_bucket_count(sources, as_of, tmp_path) -> None:
+    """With the learned ranking on (one model, trained once, read by every bucket), from a warehouse of one run to 7
+    buckets and then to 3: each time the tables of one run, and only the files of the current count."""
+    expected = _copy(sources, tmp_path / "expected")
+    run_stages(expected, LEARNED, as_of)
+    assert expected.read("SELECT count(*) AS n FROM learned_recommendations", ["learned_recommendations"]).n[0] > 0
+    store = _copy(Path(expected.root), tmp_path / "warehouse")
+    for buckets in (7, 3):
+        shards.run_sharded(store, LEARNED, as_of, buckets=buckets, processes=2)
+        assert_same_tables(expected, store)
+        for name in PER_CUSTOMER:
+            assert _files(store, name) == _layout(buckets), name
+        assert len(_files(store, shards.MANIFEST)) == 2 * buckets + 1
