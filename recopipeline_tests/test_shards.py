@@ -296,3 +296,17 @@ def test_learned_ranking_and_a_change_of_bucket_count(sources, as_of, tmp_path) 
         for name in PER_CUSTOMER:
             assert _files(store, name) == _layout(buckets), name
         assert len(_files(store, shards.MANIFEST)) == 2 * buckets + 1
+
+
+def test_the_benchmark_times_each_bucket_against_one_run(tmp_path) -> None:
+    from recopipeline.bench.shards import summary_table, time_shards
+
+    result = time_shards("xs", tmp_path, buckets=2, processes=2, memory_limit="1GB")
+    assert result["rows_match"]
+    steps = result["sharded"]["steps"]
+    assert [(s["phase"], s["bucket"]) for s in steps] == [
+        ("partials", 0), ("partials", 1), ("item-side", None), ("customers", 0), ("customers", 1),
+    ]
+    assert all(s["seconds"] > 0 and s["peak_rss_bytes"] > 0 for s in steps)
+    assert 0 < result["sharded"]["critical_path_seconds"] <= result["sharded"]["work_seconds"]
+    assert "critical path" in summary_table(result)

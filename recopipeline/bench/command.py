@@ -14,6 +14,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.similarity:
         _bench_similarity(args)
         return
+    if args.shards:
+        _bench_shards(args)
+        return
     result = run_bench(
         args.scale,
         Path(args.home) if args.home else settings.LOCAL_HOME,
@@ -42,6 +45,21 @@ def _bench_similarity(args: argparse.Namespace) -> None:
     if args.json:
         write_json(result, Path(args.json))
         print(f"wrote {args.json}")
+
+
+def _bench_shards(args: argparse.Namespace) -> None:
+    from recopipeline.bench.run import write_json
+    from recopipeline.bench.shards import summary_table, time_shards
+    from recopipeline.lib import settings
+
+    result = time_shards(args.scale, Path(args.home) if args.home else settings.LOCAL_HOME, args.shards,
+                         args.processes, memory_limit=args.memory_limit, threads=args.threads, keep=args.keep,
+                         progress=lambda line: print(line, flush=True))
+    print()
+    print(summary_table(result))
+    if args.json:
+        write_json(result, Path(args.json))
+        print(f"\nwrote {args.json}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -91,6 +109,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--similarity", action="store_true",
                        help="time only product_similarity, on a wide catalogue: 100,000 products in categories of "
                             "up to 20,000, two brands (--scale is not used)")
+    bench.add_argument("--shards", type=int, metavar="N",
+                       help="time the derived stages as one run and then over N customer buckets, each bucket's "
+                            "phase in a process of its own (lib/shards.py); instead of the nightly and hourly paths")
+    bench.add_argument("--processes", type=int, default=2, help="with --shards: processes at a time "
+                                                                 "(default %(default)s)")
     bench.set_defaults(func=cmd_bench)
 
     report = commands.add_parser("report", help="draw the benchmark and evaluation PNGs from their JSON files "
