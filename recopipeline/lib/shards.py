@@ -52,10 +52,10 @@ table (`Warehouse.scan`, the catalog views), so readers see one table. A partial
 file per bucket. The item-side tables stay one `data.parquet`. Each file is written to a temporary file and put
 in place whole (`Warehouse.write`), so a rerun of a bucket replaces exactly its files, and a killed one leaves
 every file as it was or whole and new, never a part. `shard_manifest` holds one small file per finished step
-(`partials-bucket-0003`, `item-side`, `customers-bucket-0003`): as of when, with which tuning, for how many
-buckets. A step removes its own entry first and writes it last, so an interrupted step leaves none; phase 2 runs
-only when every bucket's partials are finished with its as-of time, tuning and bucket count, and phase 3 of a
-bucket only when its partials and the item side are. The last bucket to finish a phase removes the files of
+(`partials-bucket-0003`, `item-product_popularity` per item-side table, `customers-bucket-0003`): as of when, with
+which tuning, for how many buckets. A step removes its own entry first and writes it last, so an interrupted step
+leaves none; an item-side table is computed only when every bucket's partials are finished with its as-of time,
+tuning and bucket count, and phase 3 of a bucket only when its partials and every item-side table are. The last bucket to finish a phase removes the files of
 another bucket count (a `data.parquet` of one run, buckets beyond the count); until then a change of the count
 shows both layouts.
 
@@ -342,34 +342,40 @@ def _restrict(
 
 # ---- phase 2 ---------------------------------------------------------------------------------------------------
 def item_side(store: Warehouse, tuning: Tuning, as_of: datetime, buckets: int) -> dict[str, int]:
-    """Phase 2, once: every item-side table (`data.parquet`), from the partials of all `buckets` where the stage is
-    in COMBINES, else over its whole inputs; returns the rows written per table. Refuses (ShardError) while a
-    bucket has not finished phase 1 with this as-of time, tuning and bucket count."""
+    """Phase 2, once: every item-side table (`data.parquet`), in run order, from the partials of all `buckets`
+    where the stage is in COMBINES, else over its whole inputs; returns the rows written per table. Refuses
+    (ShardError) while a bucket has not finished phase 1 with this as-of time, tuning and bucket count."""
     work = plan()
     if buckets > 1:
         _require(store, PARTIALS_PHASE, range(buckets), buckets, tuning, as_of)
-        _forget(store, ITEM_PHASE, None)
-    rows = {spec.name: _item_stage(store, spec, tuning, as_of, buckets) for spec in work.item}
-    if buckets > 1:
-        _finish(store, ITEM_PHASE, None, buckets, tuning, as_of, rows, ())
-    else:
-        store.remove_file(MANIFEST, ITEM_PHASE)
-    return rows
+    return {spec.name: _item_stage(store, spec, tuning, as_of, buckets, checked=True) for spec in work.item}
 
 
 def item_stage(store: Warehouse, name: str, tuning: Tuning, as_of: datetime, buckets: int) -> int:
-    """One item-side table of phase 2 (for a caller that writes, audits and publishes each table itself; its
-    item-side inputs must be written first, in `plan().item` order). Does not check or write the manifest:
-    `item_side` does."""
+    """One item-side table of phase 2, for a caller that runs (writes, audits, publishes) each table as a step of
+    its own: its item-side inputs first, in `plan().item` order. Refuses as `item_side` does."""
     spec = stage(name)
     if spec.split is not Split.NONE:
         raise ValueError(f"'{name}' is a per-customer stage")
     return _item_stage(store, spec, tuning, as_of, buckets)
 
 
-def _item_stage(store: Warehouse, spec: Stage, tuning: Tuning, as_of: datetime, buckets: int) -> int:
+def _item_stage(
+    store: Warehouse, spec: Stage, tuning: Tuning, as_of: datetime, buckets: int, checked: bool = False
+) -> int:
+    """The table, and its manifest entry (`item-<name>`) when split."""
     if buckets == 1:
+        store.remove_file(MANIFEST, _manifest_key(ITEM_PHASE, spec.name))
         return run_stage(store, spec, tuning, as_of)
+    if not checked:
+        _require(store, PARTIALS_PHASE, range(buckets), buckets, tuning, as_of)
+    _forget(store, ITEM_PHASE, spec.name)
+    rows = _item_rows(store, spec, tuning, as_of, buckets)
+    _finish(store, ITEM_PHASE, spec.name, buckets, tuning, as_of, {spec.name: rows}, ())
+    return rows
+
+
+def _item_rows(store: Warehouse, spec: Stage, tuning: Tuning, as_of: datetime, buckets: int) -> int:
     bucketed = [name for name in spec.inputs if customer_keyed(name) and name not in CUSTOMER_SOURCES]
     combine = COMBINES.get(spec.name)
     whole = [name for name in spec.inputs if combine is None and name not in bucketed]
@@ -399,7 +405,7 @@ def bucket_customers(store: Warehouse, tuning: Tuning, as_of: datetime, bucket: 
         return rows
     key = bucket_key(bucket, buckets)
     _require(store, PARTIALS_PHASE, [bucket], buckets, tuning, as_of)
-    _require(store, ITEM_PHASE, [None], buckets, tuning, as_of)
+    _require(store, ITEM_PHASE, [spec.name for spec in work.item], buckets, tuning, as_of)
     _forget(store, CUSTOMERS_PHASE, bucket)
     reads = {name for spec in work.customers for name in spec.inputs}
     first = [spec.name for spec in work.first if spec.name in reads]
@@ -423,28 +429,31 @@ def tuning_fingerprint(tuning: Tuning) -> str:
     return hashlib.md5(json.dumps(tuning.as_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _manifest_key(phase: str, bucket: int | None) -> str:
-    return phase if bucket is None else f"{phase}-bucket-{bucket:04d}"
+def _manifest_key(phase: str, part: int | str | None) -> str:
+    """A step's entry: `partials-bucket-0003`, `customers-bucket-0003`, `item-product_popularity`."""
+    if isinstance(part, str):
+        return f"item-{part}"
+    return phase if part is None else f"{phase}-bucket-{part:04d}"
 
 
-def _forget(store: Warehouse, phase: str, bucket: int | None) -> None:
-    store.remove_file(MANIFEST, _manifest_key(phase, bucket))
+def _forget(store: Warehouse, phase: str, part: int | str | None) -> None:
+    store.remove_file(MANIFEST, _manifest_key(phase, part))
 
 
 def _finish(
-    store: Warehouse, phase: str, bucket: int | None, buckets: int, tuning: Tuning, as_of: datetime,
+    store: Warehouse, phase: str, part: int | str, buckets: int, tuning: Tuning, as_of: datetime,
     rows: dict[str, int], assets: Iterable[str],
 ) -> None:
     """Record the step as finished; the last bucket of a phase to finish retires the files of other layouts."""
     entry = pa.table({
-        "phase": [phase], "bucket": pa.array([bucket], pa.int32()), "buckets": pa.array([buckets], pa.int32()),
+        "step": [_manifest_key(phase, part)], "phase": [phase], "buckets": pa.array([buckets], pa.int32()),
         "as_of": pa.array([as_of], pa.timestamp("us")), "tuning": [tuning_fingerprint(tuning)],
         "finished_at": pa.array([datetime.now()], pa.timestamp("us")), "rows": [json.dumps(rows, sort_keys=True)],
     })
     with store.session() as con:
         con.register("manifest_entry", entry)
-        store.write(con, MANIFEST, "SELECT * FROM manifest_entry", partition=_manifest_key(phase, bucket))
-    if bucket is not None and not unfinished(store, phase, buckets, tuning, as_of):
+        store.write(con, MANIFEST, "SELECT * FROM manifest_entry", partition=_manifest_key(phase, part))
+    if isinstance(part, int) and not unfinished(store, phase, buckets, tuning, as_of):
         retire_other_layouts(store, assets, buckets)
         _retire_manifests(store, phase, buckets)
 
@@ -452,24 +461,33 @@ def _finish(
 def unfinished(store: Warehouse, phase: str, buckets: int, tuning: Tuning, as_of: datetime) -> list[int]:
     """The buckets whose `phase` ("partials" or "customers") is not finished with this as-of time, tuning and
     bucket count (a bucket that failed, was killed or has not run)."""
-    return [b for b in range(buckets) if not _finished(store, phase, b, buckets, tuning, as_of)]
+    return _missing(store, phase, range(buckets), buckets, tuning, as_of)
 
 
-def _finished(store: Warehouse, phase: str, bucket: int | None, buckets: int, tuning: Tuning, as_of: datetime) -> bool:
-    path = store.partition_path(MANIFEST, _manifest_key(phase, bucket))
-    if os.path.basename(path) not in {os.path.basename(f) for f in store.files(MANIFEST)}:
-        return False
-    with store.session() as con:
-        found = run(con, f"SELECT buckets, as_of, tuning FROM read_parquet({_quote(path)})")
-    return bool(found) and tuple(found[0]) == (buckets, as_of, tuning_fingerprint(tuning))
+def _missing(
+    store: Warehouse, phase: str, parts: Iterable[int | str], buckets: int, tuning: Tuning, as_of: datetime
+) -> list:
+    """The parts (buckets, item-side tables) of `phase` without an entry of this as-of time, tuning and count."""
+    present = {os.path.basename(f) for f in store.files(MANIFEST)}
+    paths = {part: store.partition_path(MANIFEST, _manifest_key(phase, part)) for part in parts}
+    found = [part for part, path in paths.items() if os.path.basename(path) in present]
+    matching = set()
+    if found:
+        files = ", ".join(_quote(paths[part]) for part in found)
+        with store.session() as con:
+            entries = run(con, f"SELECT step, buckets, as_of, tuning FROM read_parquet([{files}])")
+        wanted = (buckets, as_of, tuning_fingerprint(tuning))
+        matching = {step for step, *values in entries if tuple(values) == wanted}
+    return [part for part in paths if _manifest_key(phase, part) not in matching]
 
 
 def _require(
-    store: Warehouse, phase: str, buckets_of: Iterable[int | None], buckets: int, tuning: Tuning, as_of: datetime
+    store: Warehouse, phase: str, parts: Iterable[int | str], buckets: int, tuning: Tuning, as_of: datetime
 ) -> None:
-    missing = [b for b in buckets_of if not _finished(store, phase, b, buckets, tuning, as_of)]
+    missing = _missing(store, phase, parts, buckets, tuning, as_of)
     if missing:
-        which = "the item side" if missing == [None] else f"bucket(s) {', '.join(map(str, missing))} of {buckets}"
+        which = f"the item side ({', '.join(missing)})" if phase == ITEM_PHASE else \
+            f"bucket(s) {', '.join(map(str, missing))} of {buckets}"
         raise ShardError(
             f"{which}: no finished '{phase}' step as of {as_of.isoformat()} with this tuning and {buckets} buckets "
             f"(run it first; see {MANIFEST})"
