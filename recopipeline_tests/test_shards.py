@@ -119,7 +119,9 @@ def reference(sources: Path, as_of: datetime, tmp_path_factory: pytest.TempPathF
 
 
 @pytest.fixture(scope="module")
-def four_buckets(sources: Path, as_of: datetime, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, shards.ShardedRun]:
+def four_buckets(
+    sources: Path, as_of: datetime, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, shards.ShardedRun]:
     store = _copy(sources, tmp_path_factory.mktemp("shard_four") / "warehouse")
     return Path(store.root), shards.run_sharded(store, TUNING, as_of, buckets=4, processes=2)
 

@@ -50,7 +50,8 @@ def time_shards(
     location = resolve_location(f"synthetic:{scale}", home / "input", seed=seed)
     root = home / "bench" / f"shards-{scale}" / "warehouse"
     shutil.rmtree(root, ignore_errors=True)
-    store = Warehouse(str(root), memory_limit=memory_limit, threads=threads, temp_directory=str(home / "bench" / "spill"))
+    spill = str(home / "bench" / "spill")
+    store = Warehouse(str(root), memory_limit=memory_limit, threads=threads, temp_directory=spill)
     for source in SOURCES:
         ingest_source(store, location, source)
     as_of = latest_event_time(store)

@@ -55,9 +55,9 @@ every file as it was or whole and new, never a part. `shard_manifest` holds one 
 (`partials-bucket-0003`, `item-product_popularity` per item-side table, `customers-bucket-0003`): as of when, with
 which tuning, for how many buckets. A step removes its own entry first and writes it last, so an interrupted step
 leaves none; an item-side table is computed only when every bucket's partials are finished with its as-of time,
-tuning and bucket count, and phase 3 of a bucket only when its partials and every item-side table are. The last bucket to finish a phase removes the files of
-another bucket count (a `data.parquet` of one run, buckets beyond the count); until then a change of the count
-shows both layouts.
+tuning and bucket count, and phase 3 of a bucket only when its partials and every item-side table are. The last
+bucket to finish a phase removes the files of another bucket count (a `data.parquet` of one run, buckets beyond
+the count); until then a change of the count shows both layouts.
 
 **Processes.** `run_sharded` runs each bucket's phase in a process of its own (a forkserver that has imported
 this module, one task per process, at most `processes` at a time; each opens its own DuckDB), then phase 2 in
@@ -412,7 +412,8 @@ def bucket_customers(store: Warehouse, tuning: Tuning, as_of: datetime, bucket: 
     with store.session(_broadcast(reads), variables=variables(tuning, as_of)) as con:
         _restrict(store, con, bucket, buckets, reads, orders=False)
         for name in first:  # the bucket's own rows, written by its phase 1
-            run(con, f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet({_quote(store.partition_path(name, key))})")
+            own = _quote(store.partition_path(name, key))
+            run(con, f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet({own})")
         for spec in work.customers:
             compute_into(con, spec, tuning)
         rows = {
@@ -610,7 +611,9 @@ def run_sharded(
     return ShardedRun(buckets, processes, time.perf_counter() - started, tuple(results))
 
 
-def in_processes(steps: Sequence[Step], processes: int, step: Callable[[Step], StepResult] = run_step) -> list[StepResult]:
+def in_processes(
+    steps: Sequence[Step], processes: int, step: Callable[[Step], StepResult] = run_step
+) -> list[StepResult]:
     """Run the steps, each in a new process (forked from a server that has imported this module), at most
     `processes` at a time; raises ShardError naming every step that failed, after the others have ended."""
     context = multiprocessing.get_context("forkserver")
