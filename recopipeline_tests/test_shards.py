@@ -9,6 +9,7 @@ repurchase and trending strategies. Tables are compared sorted, every column exa
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 from dataclasses import replace
@@ -312,3 +313,105 @@ def test_the_benchmark_times_each_bucket_against_one_run(tmp_path) -> None:
     assert all(s["seconds"] > 0 and s["peak_rss_bytes"] > 0 for s in steps)
     assert 0 < result["sharded"]["critical_path_seconds"] <= result["sharded"]["work_seconds"]
     assert "critical path" in summary_table(result)
+
+
+def _one_step_at_a_time(store: Warehouse, tuning: Tuning, as_of: datetime, buckets: int) -> None:
+    """Every asset as the Dagster layer runs it: each (asset, bucket) a step of its own in `plan()` order, written
+    to a candidate, published, then recorded."""
+    work = shards.plan()
+    bucketed = [(s.name, shards.bucket_stage) for s in work.first] + [(p.name, shards.bucket_partial)
+                                                                        for p in work.partials]
+    for name, compute in bucketed:
+        for bucket in range(buckets):
+            shards.forget_bucket(store, name, bucket)
+            staged = store.stage(name)
+            compute(staged, name, tuning, as_of, bucket, buckets)
+            staged.publish()
+            shards.record_bucket(store, name, bucket, buckets, tuning, as_of)
+    for spec in work.item:
+        staged = store.stage(spec.name)
+        shards.item_stage(staged, spec.name, tuning, as_of, buckets)
+        staged.publish()
+    for spec in work.customers:
+        for bucket in range(buckets):
+            shards.forget_bucket(store, spec.name, bucket)
+            staged = store.stage(spec.name)
+            shards.bucket_stage(staged, spec.name, tuning, as_of, bucket, buckets)
+            staged.publish()
+            shards.record_bucket(store, spec.name, bucket, buckets, tuning, as_of)
+
+
+def test_one_asset_and_bucket_at_a_time_gives_the_tables_of_one_run(reference, as_of, tmp_path) -> None:
+    """From a warehouse of one run (its `data.parquet` files), every (asset, bucket) computed as its own step
+    through a candidate: the tables of one run, and only the bucket files left."""
+    store = _copy(Path(reference.root), tmp_path / "warehouse")
+    _one_step_at_a_time(store, TUNING, as_of, 4)
+    assert_same_tables(reference, store)
+    for name in [*PER_CUSTOMER, *shards.PARTIALS]:
+        assert _files(store, name) == _layout(4), name
+        assert shards.unfinished_buckets(store, name, 4, TUNING, as_of) == []
+    for name in ITEM_SIDE:
+        assert _files(store, name) == ["data.parquet"], name
+    # a candidate's removal of the other layout waits for its publication; a discarded one removes nothing
+    staged = store.stage("customer_segments")
+    shards.bucket_stage(staged, "customer_segments", TUNING, as_of, 0, 3)
+    assert "bucket-0003.parquet" in _files(store, "customer_segments")
+    staged.discard()
+    assert _files(store, "customer_segments") == _layout(4)
+
+
+def test_a_bucket_step_refuses_what_it_cannot_compute(four_buckets, as_of, tmp_path) -> None:
+    store = _copy(four_buckets[0], tmp_path / "warehouse")
+    with pytest.raises(ValueError, match="not a per-customer stage"):
+        shards.bucket_stage(store, "product_popularity", TUNING, as_of, 0, 4)
+    with pytest.raises(ValueError, match="buckets > 1"):
+        shards.bucket_stage(store, "customer_segments", TUNING, as_of, 0, 1)
+    with pytest.raises(ValueError, match="not a partial"):
+        shards.bucket_partial(store, "customer_segments", TUNING, as_of, 0, 4)
+    os.remove(store.partition_path("customer_behavior_comprehensive", "bucket-0002"))
+    with pytest.raises(shards.ShardError, match="'customer_behavior_comprehensive' has no file of bucket 2 of 4"):
+        shards.bucket_stage(store, "customer_product_affinity", TUNING, as_of, 2, 4)
+    with pytest.raises(shards.ShardError, match="'customer_behavior_comprehensive' has no file of bucket 2 of 4"):
+        shards.bucket_partial(store, "shard_popularity_totals", TUNING, as_of, 2, 4)
+
+
+def test_the_names_and_inputs_of_the_partials() -> None:
+    assert shards.partial_names("products_bought_together") == ("shard_order_products", "shard_basket_pairs")
+    assert shards.partial_names("product_similarity") == () and shards.partial_names("customer_segments") == ()
+    assert shards.partial_inputs("shard_popularity_totals") == ("customer_behavior_comprehensive",)
+    assert shards.partial_inputs("shard_collaborative_pairs") == ("customer_product_affinity",)
+    assert shards.partial_inputs("shard_basket_pairs") == ("orders",)
+
+
+def test_unfinished_buckets_are_those_not_recorded_for_this_night(four_buckets, as_of, tmp_path) -> None:
+    store = _copy(four_buckets[0], tmp_path / "warehouse")
+    name = "customer_segments"
+    # the batch run's phase entries count for its files
+    assert shards.unfinished_buckets(store, name, 4, TUNING, as_of) == []
+    for bucket in range(4):
+        shards.forget_bucket(store, name, bucket)
+    assert shards.unfinished_buckets(store, name, 4, TUNING, as_of) == [0, 1, 2, 3]
+    assert shards.unfinished(store, shards.PARTIALS_PHASE, 4, TUNING, as_of) == [0, 1, 2, 3]
+    shards.record_bucket(store, name, 0, 4, TUNING, as_of)
+    shards.record_bucket(store, name, 1, 4, TUNING, as_of - timedelta(days=1))
+    shards.record_bucket(store, name, 2, 4, replace(TUNING, cf_top_k=6), as_of)
+    shards.record_bucket(store, name, 3, 4, TUNING, as_of)
+    assert shards.unfinished_buckets(store, name, 4, TUNING, as_of) == [1, 2]
+    assert shards.unfinished_buckets(store, name, 5, TUNING, as_of) == [0, 1, 2, 3, 4]
+    # forgetting a bucket of a table the batch phase wrote forgets that phase's bucket: an item-side table refuses
+    # its partials until each bucket is finished again
+    with pytest.raises(shards.ShardError, match="'shard_product_buyers' bucket\\(s\\) 0, 1, 2, 3 of 4; "
+                                                 "'shard_order_products' bucket\\(s\\) 0, 1, 2, 3 of 4"):
+        shards.item_stage(store, "product_repurchase_rates", TUNING, as_of, 4)
+    for partial, bucket in itertools.product(("shard_product_buyers", "shard_order_products"), range(4)):
+        shards.record_bucket(store, partial, bucket, 4, TUNING, as_of)
+    shards.forget_bucket(store, "shard_product_buyers", 3)
+    with pytest.raises(shards.ShardError, match="^'shard_product_buyers' bucket\\(s\\) 3 of 4: not finished"):
+        shards.item_stage(store, "product_repurchase_rates", TUNING, as_of, 4)
+    shards.record_bucket(store, "shard_product_buyers", 3, 4, TUNING, as_of)
+    assert shards.item_stage(store, "product_repurchase_rates", TUNING, as_of, 4) > 0
+    with pytest.raises(shards.ShardError, match="no published file of bucket 4 of 5"):
+        shards.record_bucket(store, name, 4, 5, TUNING, as_of)
+    # recorded entries are not the batch phase's: finishing a phase of 4 buckets keeps them
+    shards._retire_manifests(store, shards.PARTIALS_PHASE, 4)
+    assert shards.unfinished_buckets(store, name, 4, TUNING, as_of) == [1, 2]

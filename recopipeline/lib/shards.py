@@ -61,8 +61,16 @@ the count); until then a change of the count shows both layouts.
 
 **Processes.** `run_sharded` runs each bucket's phase in a process of its own (a forkserver that has imported
 this module, one task per process, at most `processes` at a time; each opens its own DuckDB), then phase 2 in
-one more. The Dagster layer can call `bucket_partials`, `item_side` (or `item_stage` per table) and
-`bucket_customers` in its own step processes instead; `python -m recopipeline.lib.shards` runs one step or all.
+one more; `python -m recopipeline.lib.shards` runs one step or all.
+
+**One (asset, bucket) at a time.** The Dagster layer makes each (asset, bucket) a step that writes, audits and
+publishes: `bucket_stage` (a per-customer stage) and `bucket_partial` (a partial) compute one bucket's file,
+`item_stage` one item-side table, each through a store that stages the asset (`Warehouse.stage`). Such a caller
+records each published bucket file (`record_bucket`: entry `<asset>-bucket-0003`), removes the entry before it
+rewrites the file (`forget_bucket`) and asks which buckets are not finished (`unfinished_buckets`); the entries of
+the batch steps count for their files too, and `forget_bucket` removes the batch step's entry of that bucket. A
+bucket step removes the asset's files of another layout through its store, so with a candidate when it is
+published: no step of a split run reads them (each reads its own bucket's files), only readers of whole tables do.
 """
 
 from __future__ import annotations
@@ -112,6 +120,8 @@ BUCKET_ORDERS = "bucket_orders"  # the bucket's order lines, bucketed by order_i
 PARTIALS_PHASE, ITEM_PHASE, CUSTOMERS_PHASE = "partials", "item-side", "customers"
 _BUCKET_FILE = re.compile(r"^bucket-(\d{4})\.parquet$")
 _MANIFEST_FILE = re.compile(r"^(partials|customers)-bucket-(\d{4})\.parquet$")
+_ASSET_ENTRY_FILE = re.compile(r"^([a-z_][a-z0-9_]*)-bucket-(\d{4})\.parquet$")
+_TABLE_READ = re.compile(r"\b(?:FROM|JOIN)\s+([a-z_][a-z0-9_]*)", re.IGNORECASE)
 
 
 class ShardError(RuntimeError):
@@ -279,6 +289,80 @@ def _check_bucket(bucket: int | None, buckets: int) -> None:
         raise ValueError(f"bucket {bucket} is not one of 0..{buckets - 1}")
 
 
+def _check_split(bucket: int, buckets: int) -> None:
+    _check_bucket(bucket, buckets)
+    if buckets < 2:
+        raise ValueError("one (asset, bucket) at a time needs buckets > 1; with one bucket run the stage whole")
+
+
+def partial_names(stage_name: str) -> tuple[str, ...]:
+    """The partials an item-side stage is combined from (`COMBINES`); () for any other stage."""
+    combine = COMBINES.get(stage_name)
+    return combine.partials if combine else ()
+
+
+def partial_inputs(name: str) -> tuple[str, ...]:
+    """The tables a partial reads: its customer-keyed `reads` and the tables its `prepared` SQL reads."""
+    part = PARTIALS[name]
+    known = set(CUSTOMER_SOURCES) | {s.name for s in stage_order()} | {"customer_keys", "product_keys", "products"}
+    prepared = [t for sql in part.prepared for t in _TABLE_READ.findall(load_sql(sql)) if t in known]
+    return tuple(dict.fromkeys([*part.reads, *prepared]))
+
+
+def bucket_stage(store: Warehouse, name: str, tuning: Tuning, as_of: datetime, bucket: int, buckets: int) -> int:
+    """One per-customer stage for one bucket: the bucket's file of `name` (`bucket-0003`); returns its rows.
+
+    The stage's other inputs are read whole, the customer sources as the bucket's rows, and every per-customer
+    stage it reads as that stage's file of the same bucket (ShardError if there is none). `store` may stage `name`
+    (`Warehouse.stage`): the file is then the candidate's, published with it. The files of `name` of another
+    layout (one run's `data.parquet`, buckets beyond the count) are removed through the same store, so with a
+    candidate at its publication. No step of a split run reads them: each reads its own bucket's files."""
+    spec = stage(name)
+    if spec.split is not Split.CUSTOMERS:
+        raise ValueError(f"'{name}' is not a per-customer stage")
+    _check_split(bucket, buckets)
+    key = bucket_key(bucket, buckets)
+    retire_other_layouts(store, [name], buckets)
+    with store.session(_broadcast(spec.inputs), variables=variables(tuning, as_of)) as con:
+        _restrict(store, con, bucket, buckets, spec.inputs, orders=False)
+        _bucket_views(store, con, spec.inputs, bucket, buckets)
+        compute_into(con, spec, tuning)
+        return store.write(con, name, f"SELECT * FROM {name}", partition=key, order_by=spec.order_by)
+
+
+def bucket_partial(store: Warehouse, name: str, tuning: Tuning, as_of: datetime, bucket: int, buckets: int) -> int:
+    """One partial (`PARTIALS`) for one bucket, as `bucket_stage` computes a stage: over the bucket's rows of the
+    customer sources (its orders by order_id for `By.ORDERS`) and the bucket's files of the per-customer stages
+    it reads; returns its rows."""
+    part = PARTIALS.get(name)
+    if part is None:
+        raise ValueError(f"'{name}' is not a partial (one of {', '.join(PARTIALS)})")
+    _check_split(bucket, buckets)
+    key = bucket_key(bucket, buckets)
+    retire_other_layouts(store, [name], buckets)
+    sources = [] if part.by is By.ORDERS else [r for r in part.reads if r in CUSTOMER_SOURCES]
+    with store.session(_broadcast(part.reads), variables=variables(tuning, as_of)) as con:
+        _restrict(store, con, bucket, buckets, sources, orders=part.by is By.ORDERS)
+        _bucket_views(store, con, part.reads, bucket, buckets)
+        for prepared in part.prepared:
+            run(con, f"CREATE OR REPLACE TEMP TABLE {prepared} AS {load_sql(prepared)}")
+        return store.write(con, name, partial_sql(name), partition=key, order_by=part.order_by)
+
+
+def _bucket_views(
+    store: Warehouse, con: duckdb.DuckDBPyConnection, inputs: Iterable[str], bucket: int, buckets: int
+) -> None:
+    """Each per-customer stage among `inputs` as a view over its file of the bucket."""
+    key = bucket_key(bucket, buckets)
+    for name in inputs:
+        if not customer_keyed(name) or name in CUSTOMER_SOURCES:
+            continue
+        path = store.partition_path(name, key)
+        if not store.storage.exists(path):
+            raise ShardError(f"'{name}' has no file of bucket {bucket} of {buckets} ({path}): compute it first")
+        run(con, f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet({_quote(path)})")
+
+
 # ---- phase 1 ---------------------------------------------------------------------------------------------------
 def bucket_partials(store: Warehouse, tuning: Tuning, as_of: datetime, bucket: int, buckets: int) -> dict[str, int]:
     """Phase 1 for one bucket: write its per-customer tables that item-side stages read, and its partial aggregates,
@@ -312,8 +396,11 @@ def bucket_partials(store: Warehouse, tuning: Tuning, as_of: datetime, bucket: i
 
 
 def _broadcast(names: Iterable[str]) -> list[str]:
-    """The tables read whole in every bucket (the catalogue, the dictionaries, the item-side tables)."""
-    return sorted({name for name in names if not customer_keyed(name)} | {"customer_keys"})
+    """The tables read whole in every bucket (the catalogue, the dictionaries, the item-side tables); the customer
+    dictionary whenever a customer source is read (it tells the bucket's customers)."""
+    names = set(names)
+    keys = {"customer_keys"} if names & set(CUSTOMER_SOURCES) else set()
+    return sorted({name for name in names if not customer_keyed(name)} | keys)
 
 
 def _restrict(
@@ -321,12 +408,14 @@ def _restrict(
 ) -> None:
     """The bucket's rows of the customer sources in `reads` as temp tables of their names (and, with `orders`, the
     order lines of the bucket's orders as BUCKET_ORDERS)."""
-    run(
-        con,
-        "CREATE TEMP TABLE bucket_customer_keys AS SELECT customer_key FROM customer_keys "
-        f"WHERE {customer_bucket_sql('customer_id', buckets)} = {int(bucket)}",
-    )
-    for source in (name for name in CUSTOMER_SOURCES if name in set(reads)):
+    sources = [name for name in CUSTOMER_SOURCES if name in set(reads)]
+    if sources:
+        run(
+            con,
+            "CREATE TEMP TABLE bucket_customer_keys AS SELECT customer_key FROM customer_keys "
+            f"WHERE {customer_bucket_sql('customer_id', buckets)} = {int(bucket)}",
+        )
+    for source in sources:
         run(
             con,
             f"CREATE TEMP TABLE {source} AS SELECT * FROM {store.scan(source)} "
@@ -353,7 +442,10 @@ def item_side(store: Warehouse, tuning: Tuning, as_of: datetime, buckets: int) -
 
 def item_stage(store: Warehouse, name: str, tuning: Tuning, as_of: datetime, buckets: int) -> int:
     """One item-side table of phase 2, for a caller that runs (writes, audits, publishes) each table as a step of
-    its own: its item-side inputs first, in `plan().item` order. Refuses as `item_side` does."""
+    its own: its item-side inputs first, in `plan().item` order. Refuses (ShardError) unless every bucket of each
+    partial (or per-customer table) it reads is finished with this as-of time, tuning and bucket count, by a
+    phase-1 step or a `record_bucket` entry. `store` may stage `name`: the table is then the candidate's, and
+    its `item-<name>` entry is only removed (phase 3's `bucket_customers` wants the entry of a published table)."""
     spec = stage(name)
     if spec.split is not Split.NONE:
         raise ValueError(f"'{name}' is a per-customer stage")
@@ -363,16 +455,25 @@ def item_stage(store: Warehouse, name: str, tuning: Tuning, as_of: datetime, buc
 def _item_stage(
     store: Warehouse, spec: Stage, tuning: Tuning, as_of: datetime, buckets: int, checked: bool = False
 ) -> int:
-    """The table, and its manifest entry (`item-<name>`) when split."""
+    """The table, and its manifest entry (`item-<name>`) when split and written in place."""
     if buckets == 1:
         store.remove_file(MANIFEST, _manifest_key(ITEM_PHASE, spec.name))
         return run_stage(store, spec, tuning, as_of)
     if not checked:
-        _require(store, PARTIALS_PHASE, range(buckets), buckets, tuning, as_of)
+        _require_buckets(store, _bucketed_reads(spec), buckets, tuning, as_of)
+    staged = store.candidate is not None and store.candidate.asset == spec.name
     _forget(store, ITEM_PHASE, spec.name)
     rows = _item_rows(store, spec, tuning, as_of, buckets)
-    _finish(store, ITEM_PHASE, spec.name, buckets, tuning, as_of, {spec.name: rows}, ())
+    if not staged:
+        _finish(store, ITEM_PHASE, spec.name, buckets, tuning, as_of, {spec.name: rows}, ())
     return rows
+
+
+def _bucketed_reads(spec: Stage) -> tuple[str, ...]:
+    """The bucket files an item-side stage reads: its partials, else its per-customer stage inputs."""
+    return partial_names(spec.name) or tuple(
+        name for name in spec.inputs if customer_keyed(name) and name not in CUSTOMER_SOURCES
+    )
 
 
 def _item_rows(store: Warehouse, spec: Stage, tuning: Tuning, as_of: datetime, buckets: int) -> int:
@@ -437,8 +538,32 @@ def _manifest_key(phase: str, part: int | str | None) -> str:
     return phase if part is None else f"{phase}-bucket-{part:04d}"
 
 
+def _phase_assets(phase: str) -> list[str]:
+    """The bucketed assets a batch phase writes."""
+    work = plan()
+    return work.first_assets if phase == PARTIALS_PHASE else [s.name for s in work.customers]
+
+
 def _forget(store: Warehouse, phase: str, part: int | str | None) -> None:
+    """Remove a step's entry; a bucket's step also removes the `record_bucket` entries of the files it rewrites."""
     store.remove_file(MANIFEST, _manifest_key(phase, part))
+    if isinstance(part, int):
+        for asset in _phase_assets(phase):
+            store.remove_file(MANIFEST, _asset_entry(asset, part))
+
+
+def _entry(step: str, phase: str, buckets: int, tuning: Tuning, as_of: datetime, rows: dict[str, int]) -> pa.Table:
+    return pa.table({
+        "step": [step], "phase": [phase], "buckets": pa.array([buckets], pa.int32()),
+        "as_of": pa.array([as_of], pa.timestamp("us")), "tuning": [tuning_fingerprint(tuning)],
+        "finished_at": pa.array([datetime.now()], pa.timestamp("us")), "rows": [json.dumps(rows, sort_keys=True)],
+    })
+
+
+def _write_entry(store: Warehouse, entry: pa.Table) -> None:
+    with store.session() as con:
+        con.register("manifest_entry", entry)
+        store.write(con, MANIFEST, "SELECT * FROM manifest_entry", partition=entry["step"][0].as_py())
 
 
 def _finish(
@@ -446,14 +571,7 @@ def _finish(
     rows: dict[str, int], assets: Iterable[str],
 ) -> None:
     """Record the step as finished; the last bucket of a phase to finish retires the files of other layouts."""
-    entry = pa.table({
-        "step": [_manifest_key(phase, part)], "phase": [phase], "buckets": pa.array([buckets], pa.int32()),
-        "as_of": pa.array([as_of], pa.timestamp("us")), "tuning": [tuning_fingerprint(tuning)],
-        "finished_at": pa.array([datetime.now()], pa.timestamp("us")), "rows": [json.dumps(rows, sort_keys=True)],
-    })
-    with store.session() as con:
-        con.register("manifest_entry", entry)
-        store.write(con, MANIFEST, "SELECT * FROM manifest_entry", partition=_manifest_key(phase, part))
+    _write_entry(store, _entry(_manifest_key(phase, part), phase, buckets, tuning, as_of, rows))
     if isinstance(part, int) and not unfinished(store, phase, buckets, tuning, as_of):
         retire_other_layouts(store, assets, buckets)
         _retire_manifests(store, phase, buckets)
@@ -469,17 +587,24 @@ def _missing(
     store: Warehouse, phase: str, parts: Iterable[int | str], buckets: int, tuning: Tuning, as_of: datetime
 ) -> list:
     """The parts (buckets, item-side tables) of `phase` without an entry of this as-of time, tuning and count."""
+    keys = {part: _manifest_key(phase, part) for part in parts}
+    matching = _matching_entries(store, keys.values(), buckets, tuning, as_of)
+    return [part for part, key in keys.items() if key not in matching]
+
+
+def _matching_entries(
+    store: Warehouse, keys: Iterable[str], buckets: int, tuning: Tuning, as_of: datetime
+) -> set[str]:
+    """Of the manifest entries `keys`, those present with this bucket count, as-of time and tuning (one query)."""
     present = {os.path.basename(f) for f in store.files(MANIFEST)}
-    paths = {part: store.partition_path(MANIFEST, _manifest_key(phase, part)) for part in parts}
-    found = [part for part, path in paths.items() if os.path.basename(path) in present]
-    matching = set()
-    if found:
-        files = ", ".join(_quote(paths[part]) for part in found)
-        with store.session() as con:
-            entries = run(con, f"SELECT step, buckets, as_of, tuning FROM read_parquet([{files}])")
-        wanted = (buckets, as_of, tuning_fingerprint(tuning))
-        matching = {step for step, *values in entries if tuple(values) == wanted}
-    return [part for part in paths if _manifest_key(phase, part) not in matching]
+    paths = [store.partition_path(MANIFEST, key) for key in keys]
+    found = [path for path in paths if os.path.basename(path) in present]
+    if not found:
+        return set()
+    with store.session() as con:
+        entries = run(con, f"SELECT step, buckets, as_of, tuning FROM read_parquet([{', '.join(map(_quote, found))}])")
+    wanted = (buckets, as_of, tuning_fingerprint(tuning))
+    return {step for step, *values in entries if tuple(values) == wanted}
 
 
 def _require(
@@ -492,6 +617,75 @@ def _require(
         raise ShardError(
             f"{which}: no finished '{phase}' step as of {as_of.isoformat()} with this tuning and {buckets} buckets "
             f"(run it first; see {MANIFEST})"
+        )
+
+
+# ---- per (asset, bucket): the entries of a caller that runs each as a step of its own -------------------------
+def _asset_entry(asset: str, bucket: int) -> str:
+    """An (asset, bucket)'s entry: `customer_segments-bucket-0003`."""
+    return f"{asset}-bucket-{bucket:04d}"
+
+
+def _phase_of(asset: str) -> str:
+    """The batch phase that writes a bucketed asset (its entries count for the asset's buckets too)."""
+    for phase in (PARTIALS_PHASE, CUSTOMERS_PHASE):
+        if asset in _phase_assets(phase):
+            return phase
+    raise ValueError(f"'{asset}' is neither a per-customer stage nor a partial: it has no buckets")
+
+
+def record_bucket(store: Warehouse, asset: str, bucket: int, buckets: int, tuning: Tuning, as_of: datetime) -> None:
+    """Record that the bucket's file of `asset` (a per-customer stage or a partial) is published as of `as_of`
+    with this tuning and bucket count: entry `<asset>-bucket-0003` of `shard_manifest`. Call it after the file is
+    in place (ShardError if it is not). The last bucket recorded removes the asset's entries of buckets beyond
+    the count."""
+    _phase_of(asset)
+    _check_split(bucket, buckets)
+    store = replace(store, candidate=None)
+    path = store.partition_path(asset, bucket_key(bucket, buckets))
+    if not store.storage.exists(path):
+        raise ShardError(f"'{asset}' has no published file of bucket {bucket} of {buckets} ({path})")
+    with store.session() as con:
+        (rows,) = run(con, f"SELECT count(*) FROM read_parquet({_quote(path)})")[0]
+    _write_entry(store, _entry(_asset_entry(asset, bucket), "bucket", buckets, tuning, as_of, {asset: int(rows)}))
+    if not unfinished_buckets(store, asset, buckets, tuning, as_of):
+        for path in store.files(MANIFEST):
+            match = _ASSET_ENTRY_FILE.match(os.path.basename(path))
+            if match and match.group(1) == asset and int(match.group(2)) >= buckets:
+                store.remove_file(MANIFEST, os.path.basename(path).removesuffix(".parquet"))
+
+
+def forget_bucket(store: Warehouse, asset: str, bucket: int) -> None:
+    """Remove the bucket's entry of `asset` before its file is rewritten, and the entry of the batch step that
+    wrote it (`partials-bucket-0003`, `customers-bucket-0003`), which vouches for the file as well."""
+    phase = _phase_of(asset)
+    if bucket < 0:
+        raise ValueError(f"bucket {bucket} is negative")
+    store = replace(store, candidate=None)
+    store.remove_file(MANIFEST, _asset_entry(asset, bucket))
+    store.remove_file(MANIFEST, _manifest_key(phase, bucket))
+
+
+def unfinished_buckets(store: Warehouse, asset: str, buckets: int, tuning: Tuning, as_of: datetime) -> list[int]:
+    """The buckets of `asset` (a per-customer stage or a partial) not finished with this as-of time, tuning and
+    bucket count: neither a `record_bucket` entry nor the entry of the batch step that writes it matches (a
+    bucket that failed, was killed, has not run, or ran for another night, tuning or count)."""
+    phase = _phase_of(asset)
+    _check_bucket(None, buckets)
+    keys = {bucket: (_asset_entry(asset, bucket), _manifest_key(phase, bucket)) for bucket in range(buckets)}
+    matching = _matching_entries(store, [key for pair in keys.values() for key in pair], buckets, tuning, as_of)
+    return [bucket for bucket, pair in keys.items() if not matching & set(pair)]
+
+
+def _require_buckets(
+    store: Warehouse, assets: Iterable[str], buckets: int, tuning: Tuning, as_of: datetime
+) -> None:
+    missing = [f"'{asset}' bucket(s) {', '.join(map(str, unfinished))} of {buckets}"
+               for asset in assets if (unfinished := unfinished_buckets(store, asset, buckets, tuning, as_of))]
+    if missing:
+        raise ShardError(
+            f"{'; '.join(missing)}: not finished as of {as_of.isoformat()} with this tuning and {buckets} buckets "
+            f"(run them first; see {MANIFEST})"
         )
 
 
@@ -509,10 +703,15 @@ def retire_other_layouts(store: Warehouse, assets: Iterable[str], buckets: int) 
 
 
 def _retire_manifests(store: Warehouse, phase: str, buckets: int) -> None:
+    """Remove the phase's entries of another bucket count: its steps' (`partials-bucket-0007`) and the
+    `record_bucket` entries of its assets beyond the count (every one with one bucket)."""
+    assets = set(_phase_assets(phase))
     for path in store.files(MANIFEST):
-        match = _MANIFEST_FILE.match(os.path.basename(path))
-        if match and match.group(1) == phase and (buckets == 1 or int(match.group(2)) >= buckets):
-            store.remove_file(MANIFEST, os.path.basename(path).removesuffix(".parquet"))
+        name = os.path.basename(path)
+        step, entry = _MANIFEST_FILE.match(name), _ASSET_ENTRY_FILE.match(name)
+        match = step if step and step.group(1) == phase else entry if entry and entry.group(1) in assets else None
+        if match and (buckets == 1 or int(match.group(2)) >= buckets):
+            store.remove_file(MANIFEST, name.removesuffix(".parquet"))
 
 
 def _quote(text: str) -> str:
