@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -17,6 +18,7 @@ from recopipeline.lib.sources import SourceError
 from recopipeline.lib.warehouse import MissingAssetError, Warehouse
 
 JOBS = ("full_rebuild", "hourly_refresh")
+SHARD_JOBS = ("shard_partials", "shard_item_side", "shard_customers", "shard_publish")
 EXECUTORS = ("auto", "in_process", "multiprocess")
 MAX_LIMIT = 50  # the read API's largest answer
 
@@ -68,8 +70,21 @@ def cmd_materialize(args: argparse.Namespace) -> None:
     from recopipeline.runner import check_run_config, check_selection, materialize, partition_tags, planned_executor
 
     job = args.job or "full_rebuild"
+    if args.shards is not None:  # read when the code location loads, here and in every run's processes
+        if not args.shards.isdigit() or int(args.shards) < 1:
+            raise CommandError(f"--shards {args.shards!r} is not a whole number of buckets >= 1")
+        os.environ["RECOPIPELINE_SHARDS"] = str(int(args.shards))
+    try:
+        buckets = settings.customer_shards()
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    if buckets > 1 and job in SHARD_JOBS:  # one phase of the nightly rebuild over buckets, e.g. to rerun a bucket
+        return _materialize_phase(args, job, buckets)
     if job not in JOBS:
-        raise CommandError(f"unknown job {job!r}; choose one of {', '.join(JOBS)}")
+        known = [*JOBS, *SHARD_JOBS] if buckets > 1 else JOBS
+        raise CommandError(f"unknown job {job!r}; choose one of {', '.join(known)}")
+    if args.bucket is not None:
+        raise CommandError("--bucket names a bucket of the shard jobs (shard_partials, shard_customers)")
     executor = args.executor or "auto"
     if executor not in EXECUTORS:
         raise CommandError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
@@ -93,12 +108,40 @@ def cmd_materialize(args: argparse.Namespace) -> None:
     planned = planned_executor(job, executor, run_config)
     steps = {None: "steps as the run config's execution section says", "in_process": "steps in this process",
              "multiprocess": "a process per step"}[planned]
+    if buckets > 1 and job == "full_rebuild" and not selection:
+        steps += f"; {buckets} customer buckets, a process per bucket run"
     print(f"materializing {_describe(job, selection, args.hour, as_of, config_file)} "
           f"(source {settings.source_spec()}, warehouse {settings.warehouse_root()}, {steps})", flush=True)
     started = time.perf_counter()
     summary = materialize(selection, tags={AS_OF_TAG: as_of.isoformat()} if as_of else None, log_level="CRITICAL",
                           job=job, partition=args.hour, run_config=run_config, progress=_print_step,
                           executor=planned or "auto")
+    if not summary.success:
+        raise CommandError(f"run {summary.run_id} failed: " + "; ".join(summary.failures or ["see the Dagster UI"]))
+    print(f"run {summary.run_id} succeeded: {len(summary.materialized)} assets in "
+          f"{time.perf_counter() - started:.1f} s", flush=True)
+
+
+def _materialize_phase(args: argparse.Namespace, job: str, buckets: int) -> None:
+    """`materialize --job shard_…`: that phase of the nightly rebuild over buckets, one bucket with --bucket."""
+    from recopipeline.defs.stage import AS_OF_TAG
+    from recopipeline.runner import PER_BUCKET_JOBS, materialize
+
+    if args.select or args.hour:
+        raise CommandError(f"job {job} runs whole phases: --select and --hour do not apply")
+    bucket = None
+    if args.bucket is not None:
+        if job not in PER_BUCKET_JOBS:
+            raise CommandError(f"job {job} runs once, not per bucket: --bucket does not apply")
+        if not args.bucket.isdigit() or int(args.bucket) >= buckets:
+            raise CommandError(f"--bucket {args.bucket!r} is not one of 0 … {buckets - 1}")
+        bucket = f"bucket-{int(args.bucket):04d}"
+    as_of = settings.parse_as_of(args.as_of) if args.as_of else None
+    which = f"bucket {int(args.bucket)} of {buckets}" if bucket else f"{buckets} buckets"
+    print(f"materializing job {job} for {which} (warehouse {settings.warehouse_root()})", flush=True)
+    started = time.perf_counter()
+    summary = materialize(tags={AS_OF_TAG: as_of.isoformat()} if as_of else None, log_level="CRITICAL", job=job,
+                          partition=bucket, progress=_print_step)
     if not summary.success:
         raise CommandError(f"run {summary.run_id} failed: " + "; ".join(summary.failures or ["see the Dagster UI"]))
     print(f"run {summary.run_id} succeeded: {len(summary.materialized)} assets in "
@@ -199,7 +242,7 @@ def cmd_sql(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     cmd_materialize(argparse.Namespace(select=None, as_of=None, job=None, hour=None, config=args.config,
-                                       executor=None))
+                                       executor=None, shards=None, bucket=None))
     customers = _warehouse().read(
         "SELECT customer_id FROM customer_top_recommendations GROUP BY customer_id ORDER BY customer_id LIMIT $n",
         inputs=["customer_top_recommendations"],
@@ -261,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     materialize.add_argument("--executor", help="in_process (steps one after another in this process), "
                              "multiprocess (a process per step, independent steps in parallel) or auto (default: "
                              "in process for the hourly refresh and for sources under 64 MB)")
+    materialize.add_argument("--shards", help="customer buckets of the nightly rebuild, each bucket's runs in a "
+                             "process of their own (default: RECOPIPELINE_SHARDS, else 1); with buckets, --job "
+                             "also takes one phase: shard_partials, shard_item_side, shard_customers, shard_publish")
+    materialize.add_argument("--bucket", help="with --job shard_partials or shard_customers: only this bucket")
     materialize.set_defaults(func=cmd_materialize)
 
     recommend = commands.add_parser("recommend", help="print what the serving database serves a customer")

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
 import re
 import shutil
 import socket
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import dagster as dg
 
 from recopipeline.lib import gx_adapter, settings
 from recopipeline.lib.run_config import merge
-from recopipeline.run_progress import Progress, RunSummary, RunWatcher, condense
+from recopipeline.run_progress import Progress, RunSummary, RunWatcher, StepDone, condense
 
 REPO_INSTANCE_CONFIG = Path(__file__).parents[1] / "dagster.yaml"
 LAUNCHED_BY_TAG = "recopipeline/launched_by"  # host:pid of the process that executes a run outside the daemon
@@ -34,7 +36,34 @@ def hourly_refresh() -> dg.JobDefinition:
     return defs().resolve_job_def("hourly_refresh")
 
 
+def _job(name: str) -> dg.JobDefinition:
+    from recopipeline.definitions import defs
+
+    return defs().resolve_job_def(name)
+
+
+def shard_partials() -> dg.JobDefinition:
+    return _job("shard_partials")
+
+
+def shard_item_side() -> dg.JobDefinition:
+    return _job("shard_item_side")
+
+
+def shard_customers() -> dg.JobDefinition:
+    return _job("shard_customers")
+
+
+def shard_publish() -> dg.JobDefinition:
+    return _job("shard_publish")
+
+
 JOBS = {"full_rebuild": full_rebuild, "hourly_refresh": hourly_refresh}
+# with customer buckets (RECOPIPELINE_SHARDS > 1) the nightly rebuild's jobs after full_rebuild, in run order;
+# the per-bucket ones run once per bucket (defs/automation/jobs.py)
+SHARD_JOBS = {"shard_partials": shard_partials, "shard_item_side": shard_item_side,
+              "shard_customers": shard_customers, "shard_publish": shard_publish}
+PER_BUCKET_JOBS = ("shard_partials", "shard_customers")
 
 EXECUTORS = ("auto", "in_process", "multiprocess")
 # `auto` runs the steps of a small run in this process, one after another: a step process costs more than a
@@ -85,12 +114,31 @@ def materialize(
     level. `progress` is called as each step ends, while the run goes on. `executor` is `in_process`,
     `multiprocess` or `auto` (`choose_executor`); `auto` keeps an `execution` section of `run_config`.
     """
+    if job in SHARD_JOBS and settings.customer_shards() > 1:
+        return materialize_sharded(tags, instance, log_level, partition, run_config, progress, executor, jobs=[job])
     if job not in JOBS:
         raise ValueError(f"unknown job {job!r}; choose one of {', '.join(JOBS)}")
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     if selection:
         check_selection(job, selection)
+    if job == "full_rebuild" and not selection and settings.customer_shards() > 1:
+        return materialize_sharded(tags, instance, log_level, partition, run_config, progress, executor)
+    return _materialize_run(selection, tags, instance, log_level, job, partition, run_config, progress, executor)
+
+
+def _materialize_run(
+    selection: Sequence[str] | None,
+    tags: dict[str, str] | None,
+    instance: dg.DagsterInstance | None,
+    log_level: str,
+    job: str,
+    partition: str | None,
+    run_config: Mapping | None,
+    progress: Progress | None,
+    executor: str,
+) -> RunSummary:
+    """One run of `job` (see `materialize`), watched as it goes."""
     config = merge({"loggers": {"console": {"config": {"log_level": log_level}}}}, run_config or {})
     planned = planned_executor(job, executor, config)
     if planned is not None:
@@ -119,6 +167,106 @@ def materialize(
     finally:
         watcher.stop()
     return watcher.finish(run_id, success)
+
+
+def materialize_sharded(
+    tags: dict[str, str] | None = None,
+    instance: dg.DagsterInstance | None = None,
+    log_level: str = "INFO",
+    partition: str | None = None,
+    run_config: Mapping | None = None,
+    progress: Progress | None = None,
+    executor: str = "auto",
+    jobs: Sequence[str] | None = None,
+    processes: int | None = None,
+) -> RunSummary:
+    """The nightly rebuild over customer buckets: full_rebuild (ingest), then a run per bucket of shard_partials,
+    shard_item_side, a run per bucket of shard_customers and shard_publish, every run as of the same time.
+
+    `jobs` runs only those of the shard jobs (e.g. one phase again); with `partition` a per-bucket job runs only
+    that bucket (`bucket-0001`). The bucket runs of a phase run side by side, each in a process of its own (at
+    most `processes`, default the number of cores); a phase starts when every run of the one before has
+    succeeded. Returns one summary of them all (its run id is the last run's), failed at the first phase with a
+    failed run.
+    """
+    from recopipeline.defs.partitions import bucket_partitions
+    from recopipeline.defs.resources import default_resources
+    from recopipeline.defs.stage import AS_OF_TAG
+    from recopipeline.lib.stages import latest_event_time
+
+    instance = instance or instance_from_env()
+    summary = RunSummary(run_id="", success=True)
+    if jobs is None:
+        first = _materialize_run(None, tags, instance, log_level, "full_rebuild", partition, run_config, progress,
+                                 executor)
+        _add(summary, first)
+        if not first.success:
+            return summary
+    pinned = (tags or {}).get(AS_OF_TAG) or (
+        settings.pinned_as_of() or latest_event_time(default_resources()["warehouse"].get())
+    ).isoformat()
+    phase_tags = {AS_OF_TAG: pinned, LAUNCHED_BY_TAG: _this_process()}
+    config = merge({"loggers": {"console": {"config": {"log_level": log_level}}}}, run_config or {})
+    config = {key: value for key, value in config.items() if key != "execution"}
+    keys = bucket_partitions().get_partition_keys()
+    if jobs is not None and partition:
+        if partition not in keys:
+            raise ValueError(f"bucket {partition!r} is not one of {keys[0]} … {keys[-1]}")
+        keys = [partition]
+    workers = max(1, min(processes or os.cpu_count() or 2, len(keys)))
+    for job in jobs or SHARD_JOBS:
+        if job in PER_BUCKET_JOBS:
+            runs = _bucket_runs(job, keys, phase_tags, config, workers)
+        else:
+            runs = [_execute(job, phase_tags, config | execution_config(choose_executor("full_rebuild", executor)),
+                             instance)]
+        for run in runs:
+            _add(summary, run)
+            if progress is not None:
+                for asset, rows in run.materialized.items():
+                    progress(StepDone(asset, {asset: rows}, run.seconds.get(asset)))
+        if not all(run.success for run in runs):
+            summary.success = False
+            return summary
+    return summary
+
+
+def _add(total: RunSummary, run: RunSummary) -> None:
+    total.run_id = run.run_id
+    total.success = total.success and run.success
+    for asset, rows in run.materialized.items():
+        total.materialized[asset] = (total.materialized.get(asset) or 0) + (rows or 0)
+    for asset, seconds in run.seconds.items():
+        total.seconds[asset] = total.seconds.get(asset, 0.0) + seconds
+    total.failures.extend(run.failures)
+
+
+def _execute(job: str, tags: dict[str, str], run_config: Mapping, instance: dg.DagsterInstance | None = None) -> RunSummary:
+    """Execute one run of a shard job in this process and summarise it from its events."""
+    instance = instance or instance_from_env()
+    with dg.execute_job(dg.reconstructable(SHARD_JOBS[job]), instance=instance, run_config=run_config,
+                        tags=tags) as result:
+        run_id, success = result.run_id, result.success
+    instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+    summary = RunWatcher(instance, {}, None).finish(run_id, success)
+    if not success and not summary.failures:
+        summary.failures.append(f"{job} {tags.get('dagster/partition', '')} failed".strip())
+    return summary
+
+
+def _execute_bucket(job: str, key: str, tags: dict[str, str], run_config: Mapping) -> RunSummary:
+    """One bucket's run of a per-bucket job, in a process of its own (its steps in that process)."""
+    config = dict(run_config) | {"execution": {"config": {"in_process": {}}}}
+    return _execute(job, {**tags, "dagster/partition": key}, config)
+
+
+def _bucket_runs(job: str, keys: list[str], tags: dict[str, str], run_config: Mapping, workers: int) -> list[RunSummary]:
+    """A run of `job` per bucket partition, each in a new process, `workers` at a time."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["recopipeline.runner", "recopipeline.definitions"])
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, max_tasks_per_child=1) as pool:
+        futures = [pool.submit(_execute_bucket, job, key, tags, dict(run_config)) for key in keys]
+        return [future.result() for future in futures]
 
 
 def planned_executor(job: str, executor: str = "auto", run_config: Mapping | None = None) -> str | None:

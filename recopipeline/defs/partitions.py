@@ -3,7 +3,8 @@
 `customer_interactions`, `cart_activity` and `orders` are partitioned by hour; a partition holds the events
 whose event time falls in [hour, hour + 1 h), and the first one also every older event. `customers` and
 `products` are snapshots and every derived asset is rebuilt whole, so they are not partitioned. The first hour
-is `RECOPIPELINE_PARTITION_START` (see docs/refresh.md).
+is `RECOPIPELINE_PARTITION_START` (see docs/refresh.md). With `RECOPIPELINE_SHARDS` > 1 the per-customer assets
+and the buckets' partial aggregates are partitioned by customer bucket (docs/design.md, "Customer shards").
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from recopipeline.lib import settings
+from recopipeline.lib import settings, shards
 from recopipeline.lib.hourly import HOUR, KEY_FORMAT, floor_hour, hour_key, parse_hour_key
 
 TIMEZONE = "UTC"
@@ -26,6 +27,20 @@ hourly_partitions = dg.HourlyPartitionsDefinition(
 # Backfills of the hourly assets run as one run over the whole range: each source's files are read once and
 # every hour of the range is written in the same pass.
 single_run_backfill = dg.BackfillPolicy.single_run()
+
+
+def bucket_partitions() -> dg.StaticPartitionsDefinition | None:
+    """The customer buckets (RECOPIPELINE_SHARDS, lib/shards.py) as the partitions of the per-customer assets:
+    `bucket-0000` … ; None with one bucket, where nothing is split."""
+    buckets = settings.customer_shards()
+    if buckets == 1:
+        return None
+    return dg.StaticPartitionsDefinition([shards.bucket_key(bucket, buckets) for bucket in range(buckets)])
+
+
+def bucket_of(partition_key: str) -> int:
+    """The bucket number of a `bucket-0003` partition key."""
+    return int(partition_key.removeprefix("bucket-"))
 
 
 def first_hour() -> datetime:

@@ -11,10 +11,12 @@ import duckdb
 
 from recopipeline.defs.quality.derived_checks import derived_check_specs, run_derived_checks
 from recopipeline.defs.quality.results import blocking_failures
+from recopipeline.defs.partitions import bucket_of, bucket_partitions
 from recopipeline.defs.resources import TuningResource, WarehouseResource
-from recopipeline.lib import ranking, settings
+from recopipeline.lib import ranking, settings, shards
+from recopipeline.lib.bucket_scope import bucket_session
 from recopipeline.lib.keys import dictionary_relations, owning_assets, readable_query
-from recopipeline.lib.stages import NoEventsError, latest_event_time, run_stage, stage
+from recopipeline.lib.stages import NoEventsError, Split, latest_event_time, per_customer_stages, run_stage, stage
 from recopipeline.lib.tuning import Tuning
 from recopipeline.lib.warehouse import Warehouse
 
@@ -66,9 +68,13 @@ def publish_if_passed(
     return {"published": dg.MetadataValue.bool(True)}
 
 
-def describe(con: duckdb.DuckDBPyConnection, warehouse: Warehouse, asset: str, score_column: str | None) -> dict:
-    """Metadata a data engineer looks at: row count, a preview and the score distribution."""
-    scan = warehouse.scan(asset)
+def describe(
+    con: duckdb.DuckDBPyConnection, warehouse: Warehouse, asset: str, score_column: str | None,
+    relation: str | None = None,
+) -> dict:
+    """Metadata a data engineer looks at: row count, a preview and the score distribution (of `relation` in `con`
+    instead of the whole asset, given one: a bucket's rows)."""
+    scan = relation or warehouse.scan(asset)
     (rows,) = con.sql(f"SELECT count(*) FROM {scan}").fetchall()[0]
     hidden = " EXCLUDE (model)" if asset == ranking.MODEL else ""  # the model's text is megabytes
     first_rows = f"SELECT *{hidden} FROM {scan} LIMIT 10"
@@ -115,19 +121,29 @@ def _model_metadata(con: duckdb.DuckDBPyConnection, scan: str) -> dict:
 
 
 def stage_asset(name: str) -> dg.AssetsDefinition:
-    """The asset of one stage of the engine (lib/stages.py): computed, audited by its checks, then published."""
+    """The asset of one stage of the engine (lib/stages.py): computed, audited by its checks, then published.
+
+    With customer buckets (RECOPIPELINE_SHARDS > 1, lib/shards.py) a per-customer stage is partitioned by bucket
+    (a step computes one bucket's file), and an item-side stage that sums over customers is combined from the
+    buckets' partial aggregates (defs/shards/assets.py); each refuses inputs that are not all as of the same time.
+    """
     spec = stage(name)
+    buckets = settings.customer_shards()
+    per_bucket = buckets > 1 and spec.split is Split.CUSTOMERS
+    # the hourly job recomputes an hourly stage from its whole inputs every hour: partials would be a night old
+    partials = shards.partial_names(name) if buckets > 1 and spec.split is Split.NONE and not spec.hourly else ()
 
     @dg.asset(
         name=name,
         group_name=spec.group,
-        deps=owning_assets(spec.inputs),
+        deps=[*owning_assets(spec.inputs), *partials],
         description=spec.description,
         pool=name,  # one writer of this asset at a time across runs (dagster.yaml: pools default_limit 1)
         kinds=KINDS | spec.kinds,
         owners=OWNERS,
         metadata=code_references(*spec.source_files),
         check_specs=derived_check_specs(name),  # the table's invariants, see defs/quality/derived_checks.py
+        partitions_def=bucket_partitions() if per_bucket else None,
     )
     def _asset(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, tuning: TuningResource
@@ -135,18 +151,38 @@ def stage_asset(name: str) -> dg.AssetsDefinition:
         store: Warehouse = warehouse.get()
         values: Tuning = tuning.get()
         as_of = resolve_as_of(context, store)
+        bucket = bucket_of(context.partition_key) if per_bucket else None
+        if per_bucket:
+            bucketed = [i for i in spec.inputs if i in bucketed_assets()]
+            require_buckets(store, bucketed, buckets, values, as_of, only=bucket)
+            shards.forget_bucket(store, name, bucket)
+        elif partials:
+            require_buckets(store, partials, buckets, values, as_of)
         staged = store.stage(name)  # written, audited, then published (see lib/warehouse.py)
         started = time.perf_counter()
         try:
-            run_stage(staged, spec, values, as_of)
+            if per_bucket:
+                shards.bucket_stage(staged, name, values, as_of, bucket, buckets)
+            elif partials:
+                shards.item_stage(staged, name, values, as_of, buckets)
+            else:
+                run_stage(staged, spec, values, as_of)
+                if spec.split is Split.CUSTOMERS:  # bucket files of an earlier split go with this version
+                    shards.retire_other_layouts(staged, [name], 1)
             seconds = time.perf_counter() - started
-            with staged.session() as con:
-                metadata = describe(con, staged, name, spec.score_column)
-            checked = run_derived_checks(context, staged, values, name, as_of)
+            if per_bucket:  # described and audited on the bucket's rows
+                with bucket_session(staged, [name], bucket, buckets) as con:
+                    metadata = describe(con, staged, name, spec.score_column, relation=name)
+            else:
+                with staged.session() as con:
+                    metadata = describe(con, staged, name, spec.score_column)
+            checked = run_derived_checks(context, staged, values, name, as_of, bucket, buckets)
         except BaseException:
             staged.discard()
             raise
         metadata |= publish_if_passed(staged, checked, context.log)
+        if per_bucket and metadata["published"].value:
+            shards.record_bucket(store, name, bucket, buckets, values, as_of)
         store.refresh_catalog([name])
         return dg.MaterializeResult(
             metadata={
@@ -158,3 +194,27 @@ def stage_asset(name: str) -> dg.AssetsDefinition:
         )
 
     return _asset
+
+
+def bucketed_assets() -> set[str]:
+    """The assets partitioned by customer bucket when there are buckets: the per-customer stages and the partials."""
+    return {spec.name for spec in per_customer_stages()} | set(shards.PARTIALS)
+
+
+def require_buckets(
+    store: Warehouse, assets: list[str] | tuple[str, ...], buckets: int, tuning: Tuning, as_of: datetime,
+    only: int | None = None,
+) -> None:
+    """Fail unless every bucket (or bucket `only`) of each bucketed asset was published as of `as_of` with this
+    tuning and bucket count: a bucket that failed or has not run yet never mixes into a newer table."""
+    missing = []
+    for asset in assets:
+        unfinished = shards.unfinished_buckets(store, asset, buckets, tuning, as_of)
+        unfinished = [b for b in unfinished if only is None or b == only]
+        if unfinished:
+            missing.append(f"{asset} (bucket {', '.join(map(str, unfinished))})")
+    if missing:
+        raise dg.Failure(
+            f"not yet published as of {as_of.isoformat()} for {buckets} buckets: {'; '.join(missing)}; "
+            "materialize those partitions first"
+        )

@@ -44,6 +44,14 @@ def run_config_file() -> str | None:
     return os.environ.get("RECOPIPELINE_RUN_CONFIG") or None
 
 
+def customer_shards() -> int:
+    """RECOPIPELINE_SHARDS: the number of customer buckets the per-customer assets are partitioned into (1: none)."""
+    value = os.environ.get("RECOPIPELINE_SHARDS") or "1"
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"RECOPIPELINE_SHARDS {value!r} is not a whole number of buckets >= 1")
+    return int(value)
+
+
 STEP_EXECUTORS = ("default", "k8s")
 
 

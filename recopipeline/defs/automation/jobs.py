@@ -24,7 +24,9 @@ import dagster as dg
 import recopipeline.defs
 from recopipeline.defs.evaluation.assets import GROUP as EVALUATION
 from recopipeline.defs.incremental.assets import GROUP as INCREMENTAL
-from recopipeline.defs.partitions import hourly_partitions
+from recopipeline.defs.partitions import bucket_partitions, hourly_partitions
+from recopipeline.defs.shards.assets import combined_partials
+from recopipeline.lib import settings, shards
 from recopipeline.lib.contract import EVENT_SOURCES
 from recopipeline.lib.stages import hourly_stages
 
@@ -47,17 +49,61 @@ FORKSERVER = {"execution": {"config": {"multiprocess": {"start_method": {"forkse
 
 sources = dg.AssetSelection.assets(*SNAPSHOT_SOURCES, *EVENT_SOURCES)
 
-full_rebuild_job = dg.define_asset_job(
-    name="full_rebuild",
-    # the offline evaluation builds its own warehouse from real data: not part of the nightly rebuild
-    selection=dg.AssetSelection.all() - dg.AssetSelection.groups(INCREMENTAL, EVALUATION),
-    partitions_def=hourly_partitions,
-    tags=REFRESH_LANE,
-    description=(
-        "The nightly rebuild: ingest the snapshots and the hours of the run's range, rebuild every derived asset "
-        "from all ingested hours, then publish. Launch it with a partition range."
-    ),
-)
+# the offline evaluation builds its own warehouse from real data: not part of the nightly rebuild
+NIGHTLY = dg.AssetSelection.all() - dg.AssetSelection.groups(INCREMENTAL, EVALUATION)
+BUCKET_LANE = {LANE_TAG: "buckets"}  # bucket runs of one phase run side by side
+
+if settings.customer_shards() == 1:
+    full_rebuild_job = dg.define_asset_job(
+        name="full_rebuild",
+        selection=NIGHTLY,
+        partitions_def=hourly_partitions,
+        tags=REFRESH_LANE,
+        description=(
+            "The nightly rebuild: ingest the snapshots and the hours of the run's range, rebuild every derived "
+            "asset from all ingested hours, then publish. Launch it with a partition range."
+        ),
+    )
+    shard_phase_jobs: list = []
+else:
+    # With customer buckets the nightly rebuild is five jobs, run in this order (SHARD_PHASES): a job holds
+    # assets of one partitioning only, and each phase reads every bucket of the one before.
+    phases = shards.plan()
+    first = dg.AssetSelection.assets(*(s.name for s in phases.first), *combined_partials())
+    item_side = dg.AssetSelection.assets(*(s.name for s in phases.item))
+    per_customer = dg.AssetSelection.assets(*(s.name for s in phases.customers))
+    ingest = NIGHTLY - (first | item_side | per_customer).downstream()
+    full_rebuild_job = dg.define_asset_job(
+        name="full_rebuild",
+        selection=ingest,
+        partitions_def=hourly_partitions,
+        tags=REFRESH_LANE,
+        description=(
+            "With customer buckets, the nightly rebuild's first job: ingest the snapshots and the hours of the "
+            "run's range and the assets that read no customer; then shard_partials per bucket, shard_item_side, "
+            "shard_customers per bucket and shard_publish (`recopipeline materialize` runs all five)."
+        ),
+    )
+    shard_phase_jobs = [
+        dg.define_asset_job(
+            name="shard_partials", selection=first, partitions_def=bucket_partitions(), tags=BUCKET_LANE,
+            description="Per customer bucket: its behaviour tables and its partial sums for the item-side stages.",
+        ),
+        dg.define_asset_job(
+            name="shard_item_side", selection=item_side, tags=REFRESH_LANE,
+            description="Once: every item-side table, from the partial sums of all buckets.",
+        ),
+        dg.define_asset_job(
+            name="shard_customers", selection=per_customer, partitions_def=bucket_partitions(), tags=BUCKET_LANE,
+            description="Per customer bucket: the blend, the learned ranks, the top N and the placement lists.",
+        ),
+        dg.define_asset_job(
+            name="shard_publish", selection=NIGHTLY - ingest - first - item_side - per_customer, tags=REFRESH_LANE,
+            description="Once every bucket is done: the serving tables, published in one transaction.",
+        ),
+    ]
+
+SHARD_PHASES = ("full_rebuild", "shard_partials", "shard_item_side", "shard_customers", "shard_publish")
 
 hourly_refresh_job = dg.define_asset_job(
     name="hourly_refresh",

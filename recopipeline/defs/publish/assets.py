@@ -1,7 +1,8 @@
 """Publishing: the top recommendations and product-page lists, written–audited–published to the serving database.
 
 The asset sits downstream of `customer_top_recommendations`, so a failing blocking check there skips it and the
-served version stays as it was. Its warehouse table summarises what is served (rows per variant and type).
+served version stays as it was. With customer buckets it publishes only when every bucket's tables are of this
+night (a failed bucket keeps the old version served), all of them in the one transaction. Its warehouse table summarises what is served (rows per variant and type).
 """
 
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ import duckdb
 import pandas as pd
 
 from recopipeline.defs.resources import ServingResource, TuningResource, WarehouseResource
-from recopipeline.defs.stage import OWNERS, code_references, describe, resolve_as_of
+from recopipeline.defs.stage import OWNERS, bucketed_assets, code_references, describe, require_buckets, resolve_as_of
 from recopipeline.lib import settings
 from recopipeline.lib.keys import owning_assets
 from recopipeline.lib.warehouse import SQL_DIR, load_sql, run
@@ -83,10 +84,11 @@ def published_recommendations(
     store = warehouse.get()
     values = tuning.get()
     experiment = values.experiment()
-    variables = {
-        **values.as_dict(), "relations_per_product": serving.relations_per_product,
-        "as_of": resolve_as_of(context, store),
-    }
+    as_of = resolve_as_of(context, store)
+    buckets = settings.customer_shards()
+    if buckets > 1:  # every bucket's tables of this night, or the served version stays
+        require_buckets(store, [name for name in INPUTS if name in bucketed_assets()], buckets, values, as_of)
+    variables = {**values.as_dict(), "relations_per_product": serving.relations_per_product, "as_of": as_of}
     with store.session(INPUTS, variables=variables) as con:
         run(con, "CREATE TEMP TABLE serving_variants (variant VARCHAR)")
         for name in experiment.names:

@@ -16,6 +16,7 @@ from datetime import datetime
 import dagster as dg
 
 from recopipeline.defs.quality import results
+from recopipeline.lib.bucket_scope import bucket_session
 from recopipeline.lib.contract import PINNED
 from recopipeline.lib.gx_adapter import Expectation, validate
 from recopipeline.lib.keys import dictionary_relations
@@ -402,9 +403,10 @@ def derived_check_specs(asset: str) -> list[dg.AssetCheckSpec]:
 
 
 def run_derived_checks(
-    context: dg.AssetExecutionContext, store: Warehouse, tuning: Tuning, asset: str, as_of: datetime
+    context: dg.AssetExecutionContext, store: Warehouse, tuning: Tuning, asset: str, as_of: datetime,
+    bucket: int | None = None, buckets: int = 1,
 ) -> list[dg.AssetCheckResult]:
-    """Evaluate the asset's checks on the table just written."""
+    """Evaluate the asset's checks on the table just written (on one customer bucket's rows, given `bucket`)."""
     if asset not in INVARIANTS:
         return []
     invariants = INVARIANTS[asset]
@@ -412,7 +414,10 @@ def run_derived_checks(
     needs = sorted({name for rule in [*invariants, *shares] for name in rule.needs} - {asset})
     checked: list[dg.AssetCheckResult] = []
     shown = dictionary_relations(store)  # the examples show the ids next to the keys
-    with store.session([asset, *needs], variables={**tuning.as_dict(), "as_of": as_of}) as con:
+    values = {**tuning.as_dict(), "as_of": as_of}
+    session = (store.session([asset, *needs], variables=values) if bucket is None
+               else bucket_session(store, [asset, *needs], bucket, buckets, variables=values))
+    with session as con:
         for invariant in invariants:
             if invariant.applies(tuning):
                 checked.append(results.violations(
