@@ -16,6 +16,8 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+LAUNCHED_BY_TAG = "recopipeline/launched_by"  # host:pid of the process that executes a run outside the daemon
+
 
 @dataclass
 class RunSummary:

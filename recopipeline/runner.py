@@ -16,10 +16,9 @@ import dagster as dg
 
 from recopipeline.lib import gx_adapter, settings
 from recopipeline.lib.run_config import merge
-from recopipeline.run_progress import Progress, RunSummary, RunWatcher, StepDone, condense
+from recopipeline.run_progress import LAUNCHED_BY_TAG, Progress, RunSummary, RunWatcher, StepDone, condense
 
 REPO_INSTANCE_CONFIG = Path(__file__).parents[1] / "dagster.yaml"
-LAUNCHED_BY_TAG = "recopipeline/launched_by"  # host:pid of the process that executes a run outside the daemon
 
 
 def full_rebuild() -> dg.JobDefinition:
@@ -189,6 +188,7 @@ def materialize_sharded(
     succeeded. Returns one summary of them all (its run id is the last run's), failed at the first phase with a
     failed run.
     """
+    from recopipeline.defs.automation.shard_sensor import NIGHT_TAG
     from recopipeline.defs.partitions import bucket_partitions
     from recopipeline.defs.resources import default_resources
     from recopipeline.defs.stage import AS_OF_TAG
@@ -206,6 +206,8 @@ def materialize_sharded(
         settings.pinned_as_of() or latest_event_time(default_resources()["warehouse"].get())
     ).isoformat()
     phase_tags = {AS_OF_TAG: pinned, LAUNCHED_BY_TAG: _this_process()}
+    if jobs is None:  # the runs of one night carry its first run's id, as the daemon's do
+        phase_tags[NIGHT_TAG] = summary.run_id
     config = merge({"loggers": {"console": {"config": {"log_level": log_level}}}}, run_config or {})
     config = {key: value for key, value in config.items() if key != "execution"}
     keys = bucket_partitions().get_partition_keys()
