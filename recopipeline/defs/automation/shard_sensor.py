@@ -20,6 +20,7 @@ from recopipeline.defs.partitions import bucket_partitions
 from recopipeline.defs.resources import WarehouseResource
 from recopipeline.defs.stage import AS_OF_TAG
 from recopipeline.lib import settings
+from recopipeline.lib.run_config import configured_run_config
 from recopipeline.lib.stages import latest_event_time
 from recopipeline.run_progress import LAUNCHED_BY_TAG
 
@@ -30,7 +31,7 @@ PARTITION_TAG = "dagster/partition"
 
 def next_phase_requests(
     finished_job: str, tags: Mapping[str, str], succeeded: Iterable[Mapping[str, str]], buckets: list[str],
-    as_of: str,
+    as_of: str, run_config: Mapping | None = None,
 ) -> list[dg.RunRequest]:
     """The runs of the phase after `finished_job` (tags: of the run that just succeeded), once each run of its
     phase for the night has succeeded (`succeeded`: the tags of those runs); none while a bucket is still due."""
@@ -45,8 +46,9 @@ def next_phase_requests(
     night_tags = {NIGHT_TAG: night, AS_OF_TAG: as_of}
     if following in PER_BUCKET:
         return [dg.RunRequest(run_key=f"{night}:{following}:{key}", job_name=following, partition_key=key,
-                              tags=night_tags) for key in buckets]
-    return [dg.RunRequest(run_key=f"{night}:{following}", job_name=following, tags=night_tags)]
+                              tags=night_tags, run_config=run_config or {}) for key in buckets]
+    return [dg.RunRequest(run_key=f"{night}:{following}", job_name=following, tags=night_tags,
+                          run_config=run_config or {})]
 
 
 if settings.customer_shards() > 1:
@@ -72,5 +74,5 @@ if settings.customer_shards() > 1:
             ))
         ] + [run.tags]
         keys = bucket_partitions().get_partition_keys()
-        requests = next_phase_requests(run.job_name, tags, succeeded, keys, as_of)
+        requests = next_phase_requests(run.job_name, tags, succeeded, keys, as_of, configured_run_config())
         return requests or dg.SkipReason(f"{run.job_name} of night {night}: buckets still running")
