@@ -24,7 +24,7 @@ import dagster as dg
 import recopipeline.defs
 from recopipeline.defs.evaluation.assets import GROUP as EVALUATION
 from recopipeline.defs.incremental.assets import GROUP as INCREMENTAL
-from recopipeline.defs.partitions import bucket_partitions, hourly_partitions
+from recopipeline.defs.partitions import hourly_partitions
 from recopipeline.defs.shards.assets import combined_partials
 from recopipeline.lib import settings, shards
 from recopipeline.lib.contract import EVENT_SOURCES
@@ -86,7 +86,7 @@ else:
     )
     shard_phase_jobs = [
         dg.define_asset_job(
-            name="shard_partials", selection=first, partitions_def=bucket_partitions(), tags=BUCKET_LANE,
+            name="shard_partials", selection=first, tags=BUCKET_LANE,  # partitioned by bucket, as its assets
             description="Per customer bucket: its behaviour tables and its partial sums for the item-side stages.",
         ),
         dg.define_asset_job(
@@ -94,7 +94,7 @@ else:
             description="Once: every item-side table, from the partial sums of all buckets.",
         ),
         dg.define_asset_job(
-            name="shard_customers", selection=per_customer, partitions_def=bucket_partitions(), tags=BUCKET_LANE,
+            name="shard_customers", selection=per_customer, tags=BUCKET_LANE,
             description="Per customer bucket: the blend, the learned ranks, the top N and the placement lists.",
         ),
         dg.define_asset_job(
