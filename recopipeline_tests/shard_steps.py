@@ -10,12 +10,16 @@ import signal
 from recopipeline.lib import shards
 from recopipeline.lib.warehouse import Warehouse
 
-# Each bucket keeps only its own strongest collaborative pairs (its own common customers, its own top K per
-# product) before the buckets' sums are added up.
-PRUNED_PAIRS = """
-SELECT * FROM ({pairs})
-WHERE common_customers >= getvariable('cf_min_common_customers')
-QUALIFY row_number() OVER (PARTITION BY product_key_1 ORDER BY dot DESC, product_key_2) <= getvariable('cf_top_k')
+# Each bucket keeps only its own most popular products per segment (its own top popular_products) before the
+# buckets' totals are added up.
+CUT_PER_BUCKET = """
+SELECT * FROM ({totals})
+QUALIFY row_number() OVER (PARTITION BY segment ORDER BY weighted_score DESC, product_key)
+        <= getvariable('popular_products')
+"""
+# Each bucket keeps only the products that trend within it (interest above its own baseline) before the sum.
+TRENDING_PER_BUCKET = """
+SELECT * FROM ({interest}) WHERE coalesce(recent_score, 0) > coalesce(baseline_score, 0) / 7
 """
 
 
@@ -25,15 +29,15 @@ def _with_partial(step: shards.Step, name: str, change) -> shards.StepResult:
     return shards.run_step(step)
 
 
-def pruned_pairs_step(step: shards.Step) -> shards.StepResult:
-    """The wrong shortcut: collaborative pairs pruned and cut to the top K per bucket, before the sum."""
-    return _with_partial(step, "shard_collaborative_pairs", lambda sql: PRUNED_PAIRS.format(pairs=sql))
+def cut_per_bucket_step(step: shards.Step) -> shards.StepResult:
+    """The wrong shortcut: popularity totals cut to each bucket's top products, before the sum."""
+    return _with_partial(step, "shard_popularity_totals", lambda sql: CUT_PER_BUCKET.format(totals=sql))
 
 
-def baskets_by_customer_step(step: shards.Step) -> shards.StepResult:
-    """The wrong shortcut: baskets of the bucket's customers' order lines, so an order of two customers in two
-    buckets counts as two smaller baskets."""
-    return _with_partial(step, "shard_basket_pairs", lambda sql: sql.replace(shards.BUCKET_ORDERS, "orders"))
+def trending_per_bucket_step(step: shards.Step) -> shards.StepResult:
+    """The wrong shortcut: each bucket's trending products only, so a product trending over all buckets but in
+    none alone is lost."""
+    return _with_partial(step, "shard_trending_interest", lambda sql: TRENDING_PER_BUCKET.format(interest=sql))
 
 
 def killed_on_second_file_step(step: shards.Step) -> shards.StepResult:

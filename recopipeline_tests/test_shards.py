@@ -9,7 +9,6 @@ repurchase and trending strategies. Tables are compared sorted, every column exa
 
 from __future__ import annotations
 
-import itertools
 import os
 import shutil
 from dataclasses import replace
@@ -169,12 +168,14 @@ def test_the_phases_come_from_the_stage_specs() -> None:
     ]
     assert sorted(s.name for s in work.first + work.customers) == sorted(PER_CUSTOMER)
     assert [s.name for s in work.item] == [s.name for s in shards.stage_order() if s.split is Split.NONE]
-    # every item-side stage that reads customers' rows is a sum over them, computed from the buckets' partials;
-    # only the learned ranking's training runs once over everything (a new such stage needs partials, or a
-    # reason to be here)
+    # the item-side stages that read customers' rows whole, as one run does: those over orders, the item pairs and
+    # the learned ranking's training (see shards.COMBINES; a new one needs partials, or a reason to be here)
     reading_customers = {s.name for s in work.item if any(customer_keyed(i) for i in s.inputs)}
-    assert reading_customers - work.combined == {"ranking_model"}
-    assert work.combined == set(shards.COMBINES)
+    assert reading_customers - work.combined == {
+        "product_repurchase_rates", "products_bought_together", "complementary_products", "ease_item_similarity",
+        "collaborative_item_similarity", "ranking_model",
+    }
+    assert work.combined == set(shards.COMBINES) == {"product_popularity", "product_trending"}
 
 
 @pytest.mark.parametrize("buckets", [1, 4, 7])
@@ -207,9 +208,9 @@ def test_buckets_in_processes_give_the_tables_of_one_run(
 
 
 @pytest.mark.parametrize(("shortcut", "wrong"), [
-    (shard_steps.pruned_pairs_step, "collaborative_item_similarity"),
-    (shard_steps.baskets_by_customer_step, "products_bought_together"),
-], ids=["pairs_pruned_per_bucket", "baskets_by_customer"])
+    (shard_steps.cut_per_bucket_step, "product_popularity"),
+    (shard_steps.trending_per_bucket_step, "product_trending"),
+], ids=["popularity_cut_per_bucket", "trending_per_bucket"])
 def test_a_shard_local_shortcut_fails_the_comparison(shortcut, wrong, sources, as_of, reference, tmp_path) -> None:
     store = _copy(sources, tmp_path / "warehouse")
     shards.run_sharded(store, TUNING, as_of, buckets=4, processes=2, step=shortcut)
@@ -376,11 +377,10 @@ def test_a_bucket_step_refuses_what_it_cannot_compute(four_buckets, as_of, tmp_p
 
 
 def test_the_names_and_inputs_of_the_partials() -> None:
-    assert shards.partial_names("products_bought_together") == ("shard_order_products", "shard_basket_pairs")
+    assert shards.partial_names("product_popularity") == ("shard_popularity_totals",)
     assert shards.partial_names("product_similarity") == () and shards.partial_names("customer_segments") == ()
     assert shards.partial_inputs("shard_popularity_totals") == ("customer_behavior_comprehensive",)
-    assert shards.partial_inputs("shard_collaborative_pairs") == ("customer_product_affinity",)
-    assert shards.partial_inputs("shard_basket_pairs") == ("orders",)
+    assert shards.partial_inputs("shard_trending_interest") == ("customer_interactions",)
 
 
 def test_unfinished_buckets_are_those_not_recorded_for_this_night(four_buckets, as_of, tmp_path) -> None:
@@ -400,16 +400,17 @@ def test_unfinished_buckets_are_those_not_recorded_for_this_night(four_buckets, 
     assert shards.unfinished_buckets(store, name, 5, TUNING, as_of) == [0, 1, 2, 3, 4]
     # forgetting a bucket of a table the batch phase wrote forgets that phase's bucket: an item-side table refuses
     # its partials until each bucket is finished again
-    with pytest.raises(shards.ShardError, match="'shard_product_buyers' bucket\\(s\\) 0, 1, 2, 3 of 4; "
-                                                 "'shard_order_products' bucket\\(s\\) 0, 1, 2, 3 of 4"):
-        shards.item_stage(store, "product_repurchase_rates", TUNING, as_of, 4)
-    for partial, bucket in itertools.product(("shard_product_buyers", "shard_order_products"), range(4)):
-        shards.record_bucket(store, partial, bucket, 4, TUNING, as_of)
-    shards.forget_bucket(store, "shard_product_buyers", 3)
-    with pytest.raises(shards.ShardError, match="^'shard_product_buyers' bucket\\(s\\) 3 of 4: not finished"):
-        shards.item_stage(store, "product_repurchase_rates", TUNING, as_of, 4)
-    shards.record_bucket(store, "shard_product_buyers", 3, 4, TUNING, as_of)
-    assert shards.item_stage(store, "product_repurchase_rates", TUNING, as_of, 4) > 0
+    with pytest.raises(shards.ShardError, match="^'shard_popularity_totals' bucket\\(s\\) 0, 1, 2, 3 of 4: "):
+        shards.item_stage(store, "product_popularity", TUNING, as_of, 4)
+    with pytest.raises(shards.ShardError, match="^'customer_product_affinity' bucket\\(s\\) 0, 1, 2, 3 of 4: "):
+        shards.item_stage(store, "collaborative_item_similarity", TUNING, as_of, 4)
+    for bucket in range(4):
+        shards.record_bucket(store, "shard_popularity_totals", bucket, 4, TUNING, as_of)
+    shards.forget_bucket(store, "shard_popularity_totals", 3)
+    with pytest.raises(shards.ShardError, match="^'shard_popularity_totals' bucket\\(s\\) 3 of 4: not finished"):
+        shards.item_stage(store, "product_popularity", TUNING, as_of, 4)
+    shards.record_bucket(store, "shard_popularity_totals", 3, 4, TUNING, as_of)
+    assert shards.item_stage(store, "product_popularity", TUNING, as_of, 4) > 0
     with pytest.raises(shards.ShardError, match="no published file of bucket 4 of 5"):
         shards.record_bucket(store, name, 4, 5, TUNING, as_of)
     # recorded entries are not the batch phase's: finishing a phase of 4 buckets keeps them

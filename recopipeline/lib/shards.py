@@ -84,23 +84,23 @@ import re
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
-from enum import Enum
+from functools import cache
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 
-from recopipeline.lib import ease
+from recopipeline.lib.contract import SOURCES
+from recopipeline.lib.keys import key_columns
 from recopipeline.lib.sharding import customer_bucket_sql
 from recopipeline.lib.stages import (
     CUSTOMER_SOURCES,
     Split,
     Stage,
-    compute_into,
     customer_keyed,
     latest_event_time,
     per_customer_stages,
@@ -116,7 +116,6 @@ from recopipeline.lib.warehouse import Warehouse, load_sql, run
 
 MODULE = "recopipeline.lib.shards"
 MANIFEST = "shard_manifest"
-BUCKET_ORDERS = "bucket_orders"  # the bucket's order lines, bucketed by order_id (partials By.ORDERS read it)
 PARTIALS_PHASE, ITEM_PHASE, CUSTOMERS_PHASE = "partials", "item-side", "customers"
 _BUCKET_FILE = re.compile(r"^bucket-(\d{4})\.parquet$")
 _MANIFEST_FILE = re.compile(r"^(partials|customers)-bucket-(\d{4})\.parquet$")
@@ -128,33 +127,19 @@ class ShardError(RuntimeError):
     """A phase cannot run yet (a bucket has not finished the one before), or a bucket's process failed."""
 
 
-class By(Enum):
-    CUSTOMERS = "the bucket's customers"
-    ORDERS = "the bucket's orders (by order_id)"
-
-
 @dataclass(frozen=True)
 class Partial:
     """A bucket's partial aggregate: `sql/<name>.sql` over the bucket's rows, written per bucket as asset `name`."""
 
     name: str
-    by: By
     reads: tuple[str, ...]  # the customer-keyed tables of the bucket it reads
     order_by: str
     prepared: tuple[str, ...] = ()  # sql/<name>.sql results it reads as temp tables, made first
 
 
 PARTIALS: dict[str, Partial] = {p.name: p for p in (
-    Partial("shard_popularity_totals", By.CUSTOMERS, ("customer_behavior_comprehensive",), "segment, product_key"),
-    Partial("shard_trending_interest", By.CUSTOMERS, ("customer_interactions",), "product_key"),
-    Partial("shard_product_buyers", By.CUSTOMERS, ("orders",), "product_key"),
-    Partial("shard_purchase_pairs", By.CUSTOMERS, ("orders",), "product_key_1, product_key_2"),
-    Partial("shard_order_products", By.ORDERS, ("orders",), "product_key"),
-    Partial("shard_basket_pairs", By.ORDERS, ("orders",), "product_key_1, product_key_2"),
-    Partial("shard_collaborative_norms", By.CUSTOMERS, ("customer_product_affinity",), "product_key",
-            prepared=("collaborative_strongest_products",)),
-    Partial("shard_collaborative_pairs", By.CUSTOMERS, ("customer_product_affinity",), "product_key_1, product_key_2",
-            prepared=("collaborative_strongest_products",)),
+    Partial("shard_popularity_totals", ("customer_behavior_comprehensive",), "segment, product_key"),
+    Partial("shard_trending_interest", ("customer_interactions",), "product_key"),
 )}
 
 
@@ -163,74 +148,27 @@ def partial_sql(name: str) -> str:
     return load_sql(name)
 
 
-# EASE from the summed partials: the same products as sql in lib/ease.py (most buyers, ties by key), numbered in key
-# order; the Gram matrix's diagonal is each product's buyers, an off-diagonal entry the customers who bought both.
-EASE_ITEMS_SQL = """
-CREATE OR REPLACE TEMP TABLE ease_items AS
-WITH most_bought AS (
-    SELECT product_key FROM shard_product_buyers GROUP BY product_key
-    ORDER BY sum(buyers) DESC, product_key LIMIT {max_items}
-)
-SELECT product_key, CAST(row_number() OVER (ORDER BY product_key) - 1 AS INTEGER) AS item FROM most_bought
-"""
-EASE_DIAGONAL_SQL = """
-SELECT i.item, sum(b.buyers)::DOUBLE AS customers
-FROM shard_product_buyers AS b JOIN ease_items AS i USING (product_key)
-GROUP BY i.item
-"""
-EASE_PAIRS_SQL = """
-SELECT a.item AS item_1, b.item AS item_2, sum(p.customers)::DOUBLE AS customers
-FROM shard_purchase_pairs AS p
-JOIN ease_items AS a ON a.product_key = p.product_key_1
-JOIN ease_items AS b ON b.product_key = p.product_key_2
-GROUP BY a.item, b.item
-"""
-
-
-def _ease_gram(con: duckdb.DuckDBPyConnection, items: int) -> np.ndarray:
-    """XᵀX over the model's products, summed over the buckets: integers, exact in float64, as one run's."""
-    gram = np.zeros((items, items), dtype=np.float64)
-    diagonal = con.sql(EASE_DIAGONAL_SQL).fetchnumpy()
-    gram[diagonal["item"], diagonal["item"]] = diagonal["customers"]
-    pairs = con.sql(EASE_PAIRS_SQL).fetchnumpy()
-    gram[pairs["item_1"], pairs["item_2"]] = pairs["customers"]
-    gram[pairs["item_2"], pairs["item_1"]] = pairs["customers"]
-    return gram
-
-
-def ease_from_shards(con: duckdb.DuckDBPyConnection, tuning: Tuning) -> str:
-    """ease_item_similarity's rows from the buckets' buyers and purchase pairs (lib/ease.py's fit on their sum)."""
-    run(con, EASE_ITEMS_SQL.format(max_items=int(tuning.ease_max_items)))
-    items = np.asarray(con.sql("SELECT product_key FROM ease_items ORDER BY item").fetchnumpy()["product_key"])
-    if len(items) < 2:
-        neighbours = ease._empty()
-    else:  # the Gram is passed on, not kept: the inverse replaces it in memory
-        neighbours = ease.top_neighbours(ease.negated_weights_from_gram(_ease_gram(con, len(items)), tuning.ease_l2),
-                                         items, tuning.ease_top_k)
-    con.register("ease_neighbours", neighbours)
-    return "SELECT * FROM ease_neighbours"
-
-
 @dataclass(frozen=True)
 class Combine:
-    """An item-side stage computed from the buckets' partials: `sql/<stage>_from_shards.sql` or `compute`."""
+    """An item-side stage computed from the buckets' partials by `sql/<stage>_from_shards.sql`."""
 
     stage: str
     partials: tuple[str, ...]
-    compute: Callable[[duckdb.DuckDBPyConnection, Tuning], str] | None = None
 
-    def sql(self, con: duckdb.DuckDBPyConnection, tuning: Tuning) -> str:
-        return load_sql(f"{self.stage}_from_shards") if self.compute is None else self.compute(con, tuning)
+    def sql(self) -> str:
+        return load_sql(f"{self.stage}_from_shards")
 
 
+# The item-side stages computed from the buckets' partials: sums per product over the bucket's customers, small
+# beside the rows they sum, made in the bucket's session where those rows already are. Every other item-side stage
+# runs over its whole inputs once, as one run does, reading a per-customer table as all buckets' files: the stages
+# over orders (repurchase rates, baskets, complements, EASE), since orders are the smallest customer source and
+# cutting a bucket of orders out of them costs more than those stages; and the item pairs of
+# collaborative_item_similarity, since a bucket's pairs are as many as its rows and summing them costs more than
+# the stage's own compiled loop.
 COMBINES: dict[str, Combine] = {c.stage: c for c in (
     Combine("product_popularity", ("shard_popularity_totals",)),
     Combine("product_trending", ("shard_trending_interest",)),
-    Combine("product_repurchase_rates", ("shard_product_buyers", "shard_order_products")),
-    Combine("products_bought_together", ("shard_order_products", "shard_basket_pairs")),
-    Combine("complementary_products", ("shard_product_buyers", "shard_purchase_pairs")),
-    Combine("collaborative_item_similarity", ("shard_collaborative_norms", "shard_collaborative_pairs")),
-    Combine(ease.ASSET, ("shard_product_buyers", "shard_purchase_pairs"), compute=ease_from_shards),
 )}
 
 
@@ -321,32 +259,62 @@ def bucket_stage(store: Warehouse, name: str, tuning: Tuning, as_of: datetime, b
     if spec.split is not Split.CUSTOMERS:
         raise ValueError(f"'{name}' is not a per-customer stage")
     _check_split(bucket, buckets)
-    key = bucket_key(bucket, buckets)
     retire_other_layouts(store, [name], buckets)
-    with store.session(_broadcast(spec.inputs), variables=variables(tuning, as_of)) as con:
-        _restrict(store, con, bucket, buckets, spec.inputs, orders=False)
-        _bucket_views(store, con, spec.inputs, bucket, buckets)
-        compute_into(con, spec, tuning)
-        return store.write(con, name, f"SELECT * FROM {name}", partition=key, order_by=spec.order_by)
+    with _bucket_session(store, [name], tuning, as_of, bucket, buckets) as con:
+        return _write_bucket(store, con, name, tuning, bucket, buckets)
 
 
 def bucket_partial(store: Warehouse, name: str, tuning: Tuning, as_of: datetime, bucket: int, buckets: int) -> int:
     """One partial (`PARTIALS`) for one bucket, as `bucket_stage` computes a stage: over the bucket's rows of the
-    customer sources (its orders by order_id for `By.ORDERS`) and the bucket's files of the per-customer stages
-    it reads; returns its rows."""
-    part = PARTIALS.get(name)
-    if part is None:
+    customer sources and the bucket's files of the per-customer stages it reads; returns its rows."""
+    if name not in PARTIALS:
         raise ValueError(f"'{name}' is not a partial (one of {', '.join(PARTIALS)})")
     _check_split(bucket, buckets)
-    key = bucket_key(bucket, buckets)
     retire_other_layouts(store, [name], buckets)
-    sources = [] if part.by is By.ORDERS else [r for r in part.reads if r in CUSTOMER_SOURCES]
-    with store.session(_broadcast(part.reads), variables=variables(tuning, as_of)) as con:
-        _restrict(store, con, bucket, buckets, sources, orders=part.by is By.ORDERS)
-        _bucket_views(store, con, part.reads, bucket, buckets)
+    with _bucket_session(store, [name], tuning, as_of, bucket, buckets) as con:
+        return _write_bucket(store, con, name, tuning, bucket, buckets)
+
+
+@contextmanager
+def _bucket_session(
+    store: Warehouse, names: Sequence[str], tuning: Tuning, as_of: datetime, bucket: int, buckets: int
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A session for computing the bucket's files of `names` (per-customer stages and partials, in run order):
+    their whole inputs as views, the bucket's rows of the customer sources they read as temp tables (once for
+    all of them)."""
+    reads = {table for name in names for table in _reads(name)}
+    with store.session(_broadcast(reads), variables=variables(tuning, as_of)) as con:
+        _restrict(store, con, bucket, buckets, names)
+        yield con
+
+
+def _reads(name: str) -> tuple[str, ...]:
+    """The tables a per-customer stage or a partial reads."""
+    return PARTIALS[name].reads if name in PARTIALS else stage(name).inputs
+
+
+def _write_bucket(
+    store: Warehouse, con: duckdb.DuckDBPyConnection, name: str, tuning: Tuning, bucket: int, buckets: int
+) -> int:
+    """Compute the bucket's rows of `name` in a bucket session and write them as its file, as `write_stage`
+    writes a whole table: in the stage's row order, streamed as computed when the compute gives them in it."""
+    _bucket_views(store, con, _reads(name), bucket, buckets)
+    key = bucket_key(bucket, buckets)
+    if name in PARTIALS:
+        part = PARTIALS[name]
         for prepared in part.prepared:
             run(con, f"CREATE OR REPLACE TEMP TABLE {prepared} AS {load_sql(prepared)}")
         return store.write(con, name, partial_sql(name), partition=key, order_by=part.order_by)
+    spec = stage(name)
+    for prepared in spec.prepared:
+        run(con, f"CREATE OR REPLACE TEMP TABLE {prepared} AS {load_sql(prepared)}")
+    if not spec.rows_in_order:
+        return store.write(con, name, spec.sql(con, tuning), partition=key, order_by=spec.order_by)
+    run(con, "SET SESSION preserve_insertion_order = true")
+    try:
+        return store.write(con, name, spec.sql(con, tuning), partition=key)
+    finally:
+        run(con, "RESET SESSION preserve_insertion_order")
 
 
 def _bucket_views(
@@ -360,7 +328,57 @@ def _bucket_views(
         path = store.partition_path(name, key)
         if not store.storage.exists(path):
             raise ShardError(f"'{name}' has no file of bucket {bucket} of {buckets} ({path}): compute it first")
-        run(con, f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet({_quote(path)})")
+        run(con, f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet({_quote(path)})")
+
+
+def _broadcast(names: Iterable[str]) -> list[str]:
+    """The tables read whole in every bucket (the catalogue, the dictionaries, the item-side tables); the customer
+    dictionary whenever a customer source is read (it tells the bucket's customers)."""
+    names = set(names)
+    keys = {"customer_keys"} if names & set(CUSTOMER_SOURCES) else set()
+    return sorted({name for name in names if not customer_keyed(name)} | keys)
+
+
+def _restrict(
+    store: Warehouse, con: duckdb.DuckDBPyConnection, bucket: int, buckets: int, names: Iterable[str]
+) -> None:
+    """The bucket's rows of the customer sources that `names` read, as temp tables of the sources' names, with
+    the columns their computations name (`source_columns`): the sources are scanned once per session, and a
+    column nobody reads is never decoded."""
+    names = tuple(names)
+    sources = [source for source in CUSTOMER_SOURCES if any(source in _reads(name) for name in names)]
+    if not sources:
+        return
+    run(
+        con,
+        "CREATE OR REPLACE TEMP TABLE bucket_customer_keys AS SELECT customer_key FROM customer_keys "
+        f"WHERE {customer_bucket_sql('customer_id', buckets)} = {int(bucket)}",
+    )
+    for source in sources:
+        columns = ", ".join(source_columns(source, names))
+        run(
+            con,
+            f"CREATE OR REPLACE TEMP TABLE {source} AS SELECT {columns} FROM {store.scan(source)} "
+            "WHERE customer_key IN (SELECT customer_key FROM bucket_customer_keys)",
+        )
+
+
+@cache
+def source_columns(source: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns of a customer source's warehouse table that the computations of `names` (per-customer stages,
+    partials) name in their SQL or Python (`Stage.source_files`, the partials' SQL), and the customer key. A column
+    none of them names cannot be read by them; one read only through `*` would be missed, and the tests' comparison
+    with one run's tables would show it."""
+    contract = SOURCES[source]
+    texts = []
+    for name in names:
+        if name in PARTIALS:
+            texts += [load_sql(sql) for sql in (name, *PARTIALS[name].prepared)]
+        else:
+            texts += [path.read_text() for path in stage(name).source_files]
+    code = "\n".join(texts)
+    columns = [*contract.column_names, *key_columns(contract)]
+    return tuple(c for c in columns if c == "customer_key" or re.search(rf"\b{c}\b", code))
 
 
 # ---- phase 1 ---------------------------------------------------------------------------------------------------
@@ -375,58 +393,20 @@ def bucket_partials(store: Warehouse, tuning: Tuning, as_of: datetime, bucket: i
         retire_other_layouts(store, work.first_assets, 1)
         _retire_manifests(store, PARTIALS_PHASE, 1)
         return rows
-    key = bucket_key(bucket, buckets)
+    _check_bucket(bucket, buckets)
     _forget(store, PARTIALS_PHASE, bucket)
-    reads = {name for spec in work.first for name in spec.inputs} | {name for p in work.partials for name in p.reads}
-    with store.session(_broadcast(reads), variables=variables(tuning, as_of)) as con:
-        _restrict(store, con, bucket, buckets, reads, orders=any(p.by is By.ORDERS for p in work.partials))
-        for spec in work.first:
-            compute_into(con, spec, tuning)
-        for part in work.partials:
-            for name in part.prepared:
-                run(con, f"CREATE OR REPLACE TEMP TABLE {name} AS {load_sql(name)}")
-            run(con, f"CREATE TEMP TABLE {part.name} AS {partial_sql(part.name)}")
-        orders = {spec.name: spec.order_by for spec in work.first} | {p.name: p.order_by for p in work.partials}
-        rows = {
-            name: store.write(con, name, f"SELECT * FROM {name}", partition=key, order_by=order)
-            for name, order in orders.items()
-        }
+    rows = _bucket_phase(store, work.first_assets, tuning, as_of, bucket, buckets)
     _finish(store, PARTIALS_PHASE, bucket, buckets, tuning, as_of, rows, work.first_assets)
     return rows
 
 
-def _broadcast(names: Iterable[str]) -> list[str]:
-    """The tables read whole in every bucket (the catalogue, the dictionaries, the item-side tables); the customer
-    dictionary whenever a customer source is read (it tells the bucket's customers)."""
-    names = set(names)
-    keys = {"customer_keys"} if names & set(CUSTOMER_SOURCES) else set()
-    return sorted({name for name in names if not customer_keyed(name)} | keys)
-
-
-def _restrict(
-    store: Warehouse, con: duckdb.DuckDBPyConnection, bucket: int, buckets: int, reads: Iterable[str], orders: bool
-) -> None:
-    """The bucket's rows of the customer sources in `reads` as temp tables of their names (and, with `orders`, the
-    order lines of the bucket's orders as BUCKET_ORDERS)."""
-    sources = [name for name in CUSTOMER_SOURCES if name in set(reads)]
-    if sources:
-        run(
-            con,
-            "CREATE TEMP TABLE bucket_customer_keys AS SELECT customer_key FROM customer_keys "
-            f"WHERE {customer_bucket_sql('customer_id', buckets)} = {int(bucket)}",
-        )
-    for source in sources:
-        run(
-            con,
-            f"CREATE TEMP TABLE {source} AS SELECT * FROM {store.scan(source)} "
-            "WHERE customer_key IN (SELECT customer_key FROM bucket_customer_keys)",
-        )
-    if orders:
-        run(
-            con,
-            f"CREATE TEMP TABLE {BUCKET_ORDERS} AS SELECT * FROM {store.scan('orders')} "
-            f"WHERE {customer_bucket_sql('order_id', buckets)} = {int(bucket)}",
-        )
+def _bucket_phase(
+    store: Warehouse, names: list[str], tuning: Tuning, as_of: datetime, bucket: int, buckets: int
+) -> dict[str, int]:
+    """The bucket's files of `names`, in order, in one session: each written as soon as it is computed, and read
+    from its file by the ones after it."""
+    with _bucket_session(store, names, tuning, as_of, bucket, buckets) as con:
+        return {name: _write_bucket(store, con, name, tuning, bucket, buckets) for name in names}
 
 
 # ---- phase 2 ---------------------------------------------------------------------------------------------------
@@ -488,7 +468,7 @@ def _item_rows(store: Warehouse, spec: Stage, tuning: Tuning, as_of: datetime, b
             run(con, f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet([{files}], union_by_name = true)")
         if combine is None:
             return write_stage(store, con, spec, tuning)
-        return store.write(con, spec.name, combine.sql(con, tuning), order_by=spec.order_by)
+        return store.write(con, spec.name, combine.sql(), order_by=spec.order_by)
 
 
 # ---- phase 3 ---------------------------------------------------------------------------------------------------
@@ -498,30 +478,19 @@ def bucket_customers(store: Warehouse, tuning: Tuning, as_of: datetime, bucket: 
     written per table. Refuses (ShardError) unless the bucket's partials and the item side are finished with this
     as-of time, tuning and bucket count."""
     work = plan()
+    names = [spec.name for spec in work.customers]
     if buckets == 1:
         _check_bucket(bucket, 1)
         rows = {spec.name: run_stage(store, spec, tuning, as_of) for spec in work.customers}
-        retire_other_layouts(store, [s.name for s in work.customers], 1)
+        retire_other_layouts(store, names, 1)
         _retire_manifests(store, CUSTOMERS_PHASE, 1)
         return rows
-    key = bucket_key(bucket, buckets)
+    _check_bucket(bucket, buckets)
     _require(store, PARTIALS_PHASE, [bucket], buckets, tuning, as_of)
     _require(store, ITEM_PHASE, [spec.name for spec in work.item], buckets, tuning, as_of)
     _forget(store, CUSTOMERS_PHASE, bucket)
-    reads = {name for spec in work.customers for name in spec.inputs}
-    first = [spec.name for spec in work.first if spec.name in reads]
-    with store.session(_broadcast(reads), variables=variables(tuning, as_of)) as con:
-        _restrict(store, con, bucket, buckets, reads, orders=False)
-        for name in first:  # the bucket's own rows, written by its phase 1
-            own = _quote(store.partition_path(name, key))
-            run(con, f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet({own})")
-        for spec in work.customers:
-            compute_into(con, spec, tuning)
-        rows = {
-            spec.name: store.write(con, spec.name, f"SELECT * FROM {spec.name}", partition=key, order_by=spec.order_by)
-            for spec in work.customers
-        }
-    _finish(store, CUSTOMERS_PHASE, bucket, buckets, tuning, as_of, rows, [s.name for s in work.customers])
+    rows = _bucket_phase(store, names, tuning, as_of, bucket, buckets)
+    _finish(store, CUSTOMERS_PHASE, bucket, buckets, tuning, as_of, rows, names)
     return rows
 
 
