@@ -84,7 +84,7 @@ import re
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
@@ -284,7 +284,7 @@ def _bucket_session(
     all of them)."""
     reads = {table for name in names for table in _reads(name)}
     with store.session(_broadcast(reads), variables=variables(tuning, as_of)) as con:
-        _restrict(store, con, bucket, buckets, names)
+        _restrict_for(store, con, bucket, buckets, names)
         yield con
 
 
@@ -339,26 +339,47 @@ def _broadcast(names: Iterable[str]) -> list[str]:
     return sorted({name for name in names if not customer_keyed(name)} | keys)
 
 
-def _restrict(
+def _restrict_for(
     store: Warehouse, con: duckdb.DuckDBPyConnection, bucket: int, buckets: int, names: Iterable[str]
 ) -> None:
-    """The bucket's rows of the customer sources that `names` read, as temp tables of the sources' names, with
-    the columns their computations name (`source_columns`): the sources are scanned once per session, and a
-    column nobody reads is never decoded."""
+    """The bucket's rows of the customer sources that `names` (per-customer stages, partials) read, with the
+    columns their computations name (`source_columns`): each source is scanned once per session, and a column
+    nobody reads is never decoded."""
     names = tuple(names)
     sources = [source for source in CUSTOMER_SOURCES if any(source in _reads(name) for name in names)]
-    if not sources:
+    restrict_sources(store, con, bucket, buckets, {source: source_columns(source, names) for source in sources})
+
+
+def _restrict(
+    store: Warehouse, con: duckdb.DuckDBPyConnection, bucket: int, buckets: int, reads: Iterable[str],
+    orders: bool = False,
+) -> None:
+    """The bucket's rows of the customer sources among `reads`, every column (`restrict_sources`)."""
+    if orders:
+        raise ValueError("orders are no longer bucketed by order_id")
+    restrict_sources(store, con, bucket, buckets, [name for name in CUSTOMER_SOURCES if name in set(reads)])
+
+
+def restrict_sources(
+    store: Warehouse, con: duckdb.DuckDBPyConnection, bucket: int, buckets: int,
+    sources: Iterable[str] | Mapping[str, Sequence[str]],
+) -> None:
+    """In a session that has `customer_keys`: the bucket's rows of the customer sources `sources` as temp tables of
+    their names, each with every column, or the columns a mapping gives it."""
+    columns = sources if isinstance(sources, Mapping) else {source: ("*",) for source in sources}
+    if not columns:
         return
     run(
         con,
         "CREATE OR REPLACE TEMP TABLE bucket_customer_keys AS SELECT customer_key FROM customer_keys "
         f"WHERE {customer_bucket_sql('customer_id', buckets)} = {int(bucket)}",
     )
-    for source in sources:
-        columns = ", ".join(source_columns(source, names))
+    for source, names in columns.items():
+        if source not in CUSTOMER_SOURCES:
+            raise ValueError(f"'{source}' is not a customer source")
         run(
             con,
-            f"CREATE OR REPLACE TEMP TABLE {source} AS SELECT {columns} FROM {store.scan(source)} "
+            f"CREATE OR REPLACE TEMP TABLE {source} AS SELECT {', '.join(names)} FROM {store.scan(source)} "
             "WHERE customer_key IN (SELECT customer_key FROM bucket_customer_keys)",
         )
 
