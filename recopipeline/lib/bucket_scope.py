@@ -28,7 +28,7 @@ def bucket_session(
     whole = [name for name in inputs if not customer_keyed(name)]
     key = shards.bucket_key(bucket, buckets)
     with store.session(sorted({*whole, "customer_keys"}), variables=variables) as con:
-        shards._restrict(store, con, bucket, buckets, [n for n in inputs if n in CUSTOMER_SOURCES], orders=False)
+        shards.restrict_sources(store, con, bucket, buckets, [n for n in inputs if n in CUSTOMER_SOURCES])
         for name in inputs:
             if not customer_keyed(name) or name in CUSTOMER_SOURCES:
                 continue
