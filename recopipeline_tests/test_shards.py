@@ -190,7 +190,7 @@ def test_buckets_in_processes_give_the_tables_of_one_run(
         result = shards.run_sharded(store, TUNING, as_of, buckets=buckets, processes=2)
     assert_same_tables(reference, store)
     # every step in a process of its own
-    assert len(result.steps) == 2 * buckets + 1
+    assert len(result.steps) == 2 * buckets + 1 + (buckets > 1)  # and the split of the sources
     assert len({s.pid for s in result.steps}) == len(result.steps) and os.getpid() not in {s.pid for s in result.steps}
     for name in PER_CUSTOMER:
         assert _files(store, name) == _layout(buckets), name
@@ -299,7 +299,7 @@ def test_learned_ranking_and_a_change_of_bucket_count(sources, as_of, tmp_path) 
         assert_same_tables(expected, store)
         for name in PER_CUSTOMER:
             assert _files(store, name) == _layout(buckets), name
-        assert len(_files(store, shards.MANIFEST)) == 2 * buckets + len(shards.plan().item)
+        assert len(_files(store, shards.MANIFEST)) == 2 * buckets + len(shards.plan().item) + 1  # and the split
 
 
 def test_the_benchmark_times_each_bucket_against_one_run(tmp_path) -> None:
@@ -309,7 +309,7 @@ def test_the_benchmark_times_each_bucket_against_one_run(tmp_path) -> None:
     assert result["rows_match"]
     steps = result["sharded"]["steps"]
     assert [(s["phase"], s["bucket"]) for s in steps] == [
-        ("partials", 0), ("partials", 1), ("item-side", None), ("customers", 0), ("customers", 1),
+        ("split", None), ("partials", 0), ("partials", 1), ("item-side", None), ("customers", 0), ("customers", 1),
     ]
     assert all(s["seconds"] > 0 and s["peak_rss_bytes"] > 0 for s in steps)
     assert 0 < result["sharded"]["critical_path_seconds"] <= result["sharded"]["work_seconds"]
@@ -416,3 +416,19 @@ def test_unfinished_buckets_are_those_not_recorded_for_this_night(four_buckets, 
     # recorded entries are not the batch phase's: finishing a phase of 4 buckets keeps them
     shards._retire_manifests(store, shards.PARTIALS_PHASE, 4)
     assert shards.unfinished_buckets(store, name, 4, TUNING, as_of) == [1, 2]
+
+
+def test_a_split_of_other_sources_is_not_read(four_buckets, tmp_path) -> None:
+    """The bucket files of the split are read only while they are of the sources as they are, of this bucket count
+    and with the columns wanted; otherwise a step cuts its rows out of the sources."""
+    store = _copy(four_buckets[0], tmp_path / "warehouse")
+    files = [store.partition_path("bucket_orders", f"bucket-{b:04d}") for b in range(4)]
+    assert _files(store, "bucket_orders") == _layout(4)
+    assert store.read(f"SELECT count(*) AS n FROM read_parquet({files})").n[0] == store.read("SELECT count(*) AS n FROM orders", ["orders"]).n[0]
+    wanted = {"orders": ("order_id", "customer_key")}
+    assert shards._split_covers(store, 4, wanted)
+    assert not shards._split_covers(store, 5, wanted)
+    assert not shards._split_covers(store, 4, {"orders": ("order_id", "quantity")})  # a column it does not hold
+    with store.session(["orders"]) as con:  # a new ingest of the orders
+        store.write(con, "orders", "SELECT * FROM orders WHERE order_id <> (SELECT min(order_id) FROM orders)")
+    assert not shards._split_covers(store, 4, wanted)

@@ -80,10 +80,13 @@ import hashlib
 import json
 import multiprocessing
 import os
+import glob
 import re
 import resource
+import shutil
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -112,11 +115,12 @@ from recopipeline.lib.stages import (
     write_stage,
 )
 from recopipeline.lib.tuning import Tuning
-from recopipeline.lib.warehouse import Warehouse, load_sql, run
+from recopipeline.lib.warehouse import PARQUET, Warehouse, load_sql, run
 
 MODULE = "recopipeline.lib.shards"
 MANIFEST = "shard_manifest"
-PARTIALS_PHASE, ITEM_PHASE, CUSTOMERS_PHASE = "partials", "item-side", "customers"
+SPLIT_PHASE, PARTIALS_PHASE, ITEM_PHASE, CUSTOMERS_PHASE = "split", "partials", "item-side", "customers"
+SPLIT_PREFIX = "bucket_"  # bucket_<source>: a customer source cut into its buckets (split_sources)
 _BUCKET_FILE = re.compile(r"^bucket-(\d{4})\.parquet$")
 _MANIFEST_FILE = re.compile(r"^(partials|customers)-bucket-(\d{4})\.parquet$")
 _ASSET_ENTRY_FILE = re.compile(r"^([a-z_][a-z0-9_]*)-bucket-(\d{4})\.parquet$")
@@ -347,7 +351,13 @@ def _restrict_for(
     nobody reads is never decoded."""
     names = tuple(names)
     sources = [source for source in CUSTOMER_SOURCES if any(source in _reads(name) for name in names)]
-    restrict_sources(store, con, bucket, buckets, {source: source_columns(source, names) for source in sources})
+    wanted = {source: source_columns(source, names) for source in sources}
+    if wanted and _split_covers(store, buckets, wanted):
+        for source in sources:
+            path = _quote(store.partition_path(split_asset(source), bucket_key(bucket, buckets)))
+            run(con, f"CREATE OR REPLACE TEMP VIEW {source} AS SELECT * FROM read_parquet({path})")
+        return
+    restrict_sources(store, con, bucket, buckets, wanted)
 
 
 def _restrict(
@@ -386,13 +396,13 @@ def restrict_sources(
 
 @cache
 def source_columns(source: str, names: tuple[str, ...]) -> tuple[str, ...]:
-    """The columns of a customer source's warehouse table that the computations of `names` (per-customer stages,
-    partials) name in their SQL or Python (`Stage.source_files`, the partials' SQL), and the customer key. A column
+    """The columns of a customer source's warehouse table that the computations of those of `names` (per-customer
+    stages, partials) that read it name in their SQL or Python (`Stage.source_files`, the partials' SQL), and the customer key. A column
     none of them names cannot be read by them; one read only through `*` would be missed, and the tests' comparison
     with one run's tables would show it."""
     contract = SOURCES[source]
     texts = []
-    for name in names:
+    for name in (name for name in names if source in _reads(name)):
         if name in PARTIALS:
             texts += [load_sql(sql) for sql in (name, *PARTIALS[name].prepared)]
         else:
@@ -400,6 +410,100 @@ def source_columns(source: str, names: tuple[str, ...]) -> tuple[str, ...]:
     code = "\n".join(texts)
     columns = [*contract.column_names, *key_columns(contract)]
     return tuple(c for c in columns if c == "customer_key" or re.search(rf"\b{c}\b", code))
+
+
+# ---- phase 0: the customer sources cut into buckets --------------------------------------------------------------
+def split_asset(source: str) -> str:
+    """The asset of a customer source cut into buckets: `bucket_orders/bucket-0003.parquet`."""
+    return f"{SPLIT_PREFIX}{source}"
+
+
+def bucketed_names() -> tuple[str, ...]:
+    """Every per-customer stage and partial, in run order."""
+    work = plan()
+    return (*work.first_assets, *(spec.name for spec in work.customers))
+
+
+def split_sources(store: Warehouse, buckets: int) -> dict[str, int]:
+    """Cut each customer source a bucket step reads into its buckets, one pass over the source: the asset
+    `bucket_<source>`, one file per bucket, with the columns the per-customer stages and partials name
+    (`source_columns`); returns the rows per source. A bucket step then reads its file instead of the whole
+    source. Recorded in `shard_manifest` (entry `split`) with the bucket count, the columns and a signature of the
+    sources' files (names, sizes, times): a step reads the files only while all three still hold, and cuts its
+    rows out of the sources itself otherwise, so a split of other sources (a new ingest) is never read."""
+    _check_split(0, buckets)
+    names = bucketed_names()
+    sources = [source for source in CUSTOMER_SOURCES if any(source in _reads(name) for name in names)]
+    columns = {source: source_columns(source, names) for source in sources}
+    store = replace(store, candidate=None)
+    store.remove_file(MANIFEST, SPLIT_PHASE)
+    signature = {source: _source_signature(store, source) for source in sources}
+    rows = {source: _split(store, source, columns[source], buckets) for source in sources}
+    retire_other_layouts(store, [split_asset(source) for source in sources], buckets)
+    entry = pa.table({
+        "step": [SPLIT_PHASE], "phase": [SPLIT_PHASE], "buckets": pa.array([buckets], pa.int32()),
+        "signature": [json.dumps(signature, sort_keys=True)], "columns": [json.dumps(columns, sort_keys=True)],
+        "finished_at": pa.array([datetime.now()], pa.timestamp("us")), "rows": [json.dumps(rows, sort_keys=True)],
+    })
+    _write_entry(store, entry)
+    return rows
+
+
+def _split(store: Warehouse, source: str, columns: Sequence[str], buckets: int) -> int:
+    """One source's bucket files, written by one partitioned COPY into a scratch folder, then put in place."""
+    asset = split_asset(source)
+    folder = f"{store.scratch_dir(asset)}/.split-{uuid.uuid4().hex}"
+    try:
+        with store.session([source, "customer_keys"]) as con:
+            selected = ", ".join(f"s.{c}" for c in columns)
+            (count,) = run(con, f"""
+                COPY (SELECT {selected}, {customer_bucket_sql('k.customer_id', buckets)} AS bucket
+                      FROM {source} AS s JOIN customer_keys AS k USING (customer_key))
+                TO {_quote(folder)} ({PARQUET}, PARTITION_BY (bucket))""")[0]
+            for bucket in range(buckets):
+                parts = sorted(glob.glob(f"{folder}/bucket={bucket}/*.parquet"))
+                single = f"{folder}/bucket-{bucket:04d}.parquet"
+                if len(parts) == 1:
+                    os.replace(parts[0], single)
+                else:  # none (an empty bucket: an empty file of the columns), or several to be made one
+                    rows = f"read_parquet([{', '.join(map(_quote, parts))}])" if parts else \
+                        f"(SELECT {', '.join(columns)} FROM {source} LIMIT 0)"
+                    run(con, f"COPY (SELECT * FROM {rows}) TO {_quote(single)} ({PARQUET})")
+                store.put_file(asset, bucket_key(bucket, buckets), single)
+        return int(count)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _source_signature(store: Warehouse, source: str) -> str:
+    """A hash of a source's files: their names, sizes and modification times (ETags on object storage)."""
+    folder = store.asset_dir(source)
+    if store.storage.remote:
+        entries = store.storage.fs.ls(folder, detail=True)
+        parts = [f"{os.path.basename(e['name'])}:{e.get('size')}:{e.get('ETag') or e.get('LastModified')}"
+                 for e in entries]
+    elif os.path.isdir(folder):
+        found = [e for e in os.scandir(folder) if e.name.endswith(".parquet") and e.is_file()]
+        parts = [f"{e.name}:{e.stat().st_size}:{e.stat().st_mtime_ns}" for e in found]
+    else:
+        parts = []
+    return hashlib.md5("\n".join(sorted(parts)).encode()).hexdigest()
+
+
+def _split_covers(store: Warehouse, buckets: int, wanted: Mapping[str, Sequence[str]]) -> bool:
+    """Whether the split is of this bucket count, of the sources as they are now, with the columns wanted."""
+    path = store.partition_path(MANIFEST, SPLIT_PHASE)
+    if not store.storage.exists(path):
+        return False
+    with store.session() as con:
+        found = run(con, f"SELECT buckets, signature, columns FROM read_parquet({_quote(path)})")
+    if len(found) != 1 or found[0][0] != buckets:
+        return False
+    signatures, columns = json.loads(found[0][1]), json.loads(found[0][2])
+    return all(
+        set(names) <= set(columns.get(source, ())) and signatures.get(source) == _source_signature(store, source)
+        for source, names in wanted.items()
+    )
 
 
 # ---- phase 1 ---------------------------------------------------------------------------------------------------
@@ -735,7 +839,9 @@ class StepResult:
 def run_step(step: Step) -> StepResult:
     """Run one step in this process and measure it."""
     wall, cpu = time.perf_counter(), time.process_time()
-    if step.phase == PARTIALS_PHASE:
+    if step.phase == SPLIT_PHASE:
+        rows = split_sources(step.store, step.buckets)
+    elif step.phase == PARTIALS_PHASE:
         rows = bucket_partials(step.store, step.tuning, step.as_of, step.bucket, step.buckets)
     elif step.phase == ITEM_PHASE:
         rows = item_side(step.store, step.tuning, step.as_of, step.buckets)
@@ -766,10 +872,10 @@ class ShardedRun:
 
     @property
     def critical_path_seconds(self) -> float:
-        """The slowest bucket of phase 1, plus phase 2, plus the slowest bucket of phase 3: the run's length with
-        a process per bucket."""
+        """The split, plus the slowest bucket of phase 1, plus phase 2, plus the slowest bucket of phase 3: the
+        run's length with a process per bucket."""
         return sum(max((s.seconds for s in self.phase(p)), default=0.0)
-                   for p in (PARTIALS_PHASE, ITEM_PHASE, CUSTOMERS_PHASE))
+                   for p in (SPLIT_PHASE, PARTIALS_PHASE, ITEM_PHASE, CUSTOMERS_PHASE))
 
     def as_dict(self) -> dict:
         return {"buckets": self.buckets, "processes": self.processes, "seconds": self.seconds,
@@ -785,16 +891,18 @@ def run_sharded(
     processes: int = 2,
     step: Callable[[Step], StepResult] = run_step,
 ) -> ShardedRun:
-    """Every derived stage over `buckets` buckets: phase 1 per bucket, phase 2 once, phase 3 per bucket, each step
-    in a process of its own, at most `processes` at a time. `step` (a module-level function, run in the
-    processes) is `run_step` unless a caller wraps it."""
+    """Every derived stage over `buckets` buckets: the sources cut into buckets (`split_sources`, with more than
+    one), phase 1 per bucket, phase 2 once, phase 3 per bucket, each step in a process of its own, at most
+    `processes` at a time. `step` (a module-level function, run in the processes) is `run_step` unless a caller
+    wraps it."""
     _check_bucket(None, buckets)
     if processes < 1:
         raise ValueError("processes must be >= 1")
     store = replace(store, candidate=None)
     started = time.perf_counter()
     results: list[StepResult] = []
-    for phase, each in ((PARTIALS_PHASE, range(buckets)), (ITEM_PHASE, [None]), (CUSTOMERS_PHASE, range(buckets))):
+    phases = [(PARTIALS_PHASE, range(buckets)), (ITEM_PHASE, [None]), (CUSTOMERS_PHASE, range(buckets))]
+    for phase, each in [(SPLIT_PHASE, [None])] * (buckets > 1) + phases:
         steps = [Step(phase, bucket, buckets, store, tuning, as_of) for bucket in each]
         results += in_processes(steps, processes, step)
     return ShardedRun(buckets, processes, time.perf_counter() - started, tuple(results))
@@ -817,8 +925,8 @@ def in_processes(
             try:
                 results[futures[future]] = future.result()
             except Exception as error:  # noqa: BLE001 - reported with the step it belongs to
-                where = "the item side" if s.bucket is None else f"bucket {s.bucket} of {s.buckets}"
-                failures.append(f"{s.phase} of {where}: {type(error).__name__}: {error}")
+                where = "" if s.bucket is None else f" of bucket {s.bucket} of {s.buckets}"
+                failures.append(f"{s.phase}{where}: {type(error).__name__}: {error}")
     if failures:
         raise ShardError("; ".join(sorted(failures)))
     return [results[number] for number in range(len(steps))]
@@ -829,7 +937,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog=f"python -m {MODULE}", description="Run the derived stages over customer buckets (lib/shards.py)."
     )
-    parser.add_argument("step", choices=["all", PARTIALS_PHASE, ITEM_PHASE, CUSTOMERS_PHASE])
+    parser.add_argument("step", choices=["all", SPLIT_PHASE, PARTIALS_PHASE, ITEM_PHASE, CUSTOMERS_PHASE])
     parser.add_argument("--root", required=True, help="the warehouse root")
     parser.add_argument("--buckets", type=int, required=True)
     parser.add_argument("--bucket", type=int, help="the bucket (partials, customers)")
@@ -845,7 +953,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.step == "all":
         result = run_sharded(store, tuning, as_of, args.buckets, args.processes).as_dict()
     else:
-        if (args.bucket is None) != (args.step == ITEM_PHASE):
+        if (args.bucket is None) != (args.step in (SPLIT_PHASE, ITEM_PHASE)):
             parser.error("--bucket is needed for partials and customers, and only for them")
         result = asdict(run_step(Step(args.step, args.bucket, args.buckets, store, tuning, as_of)))
     json.dump(result, sys.stdout, indent=2, default=str)
