@@ -455,10 +455,11 @@ def _split(store: Warehouse, source: str, columns: Sequence[str], buckets: int) 
     folder = f"{store.scratch_dir(asset)}/.split-{uuid.uuid4().hex}"
     try:
         with store.session([source, "customer_keys"]) as con:
+            run(con, "CREATE TEMP TABLE key_buckets AS SELECT customer_key, "  # one hash per customer, not per row
+                     f"{customer_bucket_sql('customer_id', buckets)}::INTEGER AS bucket FROM customer_keys")
             selected = ", ".join(f"s.{c}" for c in columns)
             (count,) = run(con, f"""
-                COPY (SELECT {selected}, {customer_bucket_sql('k.customer_id', buckets)} AS bucket
-                      FROM {source} AS s JOIN customer_keys AS k USING (customer_key))
+                COPY (SELECT {selected}, k.bucket FROM {source} AS s JOIN key_buckets AS k USING (customer_key))
                 TO {_quote(folder)} ({PARQUET}, PARTITION_BY (bucket))""")[0]
             for bucket in range(buckets):
                 parts = sorted(glob.glob(f"{folder}/bucket={bucket}/*.parquet"))
