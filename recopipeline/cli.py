@@ -18,7 +18,6 @@ from recopipeline.lib.sources import SourceError
 from recopipeline.lib.warehouse import MissingAssetError, Warehouse
 
 JOBS = ("full_rebuild", "hourly_refresh")
-SHARD_JOBS = ("shard_partials", "shard_item_side", "shard_customers", "shard_publish")
 EXECUTORS = ("auto", "in_process", "multiprocess")
 MAX_LIMIT = 50  # the read API's largest answer
 
@@ -67,7 +66,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_materialize(args: argparse.Namespace) -> None:
     from recopipeline.defs.stage import AS_OF_TAG
     from recopipeline.lib.run_config import load_run_config
-    from recopipeline.runner import check_run_config, check_selection, materialize, partition_tags, planned_executor
+    from recopipeline.runner import (
+        SHARD_JOBS, check_run_config, check_selection, materialize, partition_tags, planned_executor,
+    )
 
     job = args.job or "full_rebuild"
     if args.shards is not None:  # read when the code location loads, here and in every run's processes
@@ -135,7 +136,9 @@ def _materialize_phase(args: argparse.Namespace, job: str, buckets: int) -> None
             raise CommandError(f"job {job} runs once, not per bucket: --bucket does not apply")
         if not args.bucket.isdigit() or int(args.bucket) >= buckets:
             raise CommandError(f"--bucket {args.bucket!r} is not one of 0 … {buckets - 1}")
-        bucket = f"bucket-{int(args.bucket):04d}"
+        from recopipeline.lib.shards import bucket_key
+
+        bucket = bucket_key(int(args.bucket), buckets)
     as_of = settings.parse_as_of(args.as_of) if args.as_of else None
     which = f"bucket {int(args.bucket)} of {buckets}" if bucket else f"{buckets} buckets"
     print(f"materializing job {job} for {which} (warehouse {settings.warehouse_root()})", flush=True)

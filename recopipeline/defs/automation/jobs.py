@@ -29,6 +29,7 @@ from recopipeline.defs.shards.assets import combined_partials
 from recopipeline.lib import settings, shards
 from recopipeline.lib.contract import EVENT_SOURCES
 from recopipeline.lib.stages import hourly_stages
+from recopipeline.runner import SHARD_JOBS
 
 LANE_TAG = "recopipeline/lane"
 REFRESH_LANE = {LANE_TAG: "refresh"}
@@ -103,7 +104,7 @@ else:
         ),
     ]
 
-SHARD_PHASES = ("full_rebuild", "shard_partials", "shard_item_side", "shard_customers", "shard_publish")
+SHARD_PHASES = ("full_rebuild", *SHARD_JOBS)
 
 hourly_refresh_job = dg.define_asset_job(
     name="hourly_refresh",

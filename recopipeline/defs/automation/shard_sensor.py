@@ -23,9 +23,9 @@ from recopipeline.lib import settings
 from recopipeline.lib.run_config import configured_run_config
 from recopipeline.lib.stages import latest_event_time
 from recopipeline.run_progress import LAUNCHED_BY_TAG
+from recopipeline.runner import PER_BUCKET_JOBS as PER_BUCKET
 
 NIGHT_TAG = "recopipeline/night"
-PER_BUCKET = ("shard_partials", "shard_customers")
 PARTITION_TAG = "dagster/partition"
 
 

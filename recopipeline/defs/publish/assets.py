@@ -2,7 +2,8 @@
 
 The asset sits downstream of `customer_top_recommendations`, so a failing blocking check there skips it and the
 served version stays as it was. With customer buckets it publishes only when every bucket's tables are of this
-night (a failed bucket keeps the old version served), all of them in the one transaction. Its warehouse table summarises what is served (rows per variant and type).
+night (a failed bucket keeps the old version served), all of them in the one transaction. Its warehouse table
+summarises what is served (rows per variant and type).
 """
 
 from collections.abc import Iterator
