@@ -243,7 +243,9 @@ def _add(total: RunSummary, run: RunSummary) -> None:
     total.failures.extend(run.failures)
 
 
-def _execute(job: str, tags: dict[str, str], run_config: Mapping, instance: dg.DagsterInstance | None = None) -> RunSummary:
+def _execute(
+    job: str, tags: dict[str, str], run_config: Mapping, instance: dg.DagsterInstance | None = None
+) -> RunSummary:
     """Execute one run of a shard job in this process and summarise it from its events."""
     instance = instance or instance_from_env()
     with dg.execute_job(dg.reconstructable(SHARD_JOBS[job]), instance=instance, run_config=run_config,
@@ -262,7 +264,9 @@ def _execute_bucket(job: str, key: str, tags: dict[str, str], run_config: Mappin
     return _execute(job, {**tags, "dagster/partition": key}, config)
 
 
-def _bucket_runs(job: str, keys: list[str], tags: dict[str, str], run_config: Mapping, workers: int) -> list[RunSummary]:
+def _bucket_runs(
+    job: str, keys: list[str], tags: dict[str, str], run_config: Mapping, workers: int
+) -> list[RunSummary]:
     """A run of `job` per bucket partition, each in a new process, `workers` at a time."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["recopipeline.runner", "recopipeline.definitions"])
