@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import functools
-import multiprocessing
 import os
 import re
 import shutil
 import socket
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import dagster as dg
 
 from recopipeline.lib import gx_adapter, settings
 from recopipeline.lib.run_config import merge
+from recopipeline.lib.processes import TasksFailed, each_in_a_process
 from recopipeline.run_progress import LAUNCHED_BY_TAG, Progress, RunSummary, RunWatcher, StepDone, condense
 
 REPO_INSTANCE_CONFIG = Path(__file__).parents[1] / "dagster.yaml"
@@ -258,8 +257,10 @@ def _execute(
     return summary
 
 
-def _execute_bucket(job: str, key: str, tags: dict[str, str], run_config: Mapping) -> RunSummary:
-    """One bucket's run of a per-bucket job, in a process of its own (its steps in that process)."""
+def _execute_bucket(run: tuple[str, str, dict[str, str], Mapping]) -> RunSummary:
+    """One bucket's run of a per-bucket job (job, partition key, tags, run config), in a process of its own (its
+    steps in that process)."""
+    job, key, tags, run_config = run
     config = dict(run_config) | {"execution": {"config": {"in_process": {}}}}
     return _execute(job, {**tags, "dagster/partition": key}, config)
 
@@ -268,11 +269,11 @@ def _bucket_runs(
     job: str, keys: list[str], tags: dict[str, str], run_config: Mapping, workers: int
 ) -> list[RunSummary]:
     """A run of `job` per bucket partition, each in a new process, `workers` at a time."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["recopipeline.runner", "recopipeline.definitions"])
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, max_tasks_per_child=1) as pool:
-        futures = [pool.submit(_execute_bucket, job, key, tags, dict(run_config)) for key in keys]
-        return [future.result() for future in futures]
+    runs = [(job, key, tags, dict(run_config)) for key in keys]
+    try:
+        return each_in_a_process(_execute_bucket, runs, workers, ["recopipeline.runner", "recopipeline.definitions"])
+    except TasksFailed as failed:
+        raise failed.failures[0][1] from None
 
 
 def planned_executor(job: str, executor: str = "auto", run_config: Mapping | None = None) -> str | None:

@@ -4,43 +4,32 @@
 the bucket count, computed in DuckDB over the key dictionary `customer_keys` (every id ever accepted, so every row
 of a customer source is in exactly one bucket). It is the id's, not the integer key's: the id is what every
 per-customer output and the serving database carry, so a bucket can be told from any of them, and it does not
-depend on the order in which a warehouse numbered its customers. Aggregates over *orders* (baskets, orders per
-product) bucket an order by the same hash of its order_id: the contract does not require an order's lines to name
-one customer, and an order split over two buckets would be two baskets. With `buckets=1` nothing is split: every
+depend on the order in which a warehouse numbered its customers. With `buckets=1` nothing is split: every
 phase runs the stages exactly as one run does (`run_stage`, one `data.parquet` per table).
 
 **Phases**, derived from the stage specs (`plan()`):
 1. per bucket (`bucket_partials`): the per-customer stages that item-side stages read (upstream of a
    `Split.NONE` stage: customer_segments, customer_behavior_comprehensive, customer_product_affinity) over the
-   bucket's customers, and the bucket's exact partial aggregates (`PARTIALS`, `sql/shard_*.sql`) of the
-   item-side stages that are sums over customers or orders: popularity totals, trending interest, buyers and
-   repeat buyers, orders per product, basket pair counts, purchase pair counts (the EASE Gram matrix XᵀX's
-   entries and the sequential purchases), the collaborative co-occurrence sums and norms. No pruning, no
-   threshold, no top-K: those apply to sums over every bucket only, since a pair below a threshold in each bucket
-   can pass it over all of them.
-2. once (`item_side`): every item-side stage, in run order: the ones in `COMBINES` from the partials of all
-   buckets summed (`sql/<stage>_from_shards.sql`; EASE from the summed Gram), then ranked and cut exactly as one
-   run (exact DECIMAL and integer sums, so the same bits); the others (product_similarity, ranking_model) by
-   `run_stage` over their whole inputs.
+   bucket's customers, and the bucket's exact partial aggregates (`PARTIALS`) of the item-side stages in
+   `COMBINES`: the sums over customers that product_popularity and product_trending rank, computed by the stage's
+   own prepared SQL (`sql/popularity_totals.sql`, `sql/trending_interest.sql`) over the bucket's rows. No pruning,
+   no threshold, no top-K: those apply to sums over every bucket only.
+2. once (`item_side`): every item-side stage, in run order: the ones in `COMBINES` by their own SQL over the
+   partials of all buckets as their prepared tables (the SQL sums them again, exact DECIMAL and integer sums, so
+   the same bits as one run), then ranked and cut as one run; the others by `run_stage` over their whole inputs,
+   reading a per-customer table as all buckets' files.
 3. per bucket (`bucket_customers`): the remaining per-customer stages (category preferences, the blend, the
    candidate features, the learned ranks, the top N, the placement lists) over the bucket's customers, reading
    the item-side tables whole and the bucket's own phase-1 files.
 
 **Hidden global dependencies**, and how each is kept:
-- product_popularity ranks products by sums over every customer: totals summed, then ranked and cut.
+- product_popularity ranks products by sums over every customer: the buckets' totals summed, then ranked and cut.
 - product_trending sums every customer's interactions of the last 8 days: summed, then scored and ranked.
-- product_repurchase_rates scales each product's recent orders by the most-ordered product's (a max over all
-  products): counts summed first; recent orders are counted per order (order buckets), not per customer.
-- products_bought_together counts baskets, which are orders: order buckets; min_support after the sum.
-- complementary_products counts buyers and sequential purchases over every customer and joins them to the
-  pairs bought together: summed, joined to the pairs made in phase 2, then cut to complementary_top_k.
-- collaborative_item_similarity: a product's norm is a sum over every customer's strongest products (the window
-  in sql/collaborative_strongest_products.sql); cf_min_common_customers and cf_top_k apply to summed pairs.
-- ease_item_similarity fits over the ease_max_items most-bought products of everyone: chosen from the summed
-  buyers, the Gram summed over the buckets, inverted once.
-- ranking_model (the learned ranking) is trained on every customer's candidates: it runs once in phase 2, over
-  the whole sources, as in one run (its training pass recomputes its stages as of an earlier time in its own
-  session; it is not split). learned_recommendations reads the one model in every bucket.
+- Every other item-side stage depends on every customer or order in ways a bucket cannot see (a max over all
+  products, thresholds and top-K over sums, EASE's most-bought products, the learned ranking's training set), so it
+  runs once in phase 2 over its whole inputs, exactly as one run: product_repurchase_rates,
+  products_bought_together, complementary_products, collaborative_item_similarity, ease_item_similarity,
+  product_similarity, ranking_model. The per-customer tables they read are every bucket's files of phase 1.
 - The per-customer stages read no other customer's rows: segment thresholds are tuning values, not quantiles
   over customers; the A/B variant hangs on the customer's id; the blend numbers products only to keep key order
   and reads product-side tables whole; candidate features take product statistics from the item-side tables;
@@ -78,7 +67,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import multiprocessing
 import os
 import glob
 import re
@@ -89,7 +77,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from functools import cache
@@ -99,6 +86,7 @@ import pyarrow as pa
 
 from recopipeline.lib.contract import SOURCES
 from recopipeline.lib.keys import key_columns
+from recopipeline.lib.processes import TasksFailed, each_in_a_process
 from recopipeline.lib.sharding import customer_bucket_sql
 from recopipeline.lib.stages import (
     CUSTOMER_SOURCES,
@@ -133,34 +121,33 @@ class ShardError(RuntimeError):
 
 @dataclass(frozen=True)
 class Partial:
-    """A bucket's partial aggregate: `sql/<name>.sql` over the bucket's rows, written per bucket as asset `name`."""
+    """A bucket's part of the sums an item-side stage ranks: the stage's prepared `sql/<sql>.sql` over the bucket's
+    rows, written per bucket as asset `name`."""
 
     name: str
+    sql: str  # the prepared SQL of the combined stage whose part this is
     reads: tuple[str, ...]  # the customer-keyed tables of the bucket it reads
     order_by: str
-    prepared: tuple[str, ...] = ()  # sql/<name>.sql results it reads as temp tables, made first
 
 
 PARTIALS: dict[str, Partial] = {p.name: p for p in (
-    Partial("shard_popularity_totals", ("customer_behavior_comprehensive",), "segment, product_key"),
-    Partial("shard_trending_interest", ("customer_interactions",), "product_key"),
+    Partial("shard_popularity_totals", "popularity_totals", ("customer_behavior_comprehensive",), "segment, product_key"),
+    Partial("shard_trending_interest", "trending_interest", ("customer_interactions",), "product_key"),
 )}
 
 
 def partial_sql(name: str) -> str:
     """The SQL of a partial over the bucket's tables."""
-    return load_sql(name)
+    return load_sql(PARTIALS[name].sql)
 
 
 @dataclass(frozen=True)
 class Combine:
-    """An item-side stage computed from the buckets' partials by `sql/<stage>_from_shards.sql`."""
+    """An item-side stage computed from the buckets' partials: its SQL over the partials of all buckets read
+    together as its prepared tables (each the stage's sums, which the stage sums again before it ranks)."""
 
     stage: str
     partials: tuple[str, ...]
-
-    def sql(self) -> str:
-        return load_sql(f"{self.stage}_from_shards")
 
 
 # The item-side stages computed from the buckets' partials: sums per product over the bucket's customers, small
@@ -204,6 +191,9 @@ def plan() -> Plan:
             raise ValueError(f"'{spec.name}' is read by item-side stages and reads {behind}: it cannot be split")
     combined = [s for s in item if s.name in COMBINES]
     for spec in combined:
+        sums = {PARTIALS[name].sql for name in COMBINES[spec.name].partials}
+        if sums != set(spec.prepared):
+            raise ValueError(f"the partials of '{spec.name}' are of {sorted(sums)}, not of its prepared {spec.prepared}")
         for name in COMBINES[spec.name].partials:
             foreign = set(PARTIALS[name].reads) - {i for i in spec.inputs if customer_keyed(i)}
             if foreign:
@@ -244,11 +234,10 @@ def partial_names(stage_name: str) -> tuple[str, ...]:
 
 
 def partial_inputs(name: str) -> tuple[str, ...]:
-    """The tables a partial reads: its customer-keyed `reads` and the tables its `prepared` SQL reads."""
-    part = PARTIALS[name]
+    """The tables a partial reads: its customer-keyed `reads` and the other tables its SQL reads."""
     known = set(CUSTOMER_SOURCES) | {s.name for s in stage_order()} | {"customer_keys", "product_keys", "products"}
-    prepared = [t for sql in part.prepared for t in _TABLE_READ.findall(load_sql(sql)) if t in known]
-    return tuple(dict.fromkeys([*part.reads, *prepared]))
+    read = [t for t in _TABLE_READ.findall(partial_sql(name)) if t in known]
+    return tuple(dict.fromkeys([*PARTIALS[name].reads, *read]))
 
 
 def bucket_stage(store: Warehouse, name: str, tuning: Tuning, as_of: datetime, bucket: int, buckets: int) -> int:
@@ -305,10 +294,7 @@ def _write_bucket(
     _bucket_views(store, con, _reads(name), bucket, buckets)
     key = bucket_key(bucket, buckets)
     if name in PARTIALS:
-        part = PARTIALS[name]
-        for prepared in part.prepared:
-            run(con, f"CREATE OR REPLACE TEMP TABLE {prepared} AS {load_sql(prepared)}")
-        return store.write(con, name, partial_sql(name), partition=key, order_by=part.order_by)
+        return store.write(con, name, partial_sql(name), partition=key, order_by=PARTIALS[name].order_by)
     spec = stage(name)
     for prepared in spec.prepared:
         run(con, f"CREATE OR REPLACE TEMP TABLE {prepared} AS {load_sql(prepared)}")
@@ -360,16 +346,6 @@ def _restrict_for(
     restrict_sources(store, con, bucket, buckets, wanted)
 
 
-def _restrict(
-    store: Warehouse, con: duckdb.DuckDBPyConnection, bucket: int, buckets: int, reads: Iterable[str],
-    orders: bool = False,
-) -> None:
-    """The bucket's rows of the customer sources among `reads`, every column (`restrict_sources`)."""
-    if orders:
-        raise ValueError("orders are no longer bucketed by order_id")
-    restrict_sources(store, con, bucket, buckets, [name for name in CUSTOMER_SOURCES if name in set(reads)])
-
-
 def restrict_sources(
     store: Warehouse, con: duckdb.DuckDBPyConnection, bucket: int, buckets: int,
     sources: Iterable[str] | Mapping[str, Sequence[str]],
@@ -404,7 +380,7 @@ def source_columns(source: str, names: tuple[str, ...]) -> tuple[str, ...]:
     texts = []
     for name in (name for name in names if source in _reads(name)):
         if name in PARTIALS:
-            texts += [load_sql(sql) for sql in (name, *PARTIALS[name].prepared)]
+            texts.append(partial_sql(name))
         else:
             texts += [path.read_text() for path in stage(name).source_files]
     code = "\n".join(texts)
@@ -588,13 +564,14 @@ def _item_rows(store: Warehouse, spec: Stage, tuning: Tuning, as_of: datetime, b
     whole = [name for name in spec.inputs if combine is None and name not in bucketed]
     broadcast = [name for name in spec.inputs if not customer_keyed(name)]
     with store.session(broadcast if combine else whole, variables=variables(tuning, as_of)) as con:
-        tables = combine.partials if combine else bucketed  # per-customer stage inputs: this layout's files only
-        for name in tables:
+        # a combined stage's prepared tables are its partials, every bucket's; a per-customer input this layout's files
+        tables = {PARTIALS[name].sql: name for name in combine.partials} if combine else {n: n for n in bucketed}
+        for view, name in tables.items():
             files = ", ".join(_quote(store.partition_path(name, bucket_key(b, buckets))) for b in range(buckets))
-            run(con, f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet([{files}], union_by_name = true)")
+            run(con, f"CREATE TEMP VIEW {view} AS SELECT * FROM read_parquet([{files}], union_by_name = true)")
         if combine is None:
             return write_stage(store, con, spec, tuning)
-        return store.write(con, spec.name, combine.sql(), order_by=spec.order_by)
+        return store.write(con, spec.name, spec.sql(con, tuning), order_by=spec.order_by)
 
 
 # ---- phase 3 ---------------------------------------------------------------------------------------------------
@@ -914,23 +891,17 @@ def in_processes(
 ) -> list[StepResult]:
     """Run the steps, each in a new process (forked from a server that has imported this module), at most
     `processes` at a time; raises ShardError naming every step that failed, after the others have ended."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([MODULE])
-    results: dict[int, StepResult] = {}
-    failures: list[str] = []
-    with ProcessPoolExecutor(max_workers=min(processes, len(steps)), mp_context=context,
-                             max_tasks_per_child=1) as pool:
-        futures = {pool.submit(step, s): number for number, s in enumerate(steps)}
-        for future in as_completed(futures):
-            s = steps[futures[future]]
-            try:
-                results[futures[future]] = future.result()
-            except Exception as error:  # noqa: BLE001 - reported with the step it belongs to
-                where = "" if s.bucket is None else f" of bucket {s.bucket} of {s.buckets}"
-                failures.append(f"{s.phase}{where}: {type(error).__name__}: {error}")
-    if failures:
-        raise ShardError("; ".join(sorted(failures)))
-    return [results[number] for number in range(len(steps))]
+    try:
+        return each_in_a_process(step, steps, processes, [MODULE])
+    except TasksFailed as failed:
+        raise ShardError("; ".join(sorted(
+            f"{steps[index].phase}{_of_bucket(steps[index])}: {type(error).__name__}: {error}"
+            for index, error in failed.failures
+        ))) from None
+
+
+def _of_bucket(step: Step) -> str:
+    return "" if step.bucket is None else f" of bucket {step.bucket} of {step.buckets}"
 
 
 # ---- command line ------------------------------------------------------------------------------------------------

@@ -124,12 +124,14 @@ STAGES: tuple[Stage, ...] = (
         "product_popularity", "behavior", ("customer_behavior_comprehensive", "products"),
         "Ranked popular available products, overall and per customer segment (trending weighted).",
         order_by="segment, popularity_rank, product_key", score_column="popularity_score",
+        prepared=("popularity_totals",),  # the sums over customers, ranked after (and summed over buckets: shards)
     ),
     Stage(
         "product_trending", "behavior", ("customer_interactions", "products"),
         "Available products whose interest in the last 24 hours grows beyond their daily mean of the 7 days "
         "before (smoothed), best first; refreshed hourly, served as the trending list.",
         order_by="trending_rank", score_column="trending_score", hourly=True,
+        prepared=("trending_interest",),  # the sums over customers, scored after (and summed over buckets: shards)
     ),
     Stage(
         "product_repurchase_rates", "behavior", ("orders",),

@@ -3,23 +3,21 @@
 -- so recent activity counts most ("trending"); a segment's list falls back to overall popularity for
 -- products its customers have not touched. Feeds the category-preference and cold-start strategies.
 -- The scores add up the exact DECIMAL per-(customer, product) sums of customer_behavior_comprehensive: the same
--- bits as summing the events, however the threads split the rows.
+-- bits as summing the events, however the threads or the customer buckets split the rows.
 WITH available AS (
     SELECT product_key, category
     FROM products
     WHERE is_active AND (stock_quantity > 0 OR stock_quantity IS NULL)  -- unknown stock counts as in stock
 ),
--- overall (segment 'all') and per segment in one pass over the per-(customer, product) sums; a product's
--- recent buyers are the customers with a purchase of it within popular_window_days (one row per customer)
+-- the totals (sql/popularity_totals.sql, made first): one row per (segment, product) over every customer, or one
+-- per bucket of customers when the buckets' parts are read together (lib/shards.py); summed again either way
 totals AS (
-    SELECT CASE WHEN grouping(customer_segment) = 1 THEN 'all' ELSE customer_segment END AS segment,
+    SELECT segment,
            product_key,
            sum(weighted_score)::DOUBLE AS popularity_score,
-           count(*) FILTER (
-               WHERE last_purchase_at > getvariable('as_of') - to_days(getvariable('popular_window_days'))
-           ) AS recent_buyers
-    FROM customer_behavior_comprehensive
-    GROUP BY GROUPING SETS ((product_key), (customer_segment, product_key))
+           sum(recent_buyers)::BIGINT  AS recent_buyers
+    FROM popularity_totals
+    GROUP BY segment, product_key
 ),
 overall AS (SELECT product_key, popularity_score, recent_buyers FROM totals WHERE segment = 'all'),
 by_segment AS (SELECT segment, product_key, popularity_score FROM totals WHERE segment <> 'all'),

@@ -5,26 +5,11 @@
 -- day's interest well beyond its usual, in real numbers, to trend (one view of a product nobody looked at
 -- scores (1 + 10) / 10 = 1.1; 300 a day against 100 scores 2.8). Only products that grow (score > 1) are listed,
 -- the first `trending_products` of them; ties by recent interest, then product key.
-WITH scored AS (
+WITH interest AS (  -- sql/trending_interest.sql, made first: one row per product, or per (bucket, product)
     SELECT product_key,
-           interaction_timestamp > getvariable('as_of') - INTERVAL 24 HOUR AS recent,
-           CASE interaction_type
-               WHEN 'purchase'    THEN getvariable('weight_purchase')
-               WHEN 'cart_add'    THEN getvariable('weight_cart_add')
-               WHEN 'click'       THEN getvariable('weight_click')
-               WHEN 'view'        THEN getvariable('weight_view')
-               WHEN 'cart_remove' THEN getvariable('weight_cart_remove')
-               ELSE 0
-           END::DECIMAL(38, 12) AS interaction_score
-    FROM customer_interactions
-    WHERE interaction_timestamp <= getvariable('as_of')
-      AND interaction_timestamp > getvariable('as_of') - INTERVAL 8 DAY
-),
-interest AS (
-    SELECT product_key,
-           coalesce(sum(interaction_score) FILTER (WHERE recent), 0)::DOUBLE          AS recent_score,
-           coalesce(sum(interaction_score) FILTER (WHERE NOT recent), 0)::DOUBLE / 7  AS baseline_daily_score
-    FROM scored
+           coalesce(sum(recent_score), 0)::DOUBLE       AS recent_score,
+           coalesce(sum(baseline_score), 0)::DOUBLE / 7 AS baseline_daily_score
+    FROM trending_interest
     GROUP BY product_key
 ),
 trending AS (

@@ -1,7 +1,7 @@
--- shard_trending_interest: one bucket's part of product_trending's interest (lib/shards.py): per product, the
--- exact DECIMAL sums of the event weights of the bucket's customers' interactions in the last 24 hours (recent)
--- and in the 7 days before (baseline). The buckets' parts add up to the interest over everyone
--- (sql/product_trending_from_shards.sql).
+-- trending_interest: product_trending's interest per product: the exact DECIMAL sums of the event weights of the
+-- interactions in the last 24 hours (recent) and in the 7 days before (baseline). Made before
+-- sql/product_trending.sql, which scores and ranks them. Over a customer bucket this is the bucket's part (the
+-- partial shard_trending_interest, lib/shards.py); the buckets' parts add up to the interest over everyone.
 WITH scored AS (
     SELECT product_key,
            interaction_timestamp > getvariable('as_of') - INTERVAL 24 HOUR AS recent,
