@@ -69,13 +69,20 @@ def shop(nightly, tmp_path):
     return nightly.copy_to(tmp_path, serving=False)
 
 
-def test_features_see_nothing_after_the_as_of_time(shop, nightly):
+@pytest.mark.parametrize("repeat", [False, True], ids=["discovery", "repeat"])
+def test_features_see_nothing_after_the_as_of_time(shop, nightly, repeat):
     as_of = nightly.hour
     tuning = Tuning(learned_ranking=True)
+    if repeat:  # purchased products among the candidates: the customer x item re-order signals take values
+        tuning = replace(tuning, exclude_purchased=False, weight_repurchase=1.0)
     names = [spec.name for spec in upstream_stages(ranking.FEATURES_STAGE)]
     run_stages(shop, tuning, as_of, names)
     before = table(shop, ranking.FEATURES_STAGE, "customer_key, product_key")
-    assert len(before) > 1000
+    assert len(before) > 1000 and set(ranking.FEATURES) <= set(before.columns)
+    # the re-order signals take real values here, so the comparison below covers them too
+    assert (before.customer_reorder_share > 0).any() and (before.customer_order_interval > 0).any()
+    if repeat:
+        assert (before.due_ratio > 0).any() and (before.orders_since_bought > 0).any()
     for source, column, key in (("orders", "order_timestamp", "order_id"),
                                 ("customer_interactions", "interaction_timestamp", "event_id")):
         later = shop.read(  # every event again, a day after the as-of time
@@ -132,7 +139,8 @@ def test_the_model_is_trained_as_of_the_window_and_judged_in_the_ui(definitions,
     result = stage(definitions, shop, [ranking.MODEL], as_of=nightly.hour, ranking_window_days=2,
                    ranking_min_leaf=5, **ON)
     row = table(shop, ranking.MODEL, "trained_as_of").iloc[0]
-    assert row.trained_as_of == nightly.hour - timedelta(days=2) and row.labels_until == nightly.hour
+    assert row.trained_as_of == nightly.hour - timedelta(days=2) * Tuning().ranking_windows
+    assert row.labels_until == nightly.hour
     assert row.train_customers > 0 and row.holdout_customers > 0
     assert row.promoted == (row.holdout_ndcg_model >= row.holdout_ndcg_blend * 1.02 and row.holdout_ndcg_model > 0)
     (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == LEARNED_RANKING_PROMOTED]

@@ -1,16 +1,16 @@
-"""The learned ranking: a LambdaMART model over the blend's candidates, trained on the shop's own history and used
-only when it beats the hand-set blend.
+"""The learned ranking: a LightGBM ranking model over the blend's candidates, trained on the shop's own history and
+used only when it beats the hand-set blend.
 
 Training (the stage `ranking_model`). The stages up to `candidate_features` run again, through the same engine, as
 of `as_of - ranking_window_days`, in the stage's own session over the sources (the hourly refresh computes its
 customers the same way); every stage reads data up to its as-of time only. A candidate's label is whether its
-customer ordered the product in the window that follows, up to `as_of`. The customers with an order in the
-window are split by a stable hash of their key: `ranking_holdout_share` of them are held out, and a LightGBM
-ranker (objective lambdarank, NDCG@20) is fitted on the candidates of the others. On the held-out customers, NDCG@20
-of the model's order and of the blend's order are compared (the ideal counts every product they ordered, whether
-a candidate or not): the model is **promoted** when its NDCG is at least `1 + ranking_promotion_margin` times the
-blend's. The stage's one row holds the model (LightGBM's text format), whether it is promoted, the held-out
-figures and the feature importances.
+customer ordered the product in the window that follows, up to `as_of`. The customers with an order in the window
+are split by a stable hash of their key: `ranking_holdout_share` of them are held out, and a LightGBM ranker
+(objective `ranking_objective`: rank_xendcg, or lambdarank) is fitted on the candidates of the others. On the
+held-out customers, NDCG@20 of the model's order and of the blend's order are compared (the ideal counts every
+product they ordered, whether a candidate or not): the model is **promoted** when its NDCG is at least
+`1 + ranking_promotion_margin` times the blend's. The stage's one row holds the model (LightGBM's text format),
+whether it is promoted, the held-out figures and the feature importances.
 
 Application (the stage `learned_recommendations`). With a promoted model (and `learned_ranking` on) each of the
 blend's candidates gets the model's score, mapped to (0, 1) by the logistic function, and its rank by it (ties by
@@ -48,6 +48,9 @@ FEATURES = (
     "category_affinity", "category_rank", "brand_affinity",
     "product_buyers", "product_repeat_rate", "product_recent_orders", "product_recent_trend", "popularity_score",
     "popularity_rank", "product_trend", "price", "product_age_days",
+    "order_rate", "days_since_first_bought", "reorder_interval_days", "due_ratio", "orders_since_bought",
+    "quantity_bought", "quantity_per_order", "customer_products", "customer_reorder_share",
+    "customer_days_since_order", "customer_order_interval",
 )
 RANKING_VALUES = frozenset(f.name for f in fields(Tuning) if f.name.startswith("ranking_")) | {"learned_ranking"}
 
@@ -143,7 +146,7 @@ def held_out(customer_keys: np.ndarray, share: float) -> np.ndarray:
 
 
 def fit(candidates: pd.DataFrame, truth: pd.Series, tuning: Tuning) -> Fitted:
-    """Fit LambdaMART on the candidates of the customers not held out; promote it if it beats the blend's order on
+    """Fit the ranker on the candidates of the customers not held out; promote it if it beats the blend's order on
     the held-out ones by the margin."""
     import lightgbm  # imported when training: the other stages never need it
 
@@ -154,7 +157,7 @@ def fit(candidates: pd.DataFrame, truth: pd.Series, tuning: Tuning) -> Fitted:
     if train.label.sum() == 0 or test.empty:
         return unfitted("too few customers ordered in the training window to train and judge a model")
     params = {
-        "objective": "lambdarank", "metric": "ndcg", "eval_at": [K], "lambdarank_truncation_level": K,
+        "objective": tuning.ranking_objective, "metric": "ndcg", "eval_at": [K], "lambdarank_truncation_level": K,
         "learning_rate": tuning.ranking_learning_rate, "num_leaves": tuning.ranking_leaves,
         "min_data_in_leaf": tuning.ranking_min_leaf, "feature_fraction": 0.9, "num_threads": 2,
         "deterministic": True, "force_row_wise": True, "seed": 0, "verbose": -1,

@@ -196,7 +196,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         ranking.MODEL, "recommendations", (),  # the sources its training stages read (below)
-        "A LambdaMART model (LightGBM) that ranks the blend's candidates, trained on what customers ordered in the "
+        "A LightGBM ranking model that ranks the blend's candidates, trained on what customers ordered in the "
         "ranking_window_days before the as-of time from the features as of its start, and promoted only when it "
         "beats the blend's order on held-out customers by ranking_promotion_margin.",
         order_by="trained_as_of", compute=ranking.ranking_model, kinds=frozenset({"lightgbm"}),

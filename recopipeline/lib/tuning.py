@@ -82,9 +82,10 @@ class Tuning:
     # --- learned ranking (ranking_model, learned_recommendations; lib/ranking.py, docs/evaluation.md) ---
     learned_ranking: bool = False  # rank the candidates by the learned model when it is promoted (off: see docs)
     ranking_window_days: int = 60  # the model learns what customers ordered in this window before the as-of time
-    ranking_windows: int = 1  # and in this many such windows back to back (each a pass of the stages)
+    ranking_windows: int = 2  # and in this many such windows back to back (each a pass of the stages)
     ranking_holdout_share: float = 0.2  # customers held out of training, to judge the model against the blend
     ranking_promotion_margin: float = 0.02  # promoted when its held-out NDCG@20 is this much above the blend's
+    ranking_objective: str = "rank_xendcg"  # LightGBM's ranking objective: rank_xendcg or lambdarank
     ranking_trees: int = 100  # boosting rounds
     ranking_learning_rate: float = 0.05
     ranking_leaves: int = 7  # leaves per tree
@@ -154,6 +155,8 @@ class Tuning:
             raise ValueError("repurchase_rate_power and repurchase_trend_weight must be >= 0")
         if self.ranking_window_days < 1 or self.ranking_windows < 1 or not 0 < self.ranking_holdout_share < 1:
             raise ValueError("ranking_window_days and ranking_windows must be >= 1, ranking_holdout_share in (0, 1)")
+        if self.ranking_objective not in ("rank_xendcg", "lambdarank"):
+            raise ValueError("ranking_objective must be rank_xendcg or lambdarank")
         if self.ranking_trees < 1 or self.ranking_leaves < 2 or self.ranking_min_leaf < 1 \
                 or self.ranking_learning_rate <= 0 or self.ranking_promotion_margin < 0:
             raise ValueError("ranking_trees >= 1, ranking_leaves >= 2, ranking_min_leaf >= 1, ranking_learning_rate "
