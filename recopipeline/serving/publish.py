@@ -316,19 +316,20 @@ def _stage(
 ) -> None:
     """Insert the batches under the new version, committing each (no reader looks at this version yet).
 
-    Rows go in through the driver's bulk path (executemany on SQLite, COPY on Postgres): at millions of rows,
-    per-row statement processing would cost more than the database's own work.
+    Rows go in through the driver's bulk path (executemany on SQLite, COPY on Postgres) as they come, the version
+    and the generation time added by the statement: at millions of rows, per-row work in Python would cost more
+    than the database's own.
     """
     columns = COLUMNS[table.name]
     pick = operator.itemgetter(*columns)
-    stamp = [generated_at.strftime("%Y-%m-%d %H:%M:%S.%f")] if generated_at else []
-    names = ["version", *columns, *(["generated_at"] if generated_at else [])]
+    fixed = {"version": version} | ({"generated_at": generated_at.strftime("%Y-%m-%d %H:%M:%S.%f")}
+                                    if generated_at else {})
     for batch in batches:
         if batch:
-            rows = [(version, *(pick(row) if isinstance(row, Mapping) else row), *stamp) for row in batch]
+            rows = [pick(row) for row in batch] if isinstance(batch[0], Mapping) else batch
             if table is placement_rules:  # the only staged table with times of its own
                 rows = [_text_times(row) for row in rows]
-            _bulk_insert(conn, db, table, names, rows)
+            _bulk_insert(conn, db, table, columns, rows, fixed)
             conn.commit()
 
 
@@ -337,18 +338,24 @@ def _text_times(values: Sequence) -> tuple:
     return tuple(v.strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(v, datetime) else v for v in values)
 
 
-def _bulk_insert(conn: Connection, db: ServingDatabase, table: Table, names: list[str], rows: list[tuple]) -> None:
+def _bulk_insert(
+    conn: Connection, db: ServingDatabase, table: Table, names: Sequence[str], rows: Sequence[Sequence],
+    fixed: Mapping[str, object],
+) -> None:
+    """Insert `rows` (values in the order of `names`), each with the `fixed` values (the same for every row)."""
     if not conn.in_transaction():
         conn.begin()
     qualified = f'"{db.schema}"."{table.name}"' if db.schema else f'"{table.name}"'
-    if db.is_sqlite:
-        placeholders = ", ".join("?" for _ in names)
-        conn.exec_driver_sql(f"INSERT INTO {qualified} ({', '.join(names)}) VALUES ({placeholders})", rows)
+    if db.is_sqlite:  # the fixed values are literals of the statement, not parameters of each row
+        values = [*(_literal(value) for value in fixed.values()), *("?" for _ in names)]
+        statement = f"INSERT INTO {qualified} ({', '.join([*fixed, *names])}) VALUES ({', '.join(values)})"
+        conn.exec_driver_sql(statement, rows)
         return
     buffer = io.StringIO()
-    csv.writer(buffer, quoting=csv.QUOTE_NONNUMERIC).writerows(rows)  # None is unquoted: NULL; '' stays ''
-    buffer.seek(0)
-    statement = f"COPY {qualified} ({', '.join(names)}) FROM STDIN WITH (FORMAT csv)"
+    prefix = tuple(fixed.values())
+    csv.writer(buffer, quoting=csv.QUOTE_NONNUMERIC).writerows(prefix + tuple(row) for row in rows)
+    buffer.seek(0)  # None is unquoted: NULL; '' stays ''
+    statement = f"COPY {qualified} ({', '.join([*fixed, *names])}) FROM STDIN WITH (FORMAT csv)"
     cursor = conn.connection.dbapi_connection.cursor()
     try:
         cursor.copy_expert(statement, buffer)
@@ -357,6 +364,11 @@ def _bulk_insert(conn: Connection, db: ServingDatabase, table: Table, names: lis
         raise DBAPIError.instance(statement, None, error, dbapi_error, dialect=conn.dialect) from None
     finally:
         cursor.close()
+
+
+def _literal(value: int | str) -> str:
+    """An integer or a text as an SQL literal."""
+    return str(int(value)) if isinstance(value, int) else "'" + str(value).replace("'", "''") + "'"
 
 
 def _row(row: Mapping[str, object], columns: Sequence[str], version: int, generated_at: datetime | None) -> dict:
