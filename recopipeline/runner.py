@@ -7,7 +7,7 @@ import os
 import re
 import shutil
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -156,15 +156,25 @@ def _materialize_run(
     if planned == "in_process":
         gx_adapter.preload()  # its checks validate in this process: the import overlaps the ingest
     try:
-        with dg.execute_job(
-            dg.reconstructable(JOBS[job]), instance=instance, run_config=config, tags=tags, asset_selection=keys,
-        ) as result:
-            run_id, success = result.run_id, result.success
-        # the run has ended: a step that failed before it started must not keep its pool slot (no daemon here)
-        instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+        run_id, success = _run_job(JOBS[job], instance, config, tags, keys)
     finally:
         watcher.stop()
     return watcher.finish(run_id, success)
+
+
+def _run_job(
+    job: Callable[[], dg.JobDefinition], instance: dg.DagsterInstance, run_config: Mapping, tags: dict[str, str],
+    asset_selection: list[dg.AssetKey] | None = None,
+) -> tuple[str, bool]:
+    """Execute one run of the job `job` makes (a module-level function, so the run can rebuild it) in this process;
+    its run id and whether it succeeded."""
+    with dg.execute_job(
+        dg.reconstructable(job), instance=instance, run_config=run_config, tags=tags, asset_selection=asset_selection,
+    ) as result:
+        run_id, success = result.run_id, result.success
+    # the run has ended: a step that failed before it started must not keep its pool slot (no daemon here)
+    instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+    return run_id, success
 
 
 def materialize_sharded(
@@ -247,10 +257,7 @@ def _execute(
 ) -> RunSummary:
     """Execute one run of a shard job in this process and summarise it from its events."""
     instance = instance or instance_from_env()
-    with dg.execute_job(dg.reconstructable(SHARD_JOBS[job]), instance=instance, run_config=run_config,
-                        tags=tags) as result:
-        run_id, success = result.run_id, result.success
-    instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+    run_id, success = _run_job(SHARD_JOBS[job], instance, run_config, tags)
     summary = RunWatcher(instance, {}, None).finish(run_id, success)
     if not success and not summary.failures:
         summary.failures.append(f"{job} {tags.get('dagster/partition', '')} failed".strip())

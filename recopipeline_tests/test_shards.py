@@ -428,7 +428,9 @@ def test_a_split_of_other_sources_is_not_read(four_buckets, tmp_path) -> None:
     wanted = {"orders": ("order_id", "customer_key")}
     assert shards._split_covers(store, 4, wanted)
     assert not shards._split_covers(store, 5, wanted)
-    assert not shards._split_covers(store, 4, {"orders": ("order_id", "quantity")})  # a column it does not hold
+    assert shards._split_covers(store, 4, {"customer_interactions": ("customer_key", "interaction_type")})
+    # a column the split does not hold (no step names the events' session)
+    assert not shards._split_covers(store, 4, {"customer_interactions": ("customer_key", "session_id")})
     with store.session(["orders"]) as con:  # a new ingest of the orders
         store.write(con, "orders", "SELECT * FROM orders WHERE order_id <> (SELECT min(order_id) FROM orders)")
     assert not shards._split_covers(store, 4, wanted)
