@@ -295,16 +295,7 @@ def _write_bucket(
     key = bucket_key(bucket, buckets)
     if name in PARTIALS:
         return store.write(con, name, partial_sql(name), partition=key, order_by=PARTIALS[name].order_by)
-    spec = stage(name)
-    for prepared in spec.prepared:
-        run(con, f"CREATE OR REPLACE TEMP TABLE {prepared} AS {load_sql(prepared)}")
-    if not spec.rows_in_order:
-        return store.write(con, name, spec.sql(con, tuning), partition=key, order_by=spec.order_by)
-    run(con, "SET SESSION preserve_insertion_order = true")
-    try:
-        return store.write(con, name, spec.sql(con, tuning), partition=key)
-    finally:
-        run(con, "RESET SESSION preserve_insertion_order")
+    return write_stage(store, con, stage(name), tuning, partition=key)
 
 
 def _bucket_views(

@@ -329,8 +329,11 @@ def run_stages(store: Warehouse, tuning: Tuning, as_of: datetime, names: Iterabl
     }
 
 
-def write_stage(store: Warehouse, con: duckdb.DuckDBPyConnection, spec: Stage, tuning: Tuning) -> int:
-    """Write the stage's table from `con` (a session over its inputs); returns the rows written.
+def write_stage(
+    store: Warehouse, con: duckdb.DuckDBPyConnection, spec: Stage, tuning: Tuning, partition: str | None = None
+) -> int:
+    """Write the stage's table (or its file `partition`, a customer bucket's) from `con` (a session over its
+    inputs); returns the rows written.
 
     Its prepared tables are made first.
     """
@@ -338,10 +341,10 @@ def write_stage(store: Warehouse, con: duckdb.DuckDBPyConnection, spec: Stage, t
     if spec.rows_in_order:  # no sort: DuckDB keeps the rows in the order the compute gives them (this session)
         run(con, "SET SESSION preserve_insertion_order = true")
         try:
-            return store.write(con, spec.name, spec.sql(con, tuning))
+            return store.write(con, spec.name, spec.sql(con, tuning), partition=partition)
         finally:
             run(con, "RESET SESSION preserve_insertion_order")
-    return store.write(con, spec.name, spec.sql(con, tuning), order_by=spec.order_by)
+    return store.write(con, spec.name, spec.sql(con, tuning), partition=partition, order_by=spec.order_by)
 
 
 def compute_into(con: duckdb.DuckDBPyConnection, spec: Stage, tuning: Tuning) -> None:
