@@ -383,6 +383,19 @@ def test_the_names_and_inputs_of_the_partials() -> None:
     assert shards.partial_inputs("shard_trending_interest") == ("customer_interactions",)
 
 
+def test_a_bucket_step_gets_its_share_of_the_duckdb_budget(tmp_path) -> None:
+    store = Warehouse(str(tmp_path), memory_limit="3GB", threads=2)
+    assert shards.bucket_share(store, 1, 2) == store
+    eight = shards.bucket_share(store, 8, 2)
+    assert (eight.memory_limit, eight.threads, eight.root) == ("375MB", 1, store.root)
+    assert shards.bucket_share(replace(store, threads=8), 8, 4).threads == 2  # 4 steps at once
+    assert shards.bucket_share(replace(store, threads=8), 2, 4).threads == 4  # 2 at once
+    assert shards.bucket_share(store, 100, 1).memory_limit == "256MB"  # never below MIN_SHARE_BYTES
+    assert shards.bucket_share(replace(store, memory_limit="200MiB"), 4, 1).memory_limit == "209MB"  # nor above all
+    with pytest.raises(ValueError, match="invalid DuckDB memory limit '3 apples'"):
+        shards.bucket_share(replace(store, memory_limit="3 apples"), 4, 1)
+
+
 def test_unfinished_buckets_are_those_not_recorded_for_this_night(four_buckets, as_of, tmp_path) -> None:
     store = _copy(four_buckets[0], tmp_path / "warehouse")
     name = "customer_segments"

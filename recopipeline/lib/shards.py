@@ -862,8 +862,9 @@ def run_sharded(
 ) -> ShardedRun:
     """Every derived stage over `buckets` buckets: the sources cut into buckets (`split_sources`, with more than
     one), phase 1 per bucket, phase 2 once, phase 3 per bucket, each step in a process of its own, at most
-    `processes` at a time. `step` (a module-level function, run in the processes) is `run_step` unless a caller
-    wraps it."""
+    `processes` at a time: the split and phase 2 with the store's DuckDB budget, each bucket's step with its share
+    (`bucket_share`). `step` (a module-level function, run in the processes) is `run_step` unless a caller wraps
+    it."""
     _check_bucket(None, buckets)
     if processes < 1:
         raise ValueError("processes must be >= 1")
@@ -871,10 +872,21 @@ def run_sharded(
     started = time.perf_counter()
     results: list[StepResult] = []
     phases = [(PARTIALS_PHASE, range(buckets)), (ITEM_PHASE, [None]), (CUSTOMERS_PHASE, range(buckets))]
+    bucket_store = bucket_share(store, buckets, processes)
     for phase, each in [(SPLIT_PHASE, [None])] * (buckets > 1) + phases:
-        steps = [Step(phase, bucket, buckets, store, tuning, as_of) for bucket in each]
+        on = store if each == [None] else bucket_store
+        steps = [Step(phase, bucket, buckets, on, tuning, as_of) for bucket in each]
         results += in_processes(steps, processes, step)
     return ShardedRun(buckets, processes, time.perf_counter() - started, tuple(results))
+
+
+def bucket_share(store: Warehouse, buckets: int, processes: int) -> Warehouse:
+    """The store of a bucket's step: the buckets of a phase together get the run's DuckDB budget, each 1/`buckets`
+    of its memory limit (a bucket's rows are about 1/`buckets` of the whole) and its threads split between the
+    steps that run at once. With one bucket, the whole budget."""
+    if buckets == 1:
+        return store
+    return store.share(buckets, min(processes, buckets))
 
 
 def in_processes(

@@ -42,6 +42,10 @@ from recopipeline.lib.storage import LOCAL, is_remote, storage_for
 SQL_DIR = Path(__file__).parents[1] / "sql"
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _PARTITION = re.compile(r"^[A-Za-z0-9_\-:]+$")
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B)\s*$", re.IGNORECASE)
+_MEMORY_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+                 "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # as DuckDB reads them
+MIN_SHARE_BYTES = 256 * 10**6  # a step's share of the memory limit is never below this
 
 
 def load_sql(name: str) -> str:
@@ -138,6 +142,14 @@ def _cursor(memory_limit: str, threads: int, temp_directory: str, storage) -> du
         return database.cursor()
 
 
+def memory_bytes(limit: str) -> int:
+    """A DuckDB memory limit ('3GB', '500 MiB') in bytes; ValueError if it is not one."""
+    match = _MEMORY.match(limit)
+    if not match:
+        raise ValueError(f"invalid DuckDB memory limit {limit!r} (expected e.g. '3GB' or '512MiB')")
+    return int(float(match.group(1)) * _MEMORY_UNITS[match.group(2).upper()])
+
+
 def _forget_databases() -> None:
     """In a forked child: the parent's databases are never used, nor freed (DuckDB's destructor would wait for
     worker threads the child does not have); the child opens its own."""
@@ -163,6 +175,14 @@ class Warehouse:
     def storage(self):
         """Where the files are (lib/storage.py): the local file system or an object store."""
         return storage_for(self.root)
+
+    def share(self, memory_parts: int, thread_parts: int = 1) -> Warehouse:
+        """This warehouse with a share of its DuckDB budget: 1/`memory_parts` of the memory limit (at least
+        MIN_SHARE_BYTES, never more than the whole) and 1/`thread_parts` of the threads (at least one)."""
+        whole = memory_bytes(self.memory_limit)
+        memory = min(whole, max(MIN_SHARE_BYTES, whole // max(1, memory_parts)))
+        threads = max(1, int(self.threads) // max(1, thread_parts))
+        return replace(self, memory_limit=f"{memory // 10**6}MB", threads=threads)
 
     # ---- locations -------------------------------------------------------------------------------------
     def asset_dir(self, asset: str) -> str:
