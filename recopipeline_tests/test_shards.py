@@ -313,6 +313,8 @@ def test_the_benchmark_times_each_bucket_against_one_run(tmp_path) -> None:
     ]
     assert all(s["seconds"] > 0 and s["peak_rss_bytes"] > 0 for s in steps)
     assert 0 < result["sharded"]["critical_path_seconds"] <= result["sharded"]["work_seconds"]
+    assert (result["settings"]["bucket_memory_limit"], result["settings"]["bucket_threads"]) == ("500MB", 1)
+    assert result["ratios"]["cpu_work_over_one_run"] > 0
     assert "critical path" in summary_table(result)
 
 

@@ -4,12 +4,13 @@
 The nightly path is the validated ingest of every source (as the source assets do it, once: the buckets read the
 same sources) and then every derived stage. The one run is every stage in one process, timed stage by stage; the
 sharded run is phase 1 per bucket, phase 2 once, phase 3 per bucket, each step in a process of its own, at most
-`processes` at a time. Reported: each step's wall and CPU time and its process's peak RSS; the work (the steps'
-times added up, and the sharded run's wall time, which adds the processes' start) and the critical path (the
-slowest bucket of each per-bucket phase plus phase 2) against the one run, with the ingest added to both; the
-largest peak RSS of a bucket's step against the largest of the one run's per-customer stages; and whether every
-table got the one run's row count. The steps' wall times add up to the work only when each step has the machine
-to itself (`processes=1`); with more at a time on as many cores, each step's wall time includes its wait for them.
+`processes` at a time, each bucket's step with its share of the DuckDB budget (`shards.bucket_share`). Reported:
+each step's wall and CPU time and its process's peak RSS; the work (the CPU seconds of the steps added up, the
+steps' wall seconds added up, and the sharded run's wall time, which adds the processes' start) and the critical
+path (the slowest bucket of each per-bucket phase plus phase 2) against the one run, with the ingest added to both;
+the largest peak RSS of a bucket's step against the largest of the one run's per-customer stages; and whether every
+table got the one run's row count. CPU seconds compare the work whatever the threads of each step; the steps' wall
+seconds add up to it only when each step has the machine's cores to itself.
 """
 
 from __future__ import annotations
@@ -93,22 +94,27 @@ def time_shards(
     one_run_peak = max(s["peak_rss_bytes"] for s in one_run if s["asset"] in PER_CUSTOMER)
     bucket_peak = max(s.peak_rss_bytes for s in result.steps if s.bucket is not None)
     nightly = ingest_seconds + one_run_seconds
+    one_run_cpu = sum(s["cpu_seconds"] for s in one_run)
+    sharded_cpu = sum(s.cpu_seconds for s in result.steps)
+    bucket_store = shards.bucket_share(store, buckets, processes)
     return {
         "scale": scale,
         "buckets": buckets,
         "processes": processes,
         "as_of": as_of.isoformat(),
-        "settings": {"memory_limit": memory_limit, "threads": threads, "cpus": os.cpu_count()},
+        "settings": {"memory_limit": memory_limit, "threads": threads, "cpus": os.cpu_count(),
+                     "bucket_memory_limit": bucket_store.memory_limit, "bucket_threads": bucket_store.threads},
         "ingest": {"seconds": ingest_seconds, "cpu_seconds": sum(s["cpu_seconds"] for s in ingest),
                    "sources": ingest},
-        "one_run": {"seconds": one_run_seconds, "cpu_seconds": sum(s["cpu_seconds"] for s in one_run),
+        "one_run": {"seconds": one_run_seconds, "cpu_seconds": one_run_cpu,
                     "peak_rss_bytes": max(s["peak_rss_bytes"] for s in one_run),
                     "per_customer_peak_rss_bytes": one_run_peak, "stages": one_run},
         "sharded": result.as_dict() | {"bucket_peak_rss_bytes": bucket_peak,
-                                       "cpu_seconds": sum(s.cpu_seconds for s in result.steps)},
+                                       "cpu_seconds": sharded_cpu},
         "rows_match": sharded_rows == rows,
         "ratios": {
             "work_over_one_run": result.work_seconds / one_run_seconds,
+            "cpu_work_over_one_run": sharded_cpu / one_run_cpu,
             "wall_over_one_run": result.seconds / one_run_seconds,
             "critical_path_over_one_run": result.critical_path_seconds / one_run_seconds,
             "nightly_work_over_one_run": (ingest_seconds + result.work_seconds) / nightly,
@@ -137,8 +143,11 @@ def summary_table(result: dict) -> str:
     """The result as a Markdown table: one row per step, then the one run and the ratios."""
     one = result["one_run"]
     sharded = result["sharded"]
+    settings = result["settings"]
     lines = [
-        f"scale {result['scale']}: {result['buckets']} buckets, {result['processes']} processes at a time",
+        f"scale {result['scale']}: {result['buckets']} buckets, {result['processes']} processes at a time; DuckDB "
+        f"{settings['memory_limit']} and {settings['threads']} threads for the one run, the split and the item side, "
+        f"{settings['bucket_memory_limit']} and {settings['bucket_threads']} for a bucket's step",
         "",
         "| step | seconds | CPU seconds | peak RSS (GiB) |",
         "| --- | ---: | ---: | ---: |",
@@ -156,8 +165,9 @@ def summary_table(result: dict) -> str:
         f"{one['per_customer_peak_rss_bytes'] / GIB:.2f} (a per-customer stage) |",
         f"| ingest (validated, once for both) | {ingest:.2f} | {result['ingest']['cpu_seconds']:.2f} | |",
         "",
-        f"derived stages: work (steps added up) {sharded['work_seconds']:.2f} s = "
-        f"{ratios['work_over_one_run']:.2f} x the one run, sharded run's wall {ratios['wall_over_one_run']:.2f} x; "
+        f"derived stages: work in CPU seconds {sharded['cpu_seconds']:.2f} = {ratios['cpu_work_over_one_run']:.2f} x "
+        f"the one run's, sharded run's wall {ratios['wall_over_one_run']:.2f} x, the steps' wall seconds added up "
+        f"{sharded['work_seconds']:.2f} = {ratios['work_over_one_run']:.2f} x; "
         f"critical path {sharded['critical_path_seconds']:.2f} s = {ratios['critical_path_over_one_run']:.2f} x",
         f"nightly path (ingest + derived): work {ratios['nightly_work_over_one_run']:.2f} x the one run's, "
         f"wall {ratios['nightly_wall_over_one_run']:.2f} x; a bucket step's peak RSS "

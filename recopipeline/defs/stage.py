@@ -149,6 +149,8 @@ def stage_asset(name: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, tuning: TuningResource
     ) -> dg.MaterializeResult:
         store: Warehouse = warehouse.get()
+        if per_bucket:  # a bucket's step: its share of the DuckDB memory limit
+            store = shards.bucket_share(store, buckets, processes=1)
         values: Tuning = tuning.get()
         as_of = resolve_as_of(context, store)
         bucket = bucket_of(context.partition_key) if per_bucket else None

@@ -39,7 +39,7 @@ def partial_asset(name: str) -> dg.AssetsDefinition:
     def _asset(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, tuning: TuningResource
     ) -> dg.MaterializeResult:
-        store: Warehouse = warehouse.get()
+        store: Warehouse = shards.bucket_share(warehouse.get(), buckets, processes=1)  # a bucket's DuckDB share
         values = tuning.get()
         as_of = resolve_as_of(context, store)
         bucket = bucket_of(context.partition_key)
