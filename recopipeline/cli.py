@@ -254,7 +254,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     for customer_id in customers["customer_id"]:
         print()
         cmd_recommend(argparse.Namespace(customer_id=customer_id, limit=5))
-    print(f"\nExplore the tables: recopipeline sql \"SELECT * FROM customer_top_recommendations LIMIT 5\"")
+    print("\nExplore the tables: recopipeline sql \"SELECT * FROM customer_top_recommendations LIMIT 5\"")
     print("Open the Dagster UI: dagster dev   (then http://127.0.0.1:3000)")
 
 

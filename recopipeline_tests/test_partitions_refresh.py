@@ -117,7 +117,7 @@ def test_the_touched_customers_are_published_and_others_are_left_alone(refreshed
 
 
 def test_an_older_hour_is_recomputed_but_not_published(definitions, refreshed):
-    store, hour = refreshed["store"], refreshed["hour"]
+    hour = refreshed["hour"]
     older = hour - HOUR
     result = dg.materialize(
         list(definitions.assets), selection=["hourly_customer_refresh", "hourly_customer_publish"],

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-import pandas as pd
 import pytest
 
 from recopipeline.lib.warehouse import Warehouse

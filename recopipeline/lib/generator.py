@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recopipeline.lib.contract import CART_STATUSES, INTERACTION_TYPES, SOURCES, arrow_schema
+from recopipeline.lib.contract import CART_STATUSES, INTERACTION_TYPES, arrow_schema
 
 
 @dataclass(frozen=True)

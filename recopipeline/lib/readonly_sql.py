@@ -18,8 +18,8 @@ import duckdb
 import pandas as pd
 
 from recopipeline.lib.keys import DICTIONARIES, create_readable_views
-from recopipeline.lib.storage import LOCAL
-from recopipeline.lib.warehouse import Warehouse, is_remote, run
+from recopipeline.lib.storage import LOCAL, is_remote
+from recopipeline.lib.warehouse import Warehouse, run
 
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:ANALY[SZ]E\s+)?", re.IGNORECASE)
 _FIRST_WORD = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*(\w+)", re.DOTALL)

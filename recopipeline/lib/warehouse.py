@@ -37,7 +37,7 @@ import duckdb
 import pandas as pd
 
 from recopipeline.lib.keys import DICTIONARIES, create_readable_views
-from recopipeline.lib.storage import LOCAL, is_remote, storage_for
+from recopipeline.lib.storage import LOCAL, storage_for
 
 SQL_DIR = Path(__file__).parents[1] / "sql"
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
