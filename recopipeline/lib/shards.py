@@ -664,8 +664,14 @@ def _matching_entries(
     found = [path for path in paths if os.path.basename(path) in present]
     if not found:
         return set()
+    entries = []
     with store.session() as con:
-        entries = run(con, f"SELECT step, buckets, as_of, tuning FROM read_parquet([{', '.join(map(_quote, found))}])")
+        for path in found:  # one by one: another bucket's step may remove its entry meanwhile (it started again)
+            try:
+                entries += run(con, f"SELECT step, buckets, as_of, tuning FROM read_parquet({_quote(path)})")
+            except duckdb.IOException:
+                if store.storage.exists(path):
+                    raise
     wanted = (buckets, as_of, tuning_fingerprint(tuning))
     return {step for step, *values in entries if tuple(values) == wanted}
 
