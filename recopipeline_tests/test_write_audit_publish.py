@@ -93,3 +93,32 @@ def test_a_failed_blocking_check_keeps_the_previous_table_for_downstream(definit
     )
     (drift,) = [c for c in fourth.get_asset_check_evaluations() if c.check_name == "row_count_drift"]
     assert drift.metadata["previous_rows"].value == len(good_orders)
+
+
+def test_an_hour_repeating_an_event_id_of_an_earlier_hour_is_not_published(definitions, tmp_path):
+    """An hour's ingest sees only its own rows; its unique_key check compares their ids with the whole table."""
+    folder = write_sources(tmp_path / "input")
+    store = Warehouse(str(tmp_path / "warehouse"), memory_limit="1GB", threads=2)
+    resources = resources_for(store, source=str(folder))
+    assert materialize_assets(list(definitions.assets), selection=list(SOURCES), resources=resources).success
+    interactions = folder / "customer_interactions.csv"
+    base = interactions.read_text()
+
+    def ingest_hour(line: str, hour: str) -> dg.ExecuteInProcessResult:
+        interactions.write_text(base + line + "\n")
+        return dg.materialize(
+            list(definitions.assets), selection=["customer_interactions"], resources=resources,
+            partition_key=hour, raise_on_error=False,
+        )
+
+    def events() -> list[str]:
+        frame = store.read("SELECT event_id FROM customer_interactions ORDER BY event_id", ["customer_interactions"])
+        return frame.event_id.tolist()
+
+    fresh = ingest_hour("E7,C2,P1,view,2026-09-30 11:10:00,S7", "2026-09-30-11:00")
+    assert fresh.success and events() == ["E1", "E2", "E7"]
+    repeated = ingest_hour("E1,C2,P1,click,2026-09-30 12:10:00,S8", "2026-09-30-12:00")
+    (unique,) = [c for c in repeated.get_asset_check_evaluations() if c.check_name == "unique_key"]
+    assert not repeated.success and not unique.passed
+    assert unique.metadata["violations"].value == 1 and "E1" in unique.metadata["examples"].value
+    assert events() == ["E1", "E2", "E7"]  # the hour was not published

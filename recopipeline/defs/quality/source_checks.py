@@ -1,7 +1,10 @@
 """Asset checks of the sources, evaluated in the source asset's own step right after ingest.
 
 - quarantine_share (blocking): the share of input rows quarantined stays within `max_quarantine_share`.
-- unique_key (blocking): the contract key is unique over the whole table (exact DuckDB aggregate).
+- unique_key (blocking): the contract key is unique over the whole table (exact DuckDB aggregate). An ingest of
+  hours after the first partition checks the keys of the rows it wrote against the whole table (a semi-join): the
+  table was unique when it was last published, since this check blocks the publish, so a repeated key must involve
+  a row just written.
 - keys_present (blocking): every row holds its integer keys (lib/keys.py), over the whole table: a file written
   before the keys existed reads as NULL keys, which the derived stages could not join.
 - contract_expectations (blocking): the data contract as a Great Expectations suite, on a sample of accepted
@@ -119,22 +122,21 @@ def run_source_checks(
     counts: IngestCounts,
     quarantined: pd.DataFrame,
     table_rows: int | None = None,
+    written_since: datetime | None = None,
 ) -> list[dg.AssetCheckResult]:
     """Evaluate the source's checks on the table just written; `quarantined` holds a few example rows.
 
     `table_rows`: the whole table's rows, for a partitioned source whose ingest wrote only some hours (the sample
-    and the drift are then measured on the table, not on the hours just written).
+    and the drift are then measured on the table, not on the hours just written). `written_since`: for such an
+    ingest that did not start at the first partition, the start of its hours (the rows it wrote are the table's
+    from then on).
     """
     rules = contract.name == MERCHANDISING_RULES.name
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     inputs = [contract.name, "products"] if rules else [contract.name]
     with store.session(inputs, variables={"as_of": now}) as con:
         unique = results.violations(
-            con,
-            UNIQUE_KEY,
-            f"SELECT {', '.join(contract.key)}, count(*) AS copies FROM {contract.name} "
-            f"GROUP BY ALL HAVING count(*) > 1",
-            f"key ({', '.join(contract.key)}) is unique",
+            con, UNIQUE_KEY, repeated_keys_sql(contract, written_since), f"key ({', '.join(contract.key)}) is unique"
         )
         keys = key_columns(contract)
         present = [
@@ -160,6 +162,21 @@ def run_source_checks(
         results.row_count_drift(context, ROW_COUNT_DRIFT, contract.name, table, tuning.row_count_drift_band),
         *merchandising,
     ]
+
+
+def repeated_keys_sql(contract: SourceContract, written_since: datetime | None = None) -> str:
+    """The keys held by more than one row, with their copies: over the whole table, or only the keys of the rows
+    whose event time is from `written_since` on (each with its copies in the whole table)."""
+    key = ", ".join(contract.key)
+    rows = contract.name
+    if written_since is not None:
+        assert contract.event_time is not None, "only an event source is written hour by hour"
+        written = (
+            f"SELECT {key} FROM {contract.name} "
+            f"WHERE {contract.event_time} >= TIMESTAMP '{written_since:%Y-%m-%d %H:%M:%S}'"
+        )
+        rows = f"{contract.name} SEMI JOIN ({written}) AS written USING ({key})"
+    return f"SELECT {key}, count(*) AS copies FROM {rows} GROUP BY ALL HAVING count(*) > 1"
 
 
 def _rule_checks(con: duckdb.DuckDBPyConnection) -> list[dg.AssetCheckResult]:

@@ -15,6 +15,7 @@ from recopipeline.defs.quality.source_checks import run_source_checks, source_ch
 from recopipeline.defs.resources import SourceResource, TuningResource, WarehouseResource
 from recopipeline.defs.stage import KINDS, OWNERS, code_references, describe, publish_if_passed
 from recopipeline.lib.contract import SOURCES, SourceContract
+from recopipeline.lib.hourly import covered_since
 from recopipeline.lib.ingest import check_location
 from recopipeline.lib.keys import BY_SOURCE, KEY_TYPE, key_columns
 from recopipeline.lib.quarantine import QUARANTINE, quarantine_examples, quarantine_part, quarantine_rows
@@ -68,6 +69,7 @@ def source_asset(contract: SourceContract) -> dg.AssetsDefinition:
             checked = run_source_checks(
                 context, staged, contract, values, counts, quarantine_examples(store, contract.name),
                 table_rows=metadata["dagster/row_count"].value if window else None,
+                written_since=covered_since(window[0], first_hour()) if window else None,
             )
         except (SourceError, MissingAssetError) as error:
             staged.discard()
