@@ -35,7 +35,9 @@ def create_run_input(
     first_partition: datetime,
     latest_allowed: datetime,
 ) -> str:
-    """A view of the input rows the run owns, with their `PARTITION_HOUR`."""
+    """The input rows the run owns, with their `PARTITION_HOUR`: a view when the run starts at the first partition
+    (it owns the history, most rows), else a table (an hour's rows, read by one scan of the input instead of one
+    scan per pass of the ingest)."""
     start, end = window
     since = covered_since(start, first_partition)
     moment = typed_value(contract, contract.event_time, raw_types)
@@ -44,7 +46,7 @@ def create_run_input(
     run(
         con,
         f"""
-        CREATE OR REPLACE TEMP VIEW {RUN_INPUT} AS
+        CREATE OR REPLACE TEMP {'TABLE' if since else 'VIEW'} {RUN_INPUT} AS
         SELECT * EXCLUDE (_event_time),
                CASE WHEN _event_time IS NULL OR _event_time > {latest} THEN NULL
                     ELSE {event_hour('_event_time', first_partition)} END AS {PARTITION_HOUR}

@@ -7,7 +7,9 @@ products, and written hour by hour (`lib/source_hours.py`).
 
 The input is read three times, each a streaming scan: the hashes of the keys that repeat, then every rule on
 every row, which keeps only the rejected rows (with their values as read, for the quarantine), then the input
-without them, written as the table. Only the rejected rows and the repeated keys are held in memory.
+without them, written as the table. Only the rejected rows and the repeated keys are held in memory. An ingest of
+hours after the first partition reads the input once instead: the rows it owns (an hour's, few) are kept as a
+table for the three passes.
 """
 
 from __future__ import annotations
