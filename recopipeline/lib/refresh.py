@@ -58,11 +58,16 @@ def refresh_customers(store: Warehouse, con: duckdb.DuckDBPyConnection, touched:
     `con` must already have the shared tables as views (Warehouse.session) and the tuning values and the as-of
     time as variables.
     """
+    # their integer keys: the sources are then read by a semi-join on an integer, not on text ids
+    run(
+        con,
+        f"CREATE TEMP TABLE _touched_keys AS SELECT customer_key FROM {store.scan('customers')} "
+        f"WHERE customer_id IN (SELECT customer_id FROM {touched})",
+    )
     for source in CUSTOMER_SOURCES:
         run(
             con,
-            f"CREATE TEMP TABLE {source} AS SELECT * FROM {store.scan(source)} "
-            f"WHERE customer_id IN (SELECT customer_id FROM {touched})",
+            f"CREATE TEMP TABLE {source} AS SELECT * FROM {store.scan(source)} SEMI JOIN _touched_keys USING (customer_key)",
         )
     for spec in per_customer_stages():
         compute_into(con, spec, tuning)
