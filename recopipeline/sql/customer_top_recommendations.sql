@@ -23,8 +23,10 @@
 -- keeps every category to the cap while candidates of other categories last. Pins are placed as they are.
 --
 -- Customers whom no rule touches, without a diversity cap, keep the blend's ranks as they are.
-WITH candidates AS (
-    -- the blend's candidates, with the learned model's rank and score where it ranked them (a promoted model)
+WITH candidates AS NOT MATERIALIZED (
+    -- the blend's candidates, with the learned model's rank and score where it ranked them (a promoted model);
+    -- not materialized: each use reads only the columns and rows it needs (a copy of every candidate would
+    -- hold all 19 million rows of scale l in memory, and spill at xl)
     SELECT r.* REPLACE (coalesce(l.recommendation_score, r.recommendation_score) AS recommendation_score,
                         coalesce(l.recommendation_rank, r.recommendation_rank) AS recommendation_rank)
     FROM product_recommendations AS r
