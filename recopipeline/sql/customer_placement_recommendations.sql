@@ -12,27 +12,32 @@ WITH available AS (
     WHERE is_active AND (stock_quantity > 0 OR stock_quantity IS NULL)
 ),
 viewed AS (
+    -- the evidence text is made for the rows kept only
     SELECT customer_key, 'recently_viewed' AS placement, product_key,
            pow(0.5, date_diff('second', last_viewed_at, getvariable('as_of')) / 86400.0
                     / getvariable('recency_half_life_days')) AS score,
-           epoch_us(last_viewed_at)::DOUBLE AS ordering,
-           'viewed:' || strftime(last_viewed_at, '%Y-%m-%dT%H:%M:%S') AS evidence
+           last_viewed_at AS viewed_at, NULL::BIGINT AS orders,
+           row_number() OVER (PARTITION BY customer_key ORDER BY last_viewed_at DESC, product_key) AS recommendation_rank
     FROM customer_behavior_comprehensive
-    WHERE last_viewed_at IS NOT NULL
+    WHERE last_viewed_at IS NOT NULL AND product_key IN (SELECT product_key FROM available)
 ),
 bought AS (
-    SELECT customer_key, 'buy_it_again' AS placement, product_key,
-           raw_score / max(raw_score) OVER (PARTITION BY customer_key) AS score,
-           raw_score AS ordering,
-           'bought:' || orders AS evidence
-    FROM customer_repurchase_scores
-    WHERE raw_score > 0
+    SELECT * EXCLUDE (raw_score),
+           row_number() OVER (PARTITION BY customer_key ORDER BY raw_score DESC, product_key) AS recommendation_rank
+    FROM (
+        -- divided by the customer's best over every product ordered, available or not
+        SELECT customer_key, 'buy_it_again' AS placement, product_key,
+               raw_score / max(raw_score) OVER (PARTITION BY customer_key) AS score,
+               NULL::TIMESTAMP AS viewed_at, orders, raw_score
+        FROM customer_repurchase_scores
+        WHERE raw_score > 0
+    )
+    WHERE product_key IN (SELECT product_key FROM available)
 ),
 ranked AS (
-    SELECT *, row_number() OVER (PARTITION BY customer_key, placement ORDER BY ordering DESC, product_key)
-                  AS recommendation_rank
-    FROM (SELECT * FROM viewed UNION ALL SELECT * FROM bought)
-    WHERE product_key IN (SELECT product_key FROM available)
+    SELECT * FROM viewed WHERE recommendation_rank <= getvariable('top_n')
+    UNION ALL
+    SELECT * FROM bought WHERE recommendation_rank <= getvariable('top_n')
 )
 SELECT c.customer_id,
        r.placement,
@@ -40,8 +45,10 @@ SELECT c.customer_id,
        p.product_id,
        p.product_name,
        round(r.score, 9) AS recommendation_score,
-       r.evidence
+       CASE r.placement
+           WHEN 'recently_viewed' THEN 'viewed:' || strftime(r.viewed_at, '%Y-%m-%dT%H:%M:%S')
+           ELSE 'bought:' || r.orders
+       END AS evidence
 FROM ranked AS r
 JOIN customer_keys AS c USING (customer_key)
 JOIN available AS p USING (product_key)
-WHERE r.recommendation_rank <= getvariable('top_n')
