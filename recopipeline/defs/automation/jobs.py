@@ -24,7 +24,6 @@ import dagster as dg
 import recopipeline.defs
 from recopipeline.defs.evaluation.assets import GROUP as EVALUATION
 from recopipeline.defs.incremental.assets import GROUP as INCREMENTAL
-from recopipeline.defs.partitions import hourly_partitions
 from recopipeline.defs.shards.assets import combined_partials
 from recopipeline.lib import settings, shards
 from recopipeline.lib.contract import EVENT_SOURCES
@@ -58,7 +57,6 @@ if settings.customer_shards() == 1:
     full_rebuild_job = dg.define_asset_job(
         name="full_rebuild",
         selection=NIGHTLY,
-        partitions_def=hourly_partitions,
         tags=REFRESH_LANE,
         description=(
             "The nightly rebuild: ingest the snapshots and the hours of the run's range, rebuild every derived "
@@ -77,7 +75,6 @@ else:
     full_rebuild_job = dg.define_asset_job(
         name="full_rebuild",
         selection=ingest,
-        partitions_def=hourly_partitions,
         tags=REFRESH_LANE,
         description=(
             "With customer buckets, the nightly rebuild's first job: ingest the snapshots and the hours of the "
@@ -109,7 +106,6 @@ SHARD_PHASES = ("full_rebuild", *SHARD_JOBS)
 hourly_refresh_job = dg.define_asset_job(
     name="hourly_refresh",
     selection=sources | dg.AssetSelection.assets(*(spec.name for spec in hourly_stages())) | dg.AssetSelection.groups(INCREMENTAL),
-    partitions_def=hourly_partitions,
     tags=REFRESH_LANE,
     description=(
         "Ingest one hour (and the customer, product and rule snapshots), recompute the trending list and the "
@@ -120,6 +116,5 @@ hourly_refresh_job = dg.define_asset_job(
 ingest_sources_job = dg.define_asset_job(
     name="ingest_sources",
     selection=sources,
-    partitions_def=hourly_partitions,
     description="Ingest source files: the snapshots whole, the event sources for the hours of the run's range.",
 )
