@@ -43,6 +43,10 @@ from recopipeline.lib.warehouse import Warehouse, load_sql, run
 OUTPUT_ORDER = "customer_id, recommendation_rank"
 PLACEMENT_LISTS = "customer_placement_recommendations"  # the other per-customer lists, written beside the top N
 PLACEMENT_ORDER = "customer_id, placement, recommendation_rank"
+# Columns of the sources that no per-customer stage reads, left out of the touched customers' rows: the events' own
+# ids are most of what a read of 20 million events costs. A stage that came to read one would fail the refresh
+# with DuckDB's "column not found", never compute without it.
+UNREAD_COLUMNS = {"customer_interactions": ("event_id", "session_id")}
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,12 @@ def refresh_customers(store: Warehouse, con: duckdb.DuckDBPyConnection, touched:
         f"WHERE customer_id IN (SELECT customer_id FROM {touched})",
     )
     for source in CUSTOMER_SOURCES:
+        unread = UNREAD_COLUMNS.get(source)
+        columns = f"* EXCLUDE ({', '.join(unread)})" if unread else "*"
         run(
             con,
-            f"CREATE TEMP TABLE {source} AS SELECT * FROM {store.scan(source)} SEMI JOIN _touched_keys USING (customer_key)",
+            f"CREATE TEMP TABLE {source} AS SELECT {columns} FROM {store.scan(source)} "
+            "SEMI JOIN _touched_keys USING (customer_key)",
         )
     for spec in per_customer_stages():
         compute_into(con, spec, tuning)
