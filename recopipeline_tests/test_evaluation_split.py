@@ -87,6 +87,16 @@ def test_ease_neighbours_keep_positive_top_k_and_the_most_bought_items():
     assert dict(zip(table.product_key_1, table.product_key_2))[1] == 2  # 1's buyers mostly bought 2
 
 
+def test_ease_neighbours_of_equal_weight_are_taken_by_product_key():
+    # 20, 30 and 40 are each bought with 10 by one customer: their weights from 10 are equal (up to the last bits
+    # of the inverse), so the two kept are the two smallest keys, in key order
+    bought = pd.DataFrame([(1, 10), (1, 40), (2, 10), (2, 30), (3, 10), (3, 20)], columns=["customer_key", "product_key"])
+    table = fit_item_neighbours(bought, l2=0.5, max_items=4, top_k=2)
+    from_10 = table[table.product_key_1 == 10]
+    assert from_10.product_key_2.tolist() == [20, 30] and from_10.ease_rank.tolist() == [1, 2]
+    assert from_10.ease_weight.nunique() == 1
+
+
 def test_a_blend_weight_reruns_only_the_blend_what_ranks_it_and_the_model_trained_on_it():
     assert stages_to_rerun(Tuning(), Tuning(weight_ease=2.0)) == [
         "ranking_model", "product_recommendations", "candidate_features", "learned_recommendations",

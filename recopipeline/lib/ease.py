@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy import sparse
+from scipy.linalg import lapack
 
 COLUMNS = ["product_key_1", "product_key_2", "ease_weight", "ease_rank"]
 
@@ -28,11 +29,23 @@ def negated_weights_from_gram(gram: np.ndarray, l2: float) -> np.ndarray:
     """-B from the item-item Gram matrix XᵀX (float64, n x n; overwritten). A Gram summed over groups of
     customers is the Gram of all of them (lib/shards.py sums the buckets')."""
     gram[np.diag_indices_from(gram)] += l2
-    P = np.linalg.inv(gram)
-    del gram
+    P = _inverse_of_positive_definite(gram)
     P /= np.diag(P).copy()  # -B[i, j] = P[i, j] / P[j, j]
     np.fill_diagonal(P, -0.0)
     return P
+
+
+def _inverse_of_positive_definite(matrix: np.ndarray) -> np.ndarray:
+    """The inverse of a symmetric positive definite matrix (overwritten, then returned as the inverse), by its
+    Cholesky factor: half the work of a general inverse (LAPACK potrf + potri against getrf + getri)."""
+    factor, info = lapack.dpotrf(matrix, lower=False, overwrite_a=True)
+    if info == 0:
+        inverse, info = lapack.dpotri(factor, lower=False, overwrite_c=True)
+    if info != 0:  # XᵀX + λI with λ > 0 is positive definite: only values beyond floating point get here
+        raise np.linalg.LinAlgError(f"the penalised Gram matrix is not positive definite (LAPACK info {info})")
+    # potri leaves the inverse in the upper triangle: mirror it into the lower one
+    np.copyto(inverse, inverse.T, where=np.tri(len(inverse), k=-1, dtype=bool))
+    return inverse
 
 
 def ease_weights(X: sparse.csr_matrix, l2: float) -> np.ndarray:
@@ -48,18 +61,30 @@ def _top_neighbours(X: sparse.csr_matrix, items: np.ndarray, l2: float, top_k: i
 
 
 def top_neighbours(negated: np.ndarray, items: np.ndarray, top_k: int) -> pd.DataFrame:
-    """Each item's top-k positive weights from -B (`negated`, n x n over `items`), ties by product key."""
+    """Each item's top-k positive weights from -B (`negated`, n x n over `items`; overwritten), ties by product key.
+
+    The weights are rounded to 9 decimals first, so a tie is a tie of the published weights: which of many products
+    with the same weight are kept, and in which order, does not depend on the last bits of the inverse (which vary
+    with the LAPACK routine, the BLAS build and its threads).
+    """
     k = min(top_k, len(items) - 1)
-    candidates = np.argpartition(negated, k - 1, axis=1)[:, :k]
+    np.round(negated, 9, out=negated)
+    # per row the k smallest of -B by (value, column): those below the k-th value, then the first columns equal to it
+    kth = np.partition(negated, k - 1, axis=1)[:, k - 1 : k]
+    below = negated < kth
+    at_kth = negated == kth
+    kept = below | (at_kth & (np.cumsum(at_kth, axis=1, dtype=np.int32) <= k - below.sum(axis=1, keepdims=True)))
+    del below, at_kth
+    candidates = np.nonzero(kept)[1].reshape(len(items), k)  # per row in column order
     negated_top = np.take_along_axis(negated, candidates, axis=1)
-    del negated
+    del negated, kept
     order = np.lexsort((candidates, negated_top), axis=1)
     candidates = np.take_along_axis(candidates, order, axis=1)
     weights = -np.take_along_axis(negated_top, order, axis=1)
     rows = pd.DataFrame({
         "product_key_1": np.repeat(items, k),
         "product_key_2": items[candidates.ravel()],
-        "ease_weight": np.round(weights.ravel(), 9),
+        "ease_weight": weights.ravel() + 0.0,  # + 0.0: no -0.0
         "ease_rank": np.tile(np.arange(1, k + 1), len(items)),
     })
     return rows[rows.ease_weight > 0].reset_index(drop=True)
