@@ -44,6 +44,12 @@ pairs AS (
            count(*) FILTER (WHERE interaction_type = 'cart_remove')                 AS cart_remove_count,
            count(*) FILTER (WHERE interaction_type = 'purchase')                    AS purchase_count,
            count(*)                                                                 AS event_count,
+           -- the sum of the events' weights, from the counts above (exact, and no aggregate of its own)
+           view_count * getvariable('weight_view')::DECIMAL(38, 12)
+               + click_count * getvariable('weight_click')::DECIMAL(38, 12)
+               + cart_add_count * getvariable('weight_cart_add')::DECIMAL(38, 12)
+               + cart_remove_count * getvariable('weight_cart_remove')::DECIMAL(38, 12)
+               + purchase_count * getvariable('weight_purchase')::DECIMAL(38, 12)  AS interaction_score,
            sum((interaction_score * recency_score)::DECIMAL(38, 12))                AS weighted_score,
            sum(recency_score::DECIMAL(38, 12))                                      AS recency_sum,
            sum(recency_score::DECIMAL(38, 12)) FILTER (WHERE interaction_type = 'purchase')
@@ -60,20 +66,7 @@ SELECT e.customer_key,
        s.customer_segment,
        e.product_key,
        p.category,
-       e.* EXCLUDE (customer_key, product_key, weighted_score, recency_sum, purchase_recency, last_interaction_at,
-                    last_purchase_at, last_viewed_at),
-       -- the sum of the events' weights, from the counts (exact, and one aggregate fewer over the events)
-       e.view_count * getvariable('weight_view')::DECIMAL(38, 12)
-           + e.click_count * getvariable('weight_click')::DECIMAL(38, 12)
-           + e.cart_add_count * getvariable('weight_cart_add')::DECIMAL(38, 12)
-           + e.cart_remove_count * getvariable('weight_cart_remove')::DECIMAL(38, 12)
-           + e.purchase_count * getvariable('weight_purchase')::DECIMAL(38, 12)    AS interaction_score,
-       e.weighted_score,
-       e.recency_sum,
-       e.purchase_recency,
-       e.last_interaction_at,
-       e.last_purchase_at,
-       e.last_viewed_at
+       e.* EXCLUDE (customer_key, product_key)
 FROM pairs AS e
 JOIN products AS p USING (product_key)
 JOIN customer_segments AS s USING (customer_key)
