@@ -136,7 +136,7 @@ def run_source_checks(
     inputs = [contract.name, "products"] if rules else [contract.name]
     with store.session(inputs, variables={"as_of": now}) as con:
         unique = results.violations(
-            con, UNIQUE_KEY, repeated_keys_sql(contract, written_since), f"key ({', '.join(contract.key)}) is unique"
+            con, UNIQUE_KEY, _key_violations_sql(contract, written_since), f"key ({', '.join(contract.key)}) is unique"
         )
         keys = key_columns(contract)
         present = [
@@ -164,7 +164,7 @@ def run_source_checks(
     ]
 
 
-def repeated_keys_sql(contract: SourceContract, written_since: datetime | None = None) -> str:
+def _key_violations_sql(contract: SourceContract, written_since: datetime | None = None) -> str:
     """The keys held by more than one row, with their copies: over the whole table, or only the keys of the rows
     whose event time is from `written_since` on (each with its copies in the whole table)."""
     key = ", ".join(contract.key)
